@@ -1,0 +1,31 @@
+# `make install` builds .venv/ in the order the OpenMMLab stack needs; `make test` and `make demo` use it.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+PINS := -c requirements/constraints.txt
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-fast demo clean-venv
+
+install: $(STAMP)
+
+$(STAMP): Makefile setup.py requirements/constraints.txt requirements/runtime.txt requirements/tests.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install $(PINS) torch
+	# mmcv's setup.py imports pkg_resources: setuptools<70 must be there before it builds.
+	$(PIP) install $(PINS) setuptools wheel ninja
+	$(PIP) install $(PINS) mmengine
+	# PyPI has only the sdist of mmcv 2.1.0; it compiles the CPU ops (about 6 minutes, cached by pip).
+	$(PIP) install $(PINS) --no-build-isolation mmcv
+	$(PIP) install $(PINS) -r requirements/runtime.txt
+	$(PIP) install $(PINS) --no-build-isolation --no-deps -e .
+	$(PIP) install $(PINS) -r requirements/tests.txt
+	$(PY) -c "import mmcv.ops, mmdet, mmseg, convnext_dense"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest tests
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,44 @@
+"""The ConvNeXt architecture table (depths and channels per stage, Liu et al. 2022)."""
+from typing import Dict, Mapping, Tuple, Union
+
+ARCH_SETTINGS: Dict[str, Dict[str, Tuple[int, ...]]] = {
+    'tiny': dict(depths=(3, 3, 9, 3), channels=(96, 192, 384, 768)),
+    'small': dict(depths=(3, 3, 27, 3), channels=(96, 192, 384, 768)),
+    'base': dict(depths=(3, 3, 27, 3), channels=(128, 256, 512, 1024)),
+    'large': dict(depths=(3, 3, 27, 3), channels=(192, 384, 768, 1536)),
+    'xlarge': dict(depths=(3, 3, 27, 3), channels=(256, 512, 1024, 2048)),
+}
+
+NUM_STAGES = 4
+STAGE_STRIDES = (4, 8, 16, 32)
+
+
+def resolve_arch(arch: Union[str, Mapping]) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """Return ``(depths, channels)`` for an arch name or a dict with ``depths`` and ``channels``.
+
+    Raises:
+        ValueError: unknown name, missing keys, or lists that are not 4 positive integers.
+        TypeError: ``arch`` is neither a string nor a mapping.
+    """
+    if isinstance(arch, str):
+        if arch not in ARCH_SETTINGS:
+            raise ValueError(
+                f"arch '{arch}' is not a known ConvNeXt architecture; "
+                f'choose one of {sorted(ARCH_SETTINGS)} or pass dict(depths=..., channels=...)')
+        setting = ARCH_SETTINGS[arch]
+        return tuple(setting['depths']), tuple(setting['channels'])
+    if not isinstance(arch, Mapping):
+        raise TypeError(f'arch must be a str or a dict with depths and channels, got {arch!r}')
+    missing = {'depths', 'channels'} - set(arch)
+    if missing:
+        raise ValueError(f'arch dict {dict(arch)!r} lacks {sorted(missing)}; it needs depths and channels')
+    extra = set(arch) - {'depths', 'channels'}
+    if extra:
+        raise ValueError(f'arch dict has unknown keys {sorted(extra)}; allowed: depths, channels')
+    depths, channels = tuple(arch['depths']), tuple(arch['channels'])
+    for name, values in (('depths', depths), ('channels', channels)):
+        if len(values) != NUM_STAGES or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+            raise ValueError(
+                f'arch {name} must be {NUM_STAGES} positive integers, got {list(values)}')
+    return depths, channels

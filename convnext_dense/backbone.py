@@ -1,0 +1,148 @@
+"""ConvNeXt as a dense-prediction backbone for mmdet and mmseg (one class for both)."""
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+from mmengine.model import BaseModule
+from torch import nn
+
+from .archs import NUM_STAGES, STAGE_STRIDES, resolve_arch
+from .layer_ids import default_num_layers, layer_id
+from .layers import ConvNeXtBlock, LayerNorm2d
+from .registry import MODELS
+
+
+def _normalize_out_indices(out_indices: Union[int, Sequence[int]]) -> Tuple[int, ...]:
+    indices = (out_indices,) if isinstance(out_indices, int) else tuple(out_indices)
+    if not indices:
+        raise ValueError('out_indices is empty; choose stage indices in 0..3 (negative allowed)')
+    normalized = []
+    for index in indices:
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise TypeError(f'out_indices entries must be int, got {index!r}')
+        if not -NUM_STAGES <= index < NUM_STAGES:
+            raise ValueError(
+                f'out_indices entry {index} is out of range ({-NUM_STAGES} to {NUM_STAGES - 1})')
+        normalized.append(index % NUM_STAGES)
+    if len(set(normalized)) != len(normalized):
+        raise ValueError(f'out_indices {list(indices)} name the same stage twice')
+    return tuple(sorted(normalized))
+
+
+@MODELS.register_module()
+class ConvNeXt(BaseModule):
+    """ConvNeXt backbone returning a feature pyramid with strides 4/8/16/32 (Liu et al. 2022).
+
+    Arguments follow ``mmpretrain.models.ConvNeXt`` so stock mmdet / mmseg ConvNeXt configs work
+    with only ``type`` changed; parameter names follow the official checkpoints, so
+    ``convnext_base_22k_224.pth`` loads without renaming. Each output stage has its own
+    LayerNorm ``norm{i}``.
+
+    Args:
+        arch: 'tiny', 'small', 'base', 'large', 'xlarge' or ``dict(depths=..., channels=...)``.
+        in_channels: Channels of the input image.
+        out_indices: Stages to output (0..3, negative counts from the end).
+        frozen_stages: Freeze the stem and the first ``frozen_stages`` stages (0..4): no gradient
+            and kept in eval mode.
+        drop_path_rate: Stochastic depth rate of the last block; rates rise linearly from 0.
+        layer_scale_init_value: Initial layer-scale ``gamma``; ``<= 0`` disables it.
+        with_cp: Activation checkpointing per block (less memory, same results).
+        gap_before_final_norm: Only ``False`` is valid: pooling is a classification setting.
+        init_cfg: ``dict(type='Pretrained', checkpoint=SRC)`` loads weights from a file, URL,
+            Hugging Face directory or hub id in any supported layout (see ``convnext_dense.weights``).
+
+    Example:
+        >>> backbone = ConvNeXt(arch='tiny', out_indices=(1, 2, 3))
+        >>> [f.shape[1] for f in backbone(torch.rand(1, 3, 64, 64))] == list(backbone.out_channels)
+        True
+    """
+
+    def __init__(self,
+                 arch: Union[str, Dict] = 'base',
+                 in_channels: int = 3,
+                 out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
+                 frozen_stages: int = 0,
+                 drop_path_rate: float = 0.0,
+                 layer_scale_init_value: float = 1e-6,
+                 with_cp: bool = False,
+                 gap_before_final_norm: bool = False,
+                 init_cfg: Optional[Dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.depths, self.channels = resolve_arch(arch)
+        if gap_before_final_norm:
+            raise ValueError('gap_before_final_norm=True pools features for classification; '
+                             'a dense backbone needs gap_before_final_norm=False')
+        if not isinstance(in_channels, int) or in_channels < 1:
+            raise ValueError(f'in_channels must be a positive int, got {in_channels!r}')
+        if not isinstance(frozen_stages, int) or not 0 <= frozen_stages <= NUM_STAGES:
+            raise ValueError(f'frozen_stages {frozen_stages!r} is out of range (0 to {NUM_STAGES})')
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f'drop_path_rate {drop_path_rate!r} is out of range [0, 1)')
+        self.out_indices = _normalize_out_indices(out_indices)
+        self.frozen_stages = frozen_stages
+        self.out_channels = tuple(self.channels[i] for i in self.out_indices)
+        self.out_strides = tuple(STAGE_STRIDES[i] for i in self.out_indices)
+
+        stem = nn.Sequential(
+            nn.Conv2d(in_channels, self.channels[0], kernel_size=4, stride=4),
+            LayerNorm2d(self.channels[0]))
+        self.downsample_layers = nn.ModuleList([stem] + [
+            nn.Sequential(LayerNorm2d(self.channels[i - 1]),
+                          nn.Conv2d(self.channels[i - 1], self.channels[i], 2, stride=2))
+            for i in range(1, NUM_STAGES)])
+        rates = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
+        self.stages = nn.ModuleList()
+        for i, depth in enumerate(self.depths):
+            first = sum(self.depths[:i])
+            self.stages.append(nn.Sequential(*[
+                ConvNeXtBlock(self.channels[i], rates[first + j], layer_scale_init_value, with_cp)
+                for j in range(depth)]))
+        for i in self.out_indices:
+            self.add_module(f'norm{i}', LayerNorm2d(self.channels[i]))
+        self._freeze_stages()
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """Return one ``(N, C_i, H / s_i, W / s_i)`` map per index in ``out_indices``."""
+        outs = []
+        for i in range(max(self.out_indices) + 1):
+            x = self.downsample_layers[i](x)
+            if i == 0:
+                # Channels-last makes every permute in the blocks a view instead of a copy.
+                x = x.contiguous(memory_format=torch.channels_last)
+            x = self.stages[i](x)
+            if i in self.out_indices:
+                outs.append(getattr(self, f'norm{i}')(x))
+        return tuple(outs)
+
+    def _freeze_stages(self) -> None:
+        for i in range(self.frozen_stages):
+            for module in (self.downsample_layers[i], self.stages[i]):
+                module.eval()
+                for param in module.parameters():
+                    param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'ConvNeXt':
+        """Switch mode, keeping frozen stages in eval."""
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    def init_weights(self) -> None:
+        """Truncated-normal init (std 0.02), or load ``init_cfg=dict(type='Pretrained', ...)``."""
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
+            from .weights import load_pretrained
+            load_pretrained(self, self.init_cfg['checkpoint'], prefix=self.init_cfg.get('prefix'))
+        elif self.init_cfg is not None:
+            super().init_weights()
+        self._is_init = True
+
+    def layer_decay_num_layers(self) -> int:
+        """``num_layers`` of the official layer-decay recipes for this depth (12 for B, 6 for T)."""
+        return default_num_layers(self.depths)
+
+    def layer_decay_id(self, param_name: str, decay_type: str, num_layers: int) -> int:
+        """Layer id of a backbone parameter (name relative to the backbone) for layer decay."""
+        return layer_id(param_name, decay_type, num_layers)

@@ -1,0 +1,27 @@
+"""Install convnext_dense. In an existing OpenMMLab environment: ``pip install -e .``."""
+from setuptools import find_packages, setup
+
+setup(
+    name='convnext_dense',
+    version='0.1.0',
+    description='ConvNeXt as a dense-prediction backbone for mmdet 3.x and mmseg 1.x',
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    packages=find_packages(include=['convnext_dense', 'convnext_dense.*']),
+    python_requires='>=3.8',
+    install_requires=[
+        'torch>=2.0',
+        'mmengine>=0.10.7,<1.0',
+        'mmcv>=2.0.0rc4,<2.2.0',
+        'mmdet>=3.3.0,<3.4',
+        'mmsegmentation>=1.2.2,<1.3',
+        'ftfy',
+        'regex',
+        'huggingface_hub',
+        'safetensors',
+        # mmengine finds mmdet::/mmseg:: base configs through pkg_resources (gone in setuptools 81).
+        'setuptools<81',
+    ],
+    extras_require={'tests': ['pytest', 'pytest-timeout', 'transformers']},
+    license='Apache-2.0',
+)
