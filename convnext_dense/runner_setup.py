@@ -1,0 +1,179 @@
+"""Turn a config plus command-line choices into an mmengine Runner (tools/train.py, tools/test.py).
+
+One code path serves mmdet and mmseg: the config's ``default_scope`` decides. On a machine without
+CUDA the same configs run unchanged: mixed precision falls back to fp32 (one warning), SyncBN
+becomes BN, and distributed runs use gloo.
+"""
+import os
+import os.path as osp
+from typing import Optional, Sequence
+
+import torch
+from mmengine.config import Config, ConfigDict
+from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+TASK_SCOPES = ('mmdet', 'mmseg')
+LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
+
+
+def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
+    """Load a config file (or ``mmdet::`` / ``mmseg::`` name) and merge command-line overrides."""
+    from .configs import stock_config_path
+    cfg = Config.fromfile(stock_config_path(path))
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    task_scope(cfg)
+    return cfg
+
+
+def task_scope(cfg: Config) -> str:
+    """``'mmdet'`` or ``'mmseg'``, from the config's ``default_scope``."""
+    scope = cfg.get('default_scope')
+    if scope not in TASK_SCOPES:
+        raise ValueError(f"config default_scope is {scope!r}; convnext_dense tools run configs "
+                         f"whose default_scope is one of {TASK_SCOPES}")
+    return scope
+
+
+def set_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> None:
+    """Use ``work_dir``, else the config's, else ``work_dirs/<config name>`` as mmdet does."""
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
+def set_launcher(cfg: Config, launcher: str) -> None:
+    """Record the launcher; on CPU-only machines start the gloo process group ourselves."""
+    if launcher not in LAUNCHERS:
+        raise ValueError(f"launcher '{launcher}' is not one of {LAUNCHERS}")
+    cfg.launcher = launcher
+    if launcher != 'none' and not torch.cuda.is_available():
+        _init_cpu_distributed(cfg, launcher)
+
+
+def _init_cpu_distributed(cfg: Config, launcher: str) -> None:
+    # mmengine's init_dist calls torch.cuda.set_device, which a CPU-only torch cannot do.
+    import torch.distributed as dist
+    if launcher != 'pytorch':
+        raise ValueError(f"launcher '{launcher}' needs GPUs; on a CPU-only machine use "
+                         "'pytorch' (tools/dist_train.sh)")
+    cfg.setdefault('env_cfg', ConfigDict())
+    cfg.env_cfg.setdefault('dist_cfg', ConfigDict())
+    cfg.env_cfg.dist_cfg.backend = 'gloo'
+    # DDP takes no device_ids for a CPU module.
+    cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None,
+                                 broadcast_buffers=False,
+                                 find_unused_parameters=cfg.get('find_unused_parameters', False))
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+
+
+def set_amp(cfg: Config, enable: bool) -> None:
+    """``--amp``: switch the optimizer wrapper to mmengine's AmpOptimWrapper."""
+    if enable:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+
+
+def set_auto_scale_lr(cfg: Config, enable: bool) -> None:
+    """``--auto-scale-lr``: scale the lr by the real batch size over ``base_batch_size``."""
+    if not enable:
+        return
+    if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
+        raise ValueError('--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=...) in the '
+                         'config (the total batch size the lr was tuned for)')
+    cfg.auto_scale_lr.enable = True
+
+
+def set_resume(cfg: Config, resume: Optional[str]) -> None:
+    """``--resume`` (latest checkpoint in the work dir) or ``--resume PATH``."""
+    if resume is None:
+        return
+    cfg.resume = True
+    cfg.load_from = None if resume == 'auto' else resume
+
+
+def adapt_to_device(cfg: Config) -> None:
+    """Make a GPU config run on a machine without CUDA: fp32 instead of AMP, BN for SyncBN."""
+    if torch.cuda.is_available():
+        return
+    optim_wrapper = cfg.get('optim_wrapper')
+    if optim_wrapper is not None and optim_wrapper.get('type') == 'AmpOptimWrapper':
+        print_log('No CUDA device: mixed precision (AmpOptimWrapper) falls back to fp32 '
+                  'OptimWrapper.', logger='current', level=30)
+        optim_wrapper.type = 'OptimWrapper'
+        for key in ('loss_scale', 'dtype', 'use_fsdp'):
+            optim_wrapper.pop(key, None)
+    if _replace_sync_bn(cfg.model):
+        print_log('No CUDA device: SyncBN layers run as BN (statistics per process).',
+                  logger='current', level=30)
+
+
+def _replace_sync_bn(node) -> int:
+    # SyncBatchNorm needs CUDA tensors once a process group exists; BN keeps per-process stats.
+    replaced = 0
+    if isinstance(node, dict):
+        if node.get('type') in ('SyncBN', 'MMSyncBN'):
+            node['type'] = 'BN'
+            replaced += 1
+        for value in node.values():
+            replaced += _replace_sync_bn(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            replaced += _replace_sync_bn(value)
+    return replaced
+
+
+def build_runner(cfg: Config) -> Runner:
+    """Build the Runner named by ``runner_type`` (default mmengine's Runner)."""
+    adapt_to_device(cfg)
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
+
+
+def set_local_rank_env(local_rank: int) -> None:
+    """torch.distributed.launch passes ``--local-rank``; torchrun sets LOCAL_RANK itself."""
+    os.environ.setdefault('LOCAL_RANK', str(local_rank))
+
+
+def enable_tta(cfg: Config) -> None:
+    """``--tta``: wrap the model in the config's ``tta_model`` and test with ``tta_pipeline``."""
+    if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+        raise ValueError('--tta needs tta_model and tta_pipeline in the config; '
+                         f'this {task_scope(cfg)} config defines '
+                         f"{[k for k in ('tta_model', 'tta_pipeline') if k in cfg] or 'neither'}")
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+    dataset = cfg.test_dataloader.dataset
+    while 'dataset' in dataset:
+        dataset = dataset['dataset']
+    dataset.pipeline = cfg.tta_pipeline
+
+
+def enable_show_dir(cfg: Config, show_dir: str) -> None:
+    """``--show-dir``: draw predictions of the test set into ``show_dir``."""
+    hooks = cfg.default_hooks
+    if 'visualization' not in hooks:
+        raise ValueError('--show-dir needs default_hooks.visualization in the config')
+    hooks.visualization.draw = True
+    if task_scope(cfg) == 'mmdet':
+        hooks.visualization.test_out_dir = osp.abspath(show_dir)
+    else:
+        cfg.visualizer.save_dir = osp.abspath(show_dir)
+
+
+def add_result_dump(cfg: Config, out: str) -> None:
+    """``--out``: keep raw predictions (mmdet: a pickle file; mmseg: a directory of PNGs)."""
+    if task_scope(cfg) == 'mmdet':
+        if not out.endswith(('.pkl', '.pickle')):
+            raise ValueError(f"--out '{out}' must end with .pkl or .pickle for detection results")
+        evaluators = cfg.test_evaluator
+        evaluators = list(evaluators) if isinstance(evaluators, (list, tuple)) else [evaluators]
+        cfg.test_evaluator = evaluators + [dict(type='DumpDetResults', out_file_path=out)]
+    else:
+        cfg.test_evaluator.output_dir = out
+        cfg.test_evaluator.keep_results = True
+
