@@ -5,7 +5,11 @@ Importing the package registers ``convnext_dense.ConvNeXt`` and the other module
 """
 from .archs import ARCH_SETTINGS
 from .backbone import ConvNeXt
+from .layer_decay import LayerDecayOptimizerConstructor
 from .registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS
 
 __version__ = '0.1.0'
-__all__ = ['ARCH_SETTINGS', 'ConvNeXt', 'MODELS', 'OPTIM_WRAPPER_CONSTRUCTORS', '__version__']
+__all__ = [
+    'ARCH_SETTINGS', 'ConvNeXt', 'LayerDecayOptimizerConstructor', 'MODELS',
+    'OPTIM_WRAPPER_CONSTRUCTORS', '__version__'
+]
