@@ -27,5 +27,8 @@ $(STAMP): Makefile setup.py requirements/constraints.txt requirements/runtime.tx
 test: install
 	$(PY) -m pytest tests
 
+demo: install
+	$(PY) tools/demo.py
+
 clean-venv:
 	rm -rf $(VENV)
