@@ -5,6 +5,7 @@ They are children of mmengine's root registries, so mmdet and mmseg configs reac
 ``constructor='convnext_dense.LayerDecayOptimizerConstructor'`` after
 ``custom_imports = dict(imports=['convnext_dense'], allow_failed_imports=False)``.
 """
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
 from mmengine.registry import Registry
@@ -16,3 +17,4 @@ OPTIM_WRAPPER_CONSTRUCTORS = Registry(
     parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
     scope='convnext_dense',
     locations=['convnext_dense'])
+HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='convnext_dense', locations=['convnext_dense'])

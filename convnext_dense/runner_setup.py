@@ -14,6 +14,8 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from .data_checks import check_data_paths, explain_annotation_errors
+
 TASK_SCOPES = ('mmdet', 'mmseg')
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 
@@ -127,12 +129,31 @@ def _replace_sync_bn(node) -> int:
     return replaced
 
 
+def add_non_finite_loss_check(cfg: Config) -> None:
+    """Stop at the first NaN / inf loss (see :class:`convnext_dense.hooks.NonFiniteLossHook`)."""
+    hook_type = 'convnext_dense.NonFiniteLossHook'
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(hook.get('type') in (hook_type, 'NonFiniteLossHook') for hook in hooks):
+        hooks.append(dict(type=hook_type))
+    cfg.custom_hooks = hooks
+
+
 def build_runner(cfg: Config) -> Runner:
     """Build the Runner named by ``runner_type`` (default mmengine's Runner)."""
     adapt_to_device(cfg)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
+
+
+def run(cfg: Config, mode: str):
+    """Check the data, build the runner and train or test; returns what the runner returns."""
+    check_data_paths(cfg, mode)
+    if mode == 'train':
+        add_non_finite_loss_check(cfg)
+    runner = build_runner(cfg)
+    with explain_annotation_errors():
+        return runner.train() if mode == 'train' else runner.test()
 
 
 def set_local_rank_env(local_rank: int) -> None:

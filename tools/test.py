@@ -34,7 +34,7 @@ def main():
     if args.out:
         runner_setup.add_result_dump(cfg, args.out)
     runner_setup.set_launcher(cfg, args.launcher)
-    runner_setup.build_runner(cfg).test()
+    runner_setup.run(cfg, 'test')
 
 
 if __name__ == '__main__':

@@ -31,7 +31,7 @@ def main():
     runner_setup.set_auto_scale_lr(cfg, args.auto_scale_lr)
     runner_setup.set_resume(cfg, args.resume)
     runner_setup.set_launcher(cfg, args.launcher)
-    runner_setup.build_runner(cfg).train()
+    runner_setup.run(cfg, 'train')
 
 
 if __name__ == '__main__':

@@ -1,0 +1,97 @@
+"""Resume works on torch >= 2.6 with weights_only loading; code-carrying checkpoints are refused."""
+import os
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.fileio import get_file_backend
+
+import convnext_dense  # noqa: F401  (installs the allowlist and the atomic backend)
+from convnext_dense.resume_safety import AtomicLocalBackend, _history_buffer_method
+from toy_runner import toy_runner
+
+
+@pytest.fixture(scope='module')
+def trained_work_dir(tmp_path_factory):
+    work_dir = tmp_path_factory.mktemp('toy')
+    toy_runner(work_dir, max_epochs=2).train()
+    return work_dir
+
+
+def test_plain_torch_load_refuses_mmengine_checkpoints(trained_work_dir):
+    """The premise: without convnext_dense, torch's default weights_only load fails."""
+    code = ('import torch, sys; torch.load(sys.argv[1])')
+    result = subprocess.run([sys.executable, '-c', code, str(trained_work_dir / 'epoch_2.pth')],
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and 'Weights only load failed' in result.stderr
+
+
+def test_resume_from_latest_restores_state(trained_work_dir):
+    runner = toy_runner(trained_work_dir, max_epochs=3, resume=True)
+    runner.train()
+    assert runner.epoch == 3
+    scalars = runner.message_hub.log_scalars
+    assert 'train/loss' in scalars and len(scalars['train/loss'].data[0]) > 0
+
+
+def test_resume_from_path(trained_work_dir, tmp_path):
+    runner = toy_runner(tmp_path, max_epochs=2, resume=True,
+                        load_from=str(trained_work_dir / 'epoch_1.pth'))
+    runner.train()
+    assert runner.epoch == 2 and (tmp_path / 'epoch_2.pth').exists()
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}',))
+
+
+def test_checkpoint_carrying_code_is_refused_and_runs_nothing(trained_work_dir, tmp_path):
+    marker = tmp_path / 'payload-ran'
+    checkpoint = torch.load(trained_work_dir / 'epoch_1.pth', weights_only=True)
+    checkpoint['meta']['evil'] = _Payload(marker)
+    path = tmp_path / 'evil.pth'
+    torch.save(checkpoint, path)
+    runner = toy_runner(tmp_path / 'work', max_epochs=2, resume=True, load_from=str(path))
+    with pytest.raises(pickle.UnpicklingError, match=r'refusing to load .*evil.pth.*nothing of it was run'):
+        runner.train()
+    assert not marker.exists()
+
+
+def test_truncated_checkpoint_is_reported(trained_work_dir, tmp_path):
+    data = (trained_work_dir / 'epoch_1.pth').read_bytes()
+    path = tmp_path / 'cut.pth'
+    path.write_bytes(data[: len(data) // 2])
+    runner = toy_runner(tmp_path / 'work', resume=True, load_from=str(path))
+    with pytest.raises(RuntimeError, match='truncated or corrupt'):
+        runner.train()
+
+
+def test_getattr_is_allowed_only_for_history_buffer_statistics():
+    from mmengine.logging import HistoryBuffer
+    buffer = HistoryBuffer()
+    assert _history_buffer_method(buffer, 'mean') == buffer.mean
+    assert _history_buffer_method(HistoryBuffer, 'min') is HistoryBuffer.min
+    with pytest.raises(pickle.UnpicklingError, match='only HistoryBuffer statistics'):
+        _history_buffer_method(buffer, '__class__')
+    with pytest.raises(pickle.UnpicklingError):
+        _history_buffer_method(os, 'system')
+
+
+def test_local_writes_are_atomic(tmp_path):
+    backend = get_file_backend(str(tmp_path / 'x'))
+    assert isinstance(backend, AtomicLocalBackend)
+    target = tmp_path / 'checkpoint.pth'
+    backend.put(b'good', target)
+
+    with pytest.raises(TypeError):
+        backend.put('not bytes', target)  # fails mid-write
+    assert target.read_bytes() == b'good'
+    assert [p.name for p in tmp_path.iterdir()] == ['checkpoint.pth']
+    backend.put_text('path/to/epoch_3.pth', tmp_path / 'last_checkpoint')
+    assert (tmp_path / 'last_checkpoint').read_text() == 'path/to/epoch_3.pth'

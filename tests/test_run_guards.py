@@ -1,0 +1,113 @@
+"""Non-finite losses stop training with a clear message; missing data and bad annotations are named."""
+import json
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from convnext_dense import runner_setup
+from convnext_dense.data_checks import DataError, check_data_paths, explain_annotation_errors
+from toy_runner import ToyModel, toy_runner
+
+
+class ExplodingModel(ToyModel):
+    """Loss turns NaN at the third iteration."""
+
+    def forward(self, inputs, labels=None, mode='tensor'):
+        out = super().forward(inputs, labels, mode)
+        if mode == 'loss':
+            self.calls = getattr(self, 'calls', 0) + 1
+            if self.calls == 3:
+                out = dict(loss=out['loss'] * float('nan'), loss_aux=out['loss'].detach())
+        return out
+
+
+def test_non_finite_loss_stops_with_iteration_and_terms(tmp_path):
+    runner = toy_runner(tmp_path, max_epochs=2, model=ExplodingModel(),
+                        custom_hooks=[dict(type='convnext_dense.NonFiniteLossHook')])
+    with pytest.raises(FloatingPointError, match=r'non-finite loss at iteration 3 \(non-finite: loss;'
+                                                 r' all terms: loss=nan, loss_aux='):
+        runner.train()
+    assert not list(tmp_path.glob('*.pth'))  # nothing broken was saved
+
+
+def test_last_good_checkpoint_stays_usable(tmp_path):
+    class LateExplodingModel(ExplodingModel):
+        def forward(self, inputs, labels=None, mode='tensor'):
+            if mode == 'loss' and getattr(self, 'calls', 0) < 4:
+                self.calls = getattr(self, 'calls', 0) + 1
+                return ToyModel.forward(self, inputs, labels, mode)
+            if mode == 'loss':
+                self.calls = 2  # the next call is the NaN one
+            return super().forward(inputs, labels, mode)
+
+    runner = toy_runner(tmp_path, max_epochs=3, model=LateExplodingModel(),
+                        custom_hooks=[dict(type='convnext_dense.NonFiniteLossHook')])
+    with pytest.raises(FloatingPointError, match=r'iteration 5 .*last good checkpoint: .*epoch_1.pth'):
+        runner.train()
+    state = torch.load(tmp_path / 'epoch_1.pth', weights_only=True)['state_dict']
+    assert all(torch.isfinite(value).all() for value in state.values())
+    resumed = toy_runner(tmp_path, max_epochs=2, resume=True)
+    resumed.train()
+    assert resumed.epoch == 2
+
+
+def test_tools_add_the_hook_once():
+    cfg = Config(dict(custom_hooks=[dict(type='EMAHook')]))
+    runner_setup.add_non_finite_loss_check(cfg)
+    runner_setup.add_non_finite_loss_check(cfg)
+    assert [hook['type'] for hook in cfg.custom_hooks] == ['EMAHook', 'convnext_dense.NonFiniteLossHook']
+
+
+def _coco_cfg(root, ann_file='annotations/train.json', img='train/'):
+    dataset = dict(type='CocoDataset', data_root=str(root), ann_file=ann_file, data_prefix=dict(img=img))
+    return Config(dict(train_dataloader=dict(dataset=dataset),
+                       val_dataloader=dict(dataset=dict(type='RepeatDataset', times=2, dataset=dataset)),
+                       val_cfg=dict(type='ValLoop')))
+
+
+def test_missing_data_root_is_named(tmp_path):
+    with pytest.raises(DataError, match=rf"data root '{tmp_path}/nowhere' of train_dataloader.dataset does not exist.*--cfg-options train_dataloader.dataset.data_root=PATH"):
+        check_data_paths(_coco_cfg(tmp_path / 'nowhere'), 'train')
+
+
+def test_empty_data_root_is_named(tmp_path):
+    (tmp_path / 'coco' / 'train').mkdir(parents=True)
+    with pytest.raises(DataError, match=rf"data root '{tmp_path}/coco' of train_dataloader.dataset is empty"):
+        check_data_paths(_coco_cfg(tmp_path / 'coco'), 'train')
+
+
+def test_missing_annotation_file_and_image_folder_are_named(tmp_path):
+    (tmp_path / 'annotations').mkdir()
+    (tmp_path / 'annotations' / 'train.json').write_text('{}')
+    with pytest.raises(DataError, match=r"img folder '.*train/' of train_dataloader.dataset does not exist"):
+        check_data_paths(_coco_cfg(tmp_path), 'train')
+    (tmp_path / 'train').mkdir()
+    with pytest.raises(DataError, match=r"annotation file '.*val.json' of val_dataloader.dataset.dataset"):
+        cfg = _coco_cfg(tmp_path)
+        cfg.val_dataloader.dataset.dataset = dict(cfg.train_dataloader.dataset, ann_file='annotations/val.json')
+        check_data_paths(cfg, 'train')
+    check_data_paths(_coco_cfg(tmp_path), 'train')  # complete now
+
+
+@pytest.mark.parametrize('content, error', [
+    ('{"images": [', 'JSONDecodeError'),
+    (json.dumps({'images': [{'id': 1, 'file_name': 'a.jpg', 'height': 8, 'width': 8}],
+                 'annotations': [{'id': 1, 'image_id': 1, 'category_id': 1}],
+                 'categories': [{'id': 1, 'name': 'circle'}]}), 'KeyError'),
+])
+def test_malformed_annotation_file_is_named(tmp_path, content, error):
+    from mmdet.datasets import CocoDataset
+    (tmp_path / 'train').mkdir()
+    ann_file = tmp_path / 'ann.json'
+    ann_file.write_text(content)
+    with pytest.raises(DataError, match=rf"annotation file '.*ann.json' is malformed \({error}"):
+        with explain_annotation_errors():
+            CocoDataset(data_root=str(tmp_path), ann_file='ann.json', data_prefix=dict(img='train/'),
+                        metainfo=dict(classes=('circle',)), pipeline=[])
+
+
+def test_other_errors_pass_through():
+    with pytest.raises(KeyError, match='unrelated'):
+        with explain_annotation_errors():
+            raise KeyError('unrelated')
