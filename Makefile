@@ -14,10 +14,12 @@ $(STAMP): Makefile setup.py requirements/constraints.txt requirements/runtime.tx
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install $(PINS) torch
 	# mmcv's setup.py imports pkg_resources: setuptools<70 must be there before it builds.
-	$(PIP) install $(PINS) setuptools wheel ninja
+	$(PIP) install $(PINS) "setuptools<70" wheel ninja
 	$(PIP) install $(PINS) mmengine
 	# PyPI has only the sdist of mmcv 2.1.0; it compiles the CPU ops (about 6 minutes, cached by pip).
 	$(PIP) install $(PINS) --no-build-isolation mmcv
+	# torch needs setuptools>=77.0.3; mmengine finds mmdet::/mmseg:: configs via pkg_resources (<81).
+	$(PIP) install $(PINS) "setuptools>=77.0.3,<81"
 	$(PIP) install $(PINS) -r requirements/runtime.txt
 	$(PIP) install $(PINS) --no-build-isolation --no-deps -e .
 	$(PIP) install $(PINS) -r requirements/tests.txt
