@@ -22,11 +22,15 @@ from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner import CheckpointLoader
 
 
+# Registered by every HistoryBuffer's __init__; the class-level dict is empty until one exists.
+_BUILTIN_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
 def _history_buffer_method(obj: Any, name: str) -> Any:
     """``getattr`` restricted to what HistoryBuffer pickles: its registered statistics methods."""
     # HistoryBuffer keeps its statistics as plain functions: pickled as getattr(HistoryBuffer, name).
     is_buffer = obj is HistoryBuffer or isinstance(obj, HistoryBuffer)
-    if is_buffer and name in HistoryBuffer._statistics_methods:
+    if is_buffer and name in _BUILTIN_STATISTICS + tuple(HistoryBuffer._statistics_methods):
         return getattr(obj, name)
     raise pickle.UnpicklingError(
         f'refused getattr({type(obj).__name__}, {name!r}): only HistoryBuffer statistics are allowed')

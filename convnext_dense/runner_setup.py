@@ -138,9 +138,18 @@ def add_non_finite_loss_check(cfg: Config) -> None:
     cfg.custom_hooks = hooks
 
 
+def drop_persistent_workers_without_workers(cfg: Config) -> None:
+    """``num_workers=0`` with the configs' ``persistent_workers=True`` is a DataLoader error."""
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(name)
+        if loader and loader.get('num_workers', 0) == 0 and loader.get('persistent_workers'):
+            loader.persistent_workers = False
+
+
 def build_runner(cfg: Config) -> Runner:
     """Build the Runner named by ``runner_type`` (default mmengine's Runner)."""
     adapt_to_device(cfg)
+    drop_persistent_workers_without_workers(cfg)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)

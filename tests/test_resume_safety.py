@@ -28,6 +28,16 @@ def test_plain_torch_load_refuses_mmengine_checkpoints(trained_work_dir):
     assert result.returncode != 0 and 'Weights only load failed' in result.stderr
 
 
+def test_fresh_process_loads_mmengine_checkpoints(trained_work_dir):
+    """No HistoryBuffer exists yet in a new process (resume starts that way)."""
+    code = ('import sys, torch, convnext_dense; '
+            'print(sorted(torch.load(sys.argv[1])["message_hub"]["log_scalars"])[:1])')
+    result = subprocess.run([sys.executable, '-c', code, str(trained_work_dir / 'epoch_2.pth')],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "['train/" in result.stdout
+
+
 def test_resume_from_latest_restores_state(trained_work_dir):
     runner = toy_runner(trained_work_dir, max_epochs=3, resume=True)
     runner.train()
