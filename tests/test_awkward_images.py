@@ -1,0 +1,52 @@
+"""Odd sizes, grayscale, RGBA and object-free images train and evaluate through the tools."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from odd_images import write_awkward_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMON = ['train_cfg.max_iters=2', 'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2',
+          'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
+          'val_dataloader.num_workers=0', 'test_dataloader.num_workers=0']
+
+
+def _options(task, data):
+    if task == 'det':
+        coco = f'{data}/coco/'
+        return COMMON + [
+            f'train_dataloader.dataset.data_root={coco}', f'val_dataloader.dataset.data_root={coco}',
+            f'test_dataloader.dataset.data_root={coco}',
+            f'val_evaluator.ann_file={coco}annotations/instances_val.json',
+            f'test_evaluator.ann_file={coco}annotations/instances_val.json',
+            # Keep the image without objects in training too: it must not break a batch.
+            'train_dataloader.dataset.filter_cfg.filter_empty_gt=False']
+    return COMMON + [f'{loader}.dataset.data_root={data}/ade'
+                     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+
+
+CONFIGS = {'det': 'configs/demo/mask-rcnn_convnext-demo_shapes.py',
+           'seg': 'configs/demo/upernet_convnext-demo_shapes.py'}
+METRICS = {'det': ('coco/bbox_mAP', 'coco/segm_mAP'), 'seg': ('mIoU',)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('task', ['det', 'seg'])
+def test_awkward_images_train_and_evaluate(task, tmp_path):
+    data = write_awkward_dataset(tmp_path / 'data')
+    work_dir = tmp_path / 'work'
+    options = _options(task, data)
+    train = subprocess.run([sys.executable, 'tools/train.py', CONFIGS[task], '--work-dir',
+                            str(work_dir), '--cfg-options', *options],
+                           cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-3000:]
+    test = subprocess.run([sys.executable, 'tools/test.py', CONFIGS[task], str(work_dir / 'iter_2.pth'),
+                           '--work-dir', str(tmp_path / 'test'), '--cfg-options', *options],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert test.returncode == 0, test.stdout[-2000:] + test.stderr[-3000:]
+    log = test.stdout + test.stderr
+    for metric in METRICS[task]:
+        assert f'{metric}: ' in log
+    assert '[4/4]' in log  # every image, the empty one included, was evaluated
