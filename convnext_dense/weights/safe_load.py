@@ -1,0 +1,201 @@
+"""Read a checkpoint file without running any code it might carry.
+
+safetensors files hold only tensors. Pickled PyTorch files are read with
+``torch.load(weights_only=True)``: tensors, plain containers and numbers only. mmengine training
+checkpoints also pickle their logs (numpy arrays and scalars, ``HistoryBuffer``); exactly those
+classes are allowed, and ``getattr`` only for a ``HistoryBuffer``'s statistics methods. Any other
+global makes the load fail before anything from the file is executed.
+"""
+import _compat_pickle
+import contextlib
+import inspect
+import io
+import os
+import pickle
+import pickletools
+import re
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator, List, Mapping, Optional, Tuple, Union
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+_SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
+# Phrases of torch's weights-only unpickler (and of _history_buffer_statistic) when a pickle asks
+# for a global or a call it does not allow.
+_ASKS_FOR_CODE = re.compile(r'GLOBAL|unrecognized function|refused getattr|Can only (create|build)')
+
+
+def _history_buffer_statistic(obj: Any, name: str) -> Any:
+    """``getattr`` as HistoryBuffer pickles its statistics (``getattr(HistoryBuffer, 'mean')``).
+
+    Only public functions defined on the HistoryBuffer class are returned; anything else is
+    refused.
+    """
+    from mmengine.logging import HistoryBuffer
+    is_buffer = obj is HistoryBuffer or isinstance(obj, HistoryBuffer)
+    member = vars(HistoryBuffer).get(name)
+    if is_buffer and not name.startswith('_') and inspect.isfunction(member):
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(f'refused getattr({type(obj).__name__}, {name!r}): only '
+                                 'HistoryBuffer statistics methods are allowed')
+
+
+def training_log_allowlist() -> List[Tuple[Any, str]]:
+    """(object, pickled name) of the data-only objects mmengine writes beside the weights.
+
+    For ``torch.serialization.safe_globals``: numpy arrays, scalars and dtypes, mmengine's
+    ``HistoryBuffer`` and a ``getattr`` limited to its statistics methods.
+    """
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+    multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
+    allowed = [(HistoryBuffer, 'mmengine.logging.history_buffer.HistoryBuffer'),
+               (_history_buffer_statistic, 'builtins.getattr'),
+               (np.ndarray, 'numpy.ndarray'), (np.dtype, 'numpy.dtype')]
+    for core in ('numpy.core', 'numpy._core'):  # files written by numpy 1 and numpy 2
+        allowed += [(multiarray._reconstruct, f'{core}.multiarray._reconstruct'),
+                    (multiarray.scalar, f'{core}.multiarray.scalar')]
+    dtypes = getattr(np, 'dtypes', None)  # numpy >= 1.25 may pickle dtypes by their class
+    if dtypes is not None:
+        allowed += [(getattr(dtypes, name), f'numpy.dtypes.{name}')
+                    for name in dir(dtypes) if name.endswith('DType')]
+    return allowed
+
+
+def _entry_name(entry: Any) -> str:
+    return entry[1] if isinstance(entry, tuple) else f'{entry.__module__}.{entry.__qualname__}'
+
+
+@contextlib.contextmanager
+def _training_logs_allowed() -> Iterator[None]:
+    """Allow :func:`training_log_allowlist` for one load, over same-named entries of others.
+
+    torch keeps one object per name and picks among duplicates arbitrarily, so same-named
+    entries added elsewhere in the process are set aside for the load and restored after it.
+    """
+    saved = torch.serialization.get_safe_globals()
+    ours = training_log_allowlist()
+    names = {name for _, name in ours}
+    torch.serialization.clear_safe_globals()
+    torch.serialization.add_safe_globals([e for e in saved if _entry_name(e) not in names] + ours)
+    try:
+        yield
+    finally:
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(saved)
+
+
+def _plain_global_names() -> set:
+    """Globals a weights-only load accepts here: torch's defaults and the training-log names."""
+    try:  # private, but only used to word the refusal message
+        from torch._weights_only_unpickler import _get_allowed_globals
+        defaults = set(_get_allowed_globals())
+    except (ImportError, AttributeError):
+        defaults = set()
+    return defaults | {name for _, name in training_log_allowlist()}
+
+
+def load_state_file(path: Union[str, os.PathLike]) -> Mapping[str, Any]:
+    """Load a ``.safetensors`` file or a pickled PyTorch checkpoint onto the CPU, safely.
+
+    The format is told from the file's first bytes, not its name.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a pickle that would run code (nothing of it ran), or a truncated, corrupt or
+            non-checkpoint file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'checkpoint file {path} does not exist')
+    size = path.stat().st_size
+    with open(path, 'rb') as f:
+        head = f.read(16)
+    try:
+        if _is_safetensors(head, size):
+            return load_file(str(path), device='cpu')
+        with _training_logs_allowed():
+            return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as err:
+        names = _pickled_globals(path)
+        foreign = [name for name in names or () if name not in _plain_global_names()]
+        if foreign or _ASKS_FOR_CODE.search(str(err)):
+            raise ValueError(_refusal_message(path, foreign, err)) from None
+        raise ValueError(_corrupt_message(path, size, head, err)) from None
+    except (RuntimeError, OSError, EOFError, ValueError, IndexError, SafetensorError) as err:
+        raise ValueError(_corrupt_message(path, size, head, err)) from None
+
+
+def _is_safetensors(head: bytes, size: int) -> bool:
+    # safetensors: an 8-byte little-endian header length, then a JSON header.
+    if len(head) < 9:
+        return False
+    header_len = int.from_bytes(head[:8], 'little')
+    return head[8:9] == b'{' and header_len <= _SAFETENSORS_MAX_HEADER
+
+
+def _pickled_globals(path: Path) -> Optional[List[str]]:
+    """Names of the globals a pickle refers to, read with pickletools (nothing is executed).
+
+    Looks into ``data.pkl`` of a zip-format torch file, else at the pickles at the start of the
+    file (a legacy torch file continues with raw storage bytes). None if no pickle can be read.
+    """
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                data = archive.read(next(n for n in archive.namelist() if n.endswith('data.pkl')))
+        else:
+            data = path.read_bytes()
+    except (OSError, StopIteration, zipfile.BadZipFile):
+        return None
+    stream, names, strings, complete = io.BytesIO(data), [], [], 0
+    while stream.tell() < len(data):
+        try:
+            for opcode, arg, _ in pickletools.genops(stream):
+                if opcode.name == 'GLOBAL':
+                    names.append(_modern_name(*arg.split(' ', 1)))
+                elif opcode.name == 'STACK_GLOBAL' and len(strings) >= 2:
+                    names.append(_modern_name(strings[-2], strings[-1]))
+                elif isinstance(arg, str):
+                    strings.append(arg)
+        except Exception:  # noqa: BLE001  (garbage or raw bytes after the pickles)
+            break
+        complete += 1
+    return names if complete else None
+
+
+def _modern_name(module: str, name: str) -> str:
+    # Protocol-2 pickles name Python 2 modules (__builtin__); map them as unpickling does.
+    module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+    return f'{_compat_pickle.IMPORT_MAPPING.get(module, module)}.{name}'
+
+
+def _refusal_message(path: Path, foreign: List[str], err: Exception) -> str:
+    if foreign:
+        what = 'asks for ' + ', '.join(f'`{name}`' for name in dict.fromkeys(foreign[:3]))
+    else:
+        what = f'makes a call torch refuses ({_torch_detail(err)})'
+    return (f'refused to load {path}: it is a pickle that {what}, which could run arbitrary '
+            'code; nothing from the file was executed. Only tensors, plain containers, numbers and '
+            "mmengine's training logs are accepted (torch.load(weights_only=True)). If you trust "
+            'the file, re-save just its state dict (torch.save(model.state_dict(), ...)) or '
+            'convert it to safetensors.')
+
+
+def _torch_detail(err: Exception) -> str:
+    text = str(err).split('WeightsUnpickler error:')[-1]  # skip torch's weights_only preamble
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(err).__name__
+
+
+def _corrupt_message(path: Path, size: int, head: bytes, err: Exception) -> str:
+    detail = _torch_detail(err)
+    if head.startswith(b'PK') or _is_safetensors(head, size) or head.startswith(b'\x80'):
+        kind = 'is truncated or corrupt'
+    else:
+        kind = f'is not a PyTorch or safetensors checkpoint (it starts with {head[:16]!r})'
+    return (f'checkpoint {path} ({size} bytes) {kind}: {detail}. '
+            'Delete it and download it again.')

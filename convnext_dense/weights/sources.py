@@ -1,0 +1,187 @@
+"""Turn a checkpoint source (file, URL, Hugging Face directory or hub id) into a local file.
+
+URLs are downloaded once into torch hub's checkpoint cache (``$TORCH_HOME/hub/checkpoints``, where
+``torch.hub`` and mmengine also look); hub ids go through ``huggingface_hub``, which keeps its own
+cache and honours ``HF_HUB_OFFLINE``. An unreachable source fails within seconds and says where to
+put the file instead.
+"""
+import hashlib
+import os
+import re
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Optional, Union
+from urllib.parse import urlparse
+
+import torch
+
+HF_WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
+CONNECT_TIMEOUT_S = 10.0
+_HUB_ID = re.compile(r'[A-Za-z0-9][\w.-]*/[\w.-]+')
+# torch.hub's convention: a file named "<name>-<sha256 prefix>.<ext>" is checked on download.
+_HASH_IN_NAME = re.compile(r'-([a-f0-9]{8,})\.')
+
+Source = Union[str, os.PathLike]
+
+
+def resolve_source(source: Source) -> Path:
+    """Return the local weights file for a checkpoint source.
+
+    Args:
+        source: A local file; an ``http(s)://`` URL; a Hugging Face model directory
+            (``config.json`` and ``model.safetensors`` or ``pytorch_model.bin``); or a hub id such
+            as ``'facebook/convnext-base-224-22k'``. An existing local path wins over a hub id.
+
+    Raises:
+        TypeError: ``source`` is not a string or path.
+        FileNotFoundError: the file is not there and cannot be fetched; the message says where to
+            put it.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f'checkpoint must be a path, URL or hub id string, got {source!r}')
+    text = os.fspath(source)
+    if text.startswith(('http://', 'https://')):
+        return download_url(text)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        return _weights_in_directory(path)
+    if _HUB_ID.fullmatch(text):
+        return download_from_hub(text)
+    raise FileNotFoundError(
+        f"checkpoint '{text}' is not an existing file or directory, an http(s) URL, or a Hugging "
+        "Face hub id ('org/name')")
+
+
+def url_cache_path(url: str) -> Path:
+    """Where :func:`download_url` keeps the file of ``url``."""
+    name = os.path.basename(urlparse(url).path)
+    if not name:
+        raise ValueError(f'URL {url} does not end in a file name')
+    return Path(torch.hub.get_dir()) / 'checkpoints' / name
+
+
+def download_url(url: str) -> Path:
+    """Download ``url`` once into torch hub's cache (with a progress bar) and return the file.
+
+    Raises:
+        FileNotFoundError: the URL cannot be reached; the message names the cache path to copy
+            the file to.
+        ValueError: the downloaded file does not match the hash in its name.
+    """
+    dst = url_cache_path(url)
+    if dst.is_file():
+        return dst
+    partial = dst.with_name(f'{dst.name}.{os.getpid()}.partial')
+    try:
+        with urllib.request.urlopen(url, timeout=CONNECT_TIMEOUT_S) as response:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            digest = _copy_with_progress(response, partial, dst.name)
+    except (urllib.error.URLError, OSError) as err:
+        partial.unlink(missing_ok=True)
+        reason = getattr(err, 'reason', None) or err
+        raise FileNotFoundError(
+            f'cannot download {url} ({reason}). If this machine is offline, download the file '
+            f'elsewhere and put it at {dst} (it is used from there), or pass its local path as '
+            'checkpoint=') from None
+    expected = _HASH_IN_NAME.search(dst.name)
+    if expected and not digest.startswith(expected.group(1)):
+        partial.unlink(missing_ok=True)
+        raise ValueError(f'downloaded {url} has sha256 {digest[:len(expected.group(1))]}..., '
+                         f'not the {expected.group(1)} in its name; the download is corrupt')
+    os.replace(partial, dst)
+    return dst
+
+
+def _copy_with_progress(response, dst: Path, name: str) -> str:
+    from tqdm import tqdm
+    total = int(response.headers.get('Content-Length') or 0) or None
+    digest = hashlib.sha256()
+    with open(dst, 'wb') as f, tqdm(total=total, unit='B', unit_scale=True, unit_divisor=1024,
+                                    desc=name) as bar:
+        while True:
+            chunk = response.read(1 << 20)
+            if not chunk:
+                break
+            f.write(chunk)
+            digest.update(chunk)
+            bar.update(len(chunk))
+    return digest.hexdigest()
+
+
+def download_from_hub(repo_id: str) -> Path:
+    """Fetch a model's weights file from the Hugging Face hub (or its cache).
+
+    Tries ``model.safetensors``, then ``pytorch_model.bin``.
+
+    Raises:
+        FileNotFoundError: the repository or its weights cannot be found or reached; the message
+            says how to provide them offline.
+    """
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.utils import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
+                                       RepositoryNotFoundError)
+
+    def cached_or_raise(err: Exception) -> Path:
+        for name in HF_WEIGHT_FILES:
+            cached = try_to_load_from_cache(repo_id, name)
+            if isinstance(cached, str):
+                return Path(cached)
+        raise FileNotFoundError(_hub_unreachable_message(repo_id, err)) from None
+
+    if not constants.HF_HUB_OFFLINE:
+        # huggingface_hub retries a refused connection for ~25 s; find out in seconds instead.
+        unreachable = _unreachable(constants.ENDPOINT)
+        if unreachable is not None:
+            return cached_or_raise(unreachable)
+    for filename in HF_WEIGHT_FILES:
+        try:
+            return Path(hf_hub_download(repo_id, filename, etag_timeout=CONNECT_TIMEOUT_S))
+        except LocalEntryNotFoundError as err:  # offline: the other file may still be cached
+            return cached_or_raise(err)
+        except RepositoryNotFoundError:
+            raise FileNotFoundError(
+                f"Hugging Face hub id '{repo_id}' is not a repository (or it is private or "
+                'gated: log in with `hf auth login`)') from None
+        except EntryNotFoundError:
+            continue
+        except HfHubHTTPError as err:
+            raise FileNotFoundError(_hub_unreachable_message(repo_id, err)) from None
+    raise FileNotFoundError(
+        f"Hugging Face repository '{repo_id}' has none of the weight files {list(HF_WEIGHT_FILES)}")
+
+
+def _unreachable(endpoint: str) -> Optional[OSError]:
+    """The error connecting to ``endpoint``'s host, or None if it answers (or a proxy is set)."""
+    if urllib.request.getproxies():
+        return None  # only the proxy knows whether the hub is reachable
+    parsed = urlparse(endpoint)
+    port = parsed.port or (443 if parsed.scheme == 'https' else 80)
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        return err
+    return None
+
+
+def _hub_unreachable_message(repo_id: str, err: Exception) -> str:
+    from huggingface_hub import constants
+    offline = ' (HF_HUB_OFFLINE is set)' if constants.HF_HUB_OFFLINE else ''
+    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return (f"cannot fetch '{repo_id}' from the Hugging Face hub{offline} and it is not in the "
+            f'cache {constants.HF_HUB_CACHE} ({reason}). On a machine with '
+            f'internet run `hf download {repo_id} config.json pytorch_model.bin --local-dir DIR` '
+            '(or `huggingface-cli download`), copy DIR here and pass checkpoint=DIR; or copy '
+            "that machine's Hugging Face cache to this one")
+
+
+def _weights_in_directory(path: Path) -> Path:
+    for name in HF_WEIGHT_FILES:
+        if (path / name).is_file():
+            return path / name
+    raise FileNotFoundError(
+        f'directory {path} is not a Hugging Face model directory: it has none of '
+        f'{list(HF_WEIGHT_FILES)} (found {sorted(p.name for p in path.iterdir())[:10]})')

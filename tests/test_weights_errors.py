@@ -1,0 +1,175 @@
+"""Checkpoints that do not fit, are not ConvNeXt, are damaged or carry code fail loudly."""
+import os
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from convnext_dense import ConvNeXt
+from convnext_dense.weights import load_pretrained, load_state_file
+from weights_reference import ARCH, build_hf_classifier, official_from_hf
+
+
+@pytest.fixture(scope='module')
+def official(tmp_path_factory):
+    """A small official-layout checkpoint (from the HF reference) and its state dict."""
+    state = official_from_hf(build_hf_classifier().state_dict())
+    path = tmp_path_factory.mktemp('errors') / 'convnext_official.pth'
+    torch.save({'model': state}, path)
+    return path, state
+
+
+def test_wrong_architecture_names_both(official):
+    path, _ = official
+    with pytest.raises(ValueError) as info:
+        load_pretrained(ConvNeXt(arch='base'), str(path))
+    message = str(info.value)
+    assert 'holds a ConvNeXt with depths 1,1,2,1, channels 16,32,64,128' in message
+    assert "configured as 'base' (depths 3,3,27,3, channels 128,256,512,1024)" in message
+    assert 'downsample_layers.0.0.weight: checkpoint [16, 3, 4, 4] vs backbone [128, 3, 4, 4]' \
+        in message
+    assert 'missing keys (279): stages.0.1.gamma, stages.0.1.dwconv.weight' in message
+
+
+def test_named_architectures_are_recognised(tmp_path):
+    path = tmp_path / 'tiny.pth'
+    torch.save(ConvNeXt(arch='tiny').state_dict(), path)
+    with pytest.raises(ValueError, match=r"holds a ConvNeXt with 'tiny' \(depths 3,3,9,3.*"
+                                         r"configured as 'small' \(depths 3,3,27,3"):
+        load_pretrained(ConvNeXt(arch='small'), str(path))
+
+
+def test_resnet_checkpoint_is_not_a_convnext(tmp_path):
+    from mmdet.models.backbones import ResNet
+    resnet = ResNet(depth=18).state_dict()
+    for name, checkpoint in (('resnet18.pth', resnet),
+                             ('retinanet.pth', {'state_dict': {'backbone.' + k: v
+                                                               for k, v in resnet.items()}})):
+        torch.save(checkpoint, tmp_path / name)
+        with pytest.raises(ValueError, match=r'not a ConvNeXt checkpoint.*conv1\.weight'):
+            load_pretrained(ConvNeXt(arch=ARCH), str(tmp_path / name))
+
+
+def test_missing_block_is_listed(official, tmp_path):
+    _, state = official
+    partial = {k: v for k, v in state.items() if not k.startswith('stages.2.1.')}
+    torch.save(partial, tmp_path / 'partial.pth')
+    with pytest.raises(ValueError, match=r'missing keys \(9\): stages\.2\.1\.'):
+        load_pretrained(ConvNeXt(arch=ARCH), str(tmp_path / 'partial.pth'))
+
+
+def test_unexpected_keys_are_listed_with_v2_hint(official, tmp_path):
+    _, state = official
+    grn = dict(state, **{'stages.0.0.grn.gamma': torch.zeros(1, 1, 1, 16)})
+    torch.save(grn, tmp_path / 'v2.pth')
+    with pytest.raises(ValueError,
+                       match=r'(?s)unexpected keys \(1\): stages\.0\.0\.grn\.gamma.*V2'):
+        load_pretrained(ConvNeXt(arch=ARCH), str(tmp_path / 'v2.pth'))
+
+
+def test_missing_layer_scale_says_how_to_configure(official, tmp_path):
+    _, state = official
+    no_gamma = {k: v for k, v in state.items() if not k.endswith('.gamma')}
+    torch.save(no_gamma, tmp_path / 'no_gamma.pth')
+    with pytest.raises(ValueError, match='layer_scale_init_value=0'):
+        load_pretrained(ConvNeXt(arch=ARCH), str(tmp_path / 'no_gamma.pth'))
+    load_pretrained(ConvNeXt(arch=ARCH, layer_scale_init_value=0), str(tmp_path / 'no_gamma.pth'))
+
+
+def test_prefix_that_matches_nothing(official):
+    path, _ = official
+    with pytest.raises(ValueError,
+                       match=r"prefix 'backbone\.' matches no key.*downsample_layers\."):
+        load_pretrained(ConvNeXt(arch=ARCH), str(path), prefix='backbone.')
+
+
+@pytest.mark.parametrize('fmt', ['pth', 'safetensors'])
+def test_truncated_file(official, tmp_path, fmt):
+    _, state = official
+    whole = tmp_path / f'whole.{fmt}'
+    if fmt == 'pth':
+        torch.save({'model': state}, whole)
+    else:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(whole))
+    data = whole.read_bytes()
+    for cut in (len(data) // 2, len(data) - 100, 10):
+        truncated = tmp_path / f'cut.{fmt}'
+        truncated.write_bytes(data[:cut])
+        message = rf'cut\.{fmt} \({cut} bytes\) is truncated or corrupt'
+        with pytest.raises(ValueError, match=message):
+            load_pretrained(ConvNeXt(arch=ARCH), str(truncated))
+
+
+def test_html_page_is_not_a_checkpoint(tmp_path):
+    page = tmp_path / 'convnext_base_22k_224.pth'
+    page.write_text('<!DOCTYPE html><html><body>Access denied</body></html>')
+    with pytest.raises(ValueError, match=r"not a PyTorch or safetensors checkpoint .*<!DOCTYPE"):
+        load_state_file(page)
+
+
+class _Payload:
+    """Unpickling this would run a shell command that creates ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}',))
+
+
+@pytest.mark.filterwarnings('ignore:Detected pickle protocol')
+@pytest.mark.parametrize('writer', ['torch.save', 'pickle.dump'])
+def test_pickle_with_code_is_refused_and_runs_nothing(official, tmp_path, writer):
+    _, state = official
+    marker = tmp_path / 'payload-ran'
+    checkpoint = {'model': dict(state), 'args': _Payload(marker)}
+    path = tmp_path / 'evil.pth'
+    if writer == 'torch.save':
+        torch.save(checkpoint, path)
+    else:
+        with open(path, 'wb') as f:
+            pickle.dump(checkpoint, f)
+    backbone = ConvNeXt(arch=ARCH, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    with pytest.raises(ValueError) as info:
+        backbone.init_weights()
+    assert 'refused to load' in str(info.value)
+    assert '`posix.system`' in str(info.value)
+    assert 'nothing from the file was executed' in str(info.value)
+    assert not marker.exists()
+
+
+class _Getattr:
+    def __reduce__(self):
+        return (getattr, ('abc', 'upper'))
+
+
+def test_getattr_outside_training_logs_is_refused(tmp_path):
+    path = tmp_path / 'getattr.pth'
+    torch.save({'model': {'x': torch.ones(1)}, 'trick': _Getattr()}, path)
+    with pytest.raises(ValueError, match='refused to load'):
+        load_state_file(path)
+
+
+def test_bad_argument_types(official):
+    path, _ = official
+    with pytest.raises(TypeError, match='checkpoint must be'):
+        load_pretrained(ConvNeXt(arch=ARCH), 123)
+    with pytest.raises(TypeError, match='prefix must be a str'):
+        load_pretrained(ConvNeXt(arch=ARCH), str(path), prefix=5)
+
+
+def test_missing_path_and_directory_without_weights(tmp_path):
+    with pytest.raises(FileNotFoundError, match='not an existing file or directory'):
+        load_pretrained(ConvNeXt(arch=ARCH), str(tmp_path / 'nope.pth'))
+    (tmp_path / 'config.json').write_text('{}')
+    with pytest.raises(FileNotFoundError, match=r"none of \['model.safetensors', "
+                                                r"'pytorch_model.bin'\].*config.json"):
+        load_pretrained(ConvNeXt(arch=ARCH), str(tmp_path))
+
+
+def test_allowlist_is_restored_after_loading(official):
+    path, _ = official
+    before = torch.serialization.get_safe_globals()
+    load_state_file(path)
+    assert set(torch.serialization.get_safe_globals()) == set(before)

@@ -1,0 +1,175 @@
+"""Checkpoint sources: URL (downloaded once), hub id (HF cache, offline mode), fast failures."""
+import functools
+import hashlib
+import http.server
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+import torch
+
+from convnext_dense import ConvNeXt
+from convnext_dense.weights import load_pretrained, resolve_source
+from convnext_dense.weights.sources import url_cache_path
+from weights_reference import ARCH, build_hf_classifier, official_from_hf
+
+OFFICIAL_URL = 'https://dl.fbaipublicfiles.com/convnext/convnext_base_22k_224.pth'
+HUB_ID = 'facebook/convnext-base-224-22k'
+UNREACHABLE = 'http://127.0.0.1:9/convnext_base_22k_224.pth'  # discard port: nothing listens
+FAST_S = 5.0
+
+
+@pytest.fixture(scope='module')
+def hf_model():
+    return build_hf_classifier()
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    return tmp_path / 'torch_home'
+
+
+def test_official_url_maps_to_torch_hub_cache(torch_home):
+    assert url_cache_path(OFFICIAL_URL) == torch_home / 'hub' / 'checkpoints' / \
+        'convnext_base_22k_224.pth'
+
+
+def test_official_url_is_used_from_the_cache_without_network(torch_home, hf_model):
+    cached = url_cache_path(OFFICIAL_URL)
+    cached.parent.mkdir(parents=True)
+    torch.save({'model': official_from_hf(hf_model.state_dict())}, cached)
+    assert resolve_source(OFFICIAL_URL) == cached
+    conversion = load_pretrained(ConvNeXt(arch=ARCH), OFFICIAL_URL)
+    assert conversion.layout == 'official ConvNeXt'
+
+
+def test_unreachable_url_fails_fast_and_says_where_to_put_the_file(torch_home):
+    start = time.monotonic()
+    with pytest.raises(FileNotFoundError) as info:
+        load_pretrained(ConvNeXt(arch=ARCH), UNREACHABLE)
+    assert time.monotonic() - start < FAST_S
+    message = str(info.value)
+    assert f'put it at {torch_home}/hub/checkpoints/convnext_base_22k_224.pth' in message
+    assert 'offline' in message
+    assert not list((torch_home / 'hub' / 'checkpoints').glob('*'))  # no partial file left
+
+
+class _CountingHandler(http.server.SimpleHTTPRequestHandler):
+    requests = []
+
+    def do_GET(self):
+        type(self).requests.append(self.path)
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    root = tmp_path / 'served'
+    root.mkdir()
+    _CountingHandler.requests = []
+    handler = functools.partial(_CountingHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f'http://127.0.0.1:{server.server_address[1]}'
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_url_is_downloaded_once_with_progress(torch_home, http_server, hf_model, capsys):
+    root, base = http_server
+    torch.save({'model': official_from_hf(hf_model.state_dict())}, root / 'convnext_small.pth')
+    url = f'{base}/convnext_small.pth'
+    first = load_pretrained(ConvNeXt(arch=ARCH), url)
+    assert 'convnext_small.pth' in capsys.readouterr().err  # the progress bar
+    second = load_pretrained(ConvNeXt(arch=ARCH), url)
+    assert _CountingHandler.requests == ['/convnext_small.pth']
+    assert first.mapped == second.mapped
+    assert url_cache_path(url).is_file()
+
+
+def test_hash_in_file_name_is_checked(torch_home, http_server, hf_model):
+    root, base = http_server
+    good = root / 'tmp.pth'
+    torch.save({'model': official_from_hf(hf_model.state_dict())}, good)
+    digest = hashlib.sha256(good.read_bytes()).hexdigest()
+    good.rename(root / f'convnext-{digest[:8]}.pth')
+    assert resolve_source(f'{base}/convnext-{digest[:8]}.pth').is_file()
+    (root / f'convnext-{digest[:8]}.pth').rename(root / 'convnext-0badc0de.pth')
+    with pytest.raises(ValueError, match='not the 0badc0de in its name'):
+        resolve_source(f'{base}/convnext-0badc0de.pth')
+    assert not url_cache_path(f'{base}/convnext-0badc0de.pth').exists()
+
+
+def _hf_cache_snapshot(hf_home, repo_id, files):
+    """Lay out a Hugging Face hub cache entry the way huggingface_hub writes one."""
+    commit = 'a' * 40
+    repo = hf_home / 'hub' / f'models--{repo_id.replace("/", "--")}'
+    (repo / 'refs').mkdir(parents=True)
+    (repo / 'refs' / 'main').write_text(commit)
+    snapshot = repo / 'snapshots' / commit
+    snapshot.mkdir(parents=True)
+    for name, writer in files.items():
+        writer(snapshot / name)
+
+
+_HUB_SCRIPT = textwrap.dedent('''
+    import json, sys, time
+    from convnext_dense import ConvNeXt
+    from convnext_dense.weights import load_pretrained
+    results = {}
+    for repo_id in sys.argv[1:]:
+        start = time.monotonic()
+        try:
+            arch = dict(depths=(1, 1, 2, 1), channels=(16, 32, 64, 128))
+            layout = load_pretrained(ConvNeXt(arch=arch), repo_id).layout
+            results[repo_id] = dict(ok=True, layout=layout)
+        except FileNotFoundError as err:
+            results[repo_id] = dict(ok=False, error=str(err))
+        results[repo_id]['seconds'] = time.monotonic() - start
+    print(json.dumps(results))
+''')
+
+
+def _run_hub_script(env_overrides, repo_ids):
+    import os
+    env = dict(os.environ, **env_overrides)
+    result = subprocess.run([sys.executable, '-c', _HUB_SCRIPT, *repo_ids], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_hub_id_offline_uses_cache_or_fails_fast(tmp_path, hf_model):
+    hf_home = tmp_path / 'hf_home'
+    config = {'model_type': 'convnext', 'depths': [1, 1, 2, 1], 'hidden_sizes': [16, 32, 64, 128]}
+    _hf_cache_snapshot(hf_home, 'someone/convnext-cached', {
+        'config.json': lambda p: p.write_text(json.dumps(config)),
+        'pytorch_model.bin': lambda p: torch.save(hf_model.state_dict(), p)})
+    results = _run_hub_script({'HF_HOME': str(hf_home), 'HF_HUB_OFFLINE': '1'},
+                              ['someone/convnext-cached', HUB_ID])
+    cached, missing = results['someone/convnext-cached'], results[HUB_ID]
+    assert cached['ok'] and cached['layout'] == 'Hugging Face ConvNextForImageClassification'
+    assert not missing['ok'] and missing['seconds'] < FAST_S
+    assert 'HF_HUB_OFFLINE is set' in missing['error']
+    assert f'hf download {HUB_ID} config.json pytorch_model.bin --local-dir DIR' in missing['error']
+    assert str(hf_home / 'hub') in missing['error']
+
+
+@pytest.mark.slow
+def test_hub_id_with_unreachable_hub_fails_fast(tmp_path):
+    results = _run_hub_script({'HF_HOME': str(tmp_path / 'hf_home'), 'HF_HUB_OFFLINE': '0',
+                               'HF_ENDPOINT': 'http://127.0.0.1:9'}, [HUB_ID])
+    result = results[HUB_ID]
+    assert not result['ok'] and result['seconds'] < FAST_S
+    assert f"cannot fetch '{HUB_ID}'" in result['error'] and 'checkpoint=DIR' in result['error']
