@@ -19,6 +19,7 @@ setup(
         'regex',
         'huggingface_hub',
         'safetensors',
+        'tqdm',
         # mmengine finds mmdet::/mmseg:: base configs through pkg_resources (gone in setuptools 81).
         'setuptools<81',
     ],

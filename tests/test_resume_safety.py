@@ -1,6 +1,5 @@
 """Resume works on torch >= 2.6 with weights_only loading; code-carrying checkpoints are refused."""
 import os
-import pickle
 import subprocess
 import sys
 
@@ -9,7 +8,7 @@ import torch
 from mmengine.fileio import get_file_backend
 
 import convnext_dense  # noqa: F401  (installs the allowlist and the atomic backend)
-from convnext_dense.resume_safety import AtomicLocalBackend, _history_buffer_method
+from convnext_dense.resume_safety import AtomicLocalBackend
 from toy_runner import toy_runner
 
 
@@ -68,7 +67,7 @@ def test_checkpoint_carrying_code_is_refused_and_runs_nothing(trained_work_dir, 
     path = tmp_path / 'evil.pth'
     torch.save(checkpoint, path)
     runner = toy_runner(tmp_path / 'work', max_epochs=2, resume=True, load_from=str(path))
-    with pytest.raises(pickle.UnpicklingError, match=r'refusing to load .*evil.pth.*nothing of it was run'):
+    with pytest.raises(ValueError, match=r'refused to load .*evil.pth.*`posix.system`.*nothing from the file was executed'):
         runner.train()
     assert not marker.exists()
 
@@ -78,19 +77,8 @@ def test_truncated_checkpoint_is_reported(trained_work_dir, tmp_path):
     path = tmp_path / 'cut.pth'
     path.write_bytes(data[: len(data) // 2])
     runner = toy_runner(tmp_path / 'work', resume=True, load_from=str(path))
-    with pytest.raises(RuntimeError, match='truncated or corrupt'):
+    with pytest.raises(ValueError, match=r'cut.pth .* is truncated or corrupt.*earlier checkpoint'):
         runner.train()
-
-
-def test_getattr_is_allowed_only_for_history_buffer_statistics():
-    from mmengine.logging import HistoryBuffer
-    buffer = HistoryBuffer()
-    assert _history_buffer_method(buffer, 'mean') == buffer.mean
-    assert _history_buffer_method(HistoryBuffer, 'min') is HistoryBuffer.min
-    with pytest.raises(pickle.UnpicklingError, match='only HistoryBuffer statistics'):
-        _history_buffer_method(buffer, '__class__')
-    with pytest.raises(pickle.UnpicklingError):
-        _history_buffer_method(os, 'system')
 
 
 def test_local_writes_are_atomic(tmp_path):

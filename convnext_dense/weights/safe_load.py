@@ -98,8 +98,8 @@ def _plain_global_names() -> set:
     return defaults | {name for _, name in training_log_allowlist()}
 
 
-def load_state_file(path: Union[str, os.PathLike]) -> Mapping[str, Any]:
-    """Load a ``.safetensors`` file or a pickled PyTorch checkpoint onto the CPU, safely.
+def load_state_file(path: Union[str, os.PathLike], map_location: Any = 'cpu') -> Mapping[str, Any]:
+    """Load a ``.safetensors`` file (onto the CPU) or a pickled PyTorch checkpoint, safely.
 
     The format is told from the file's first bytes, not its name.
 
@@ -118,7 +118,7 @@ def load_state_file(path: Union[str, os.PathLike]) -> Mapping[str, Any]:
         if _is_safetensors(head, size):
             return load_file(str(path), device='cpu')
         with _training_logs_allowed():
-            return torch.load(path, map_location='cpu', weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         names = _pickled_globals(path)
         foreign = [name for name in names or () if name not in _plain_global_names()]
