@@ -110,7 +110,9 @@ class ConvNeXt(BaseModule):
                 x = x.contiguous(memory_format=torch.channels_last)
             x = self.stages[i](x)
             if i in self.out_indices:
-                outs.append(getattr(self, f'norm{i}')(x))
+                # Standard layout out: mmcv's deformable-conv ops (VFNet, RepPoints, Cascade RPN
+                # heads behind an FPN) reject channels-last inputs.
+                outs.append(getattr(self, f'norm{i}')(x).contiguous())
         return tuple(outs)
 
     def _freeze_stages(self) -> None:
