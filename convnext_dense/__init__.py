@@ -9,11 +9,12 @@ from .backbone import ConvNeXt
 from .hooks import NonFiniteLossHook
 from .layer_decay import LayerDecayOptimizerConstructor
 from .registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS
+from .swap import swap_backbone
 
 resume_safety.install()
 
 __version__ = '0.1.0'
 __all__ = [
     'ARCH_SETTINGS', 'ConvNeXt', 'LayerDecayOptimizerConstructor', 'MODELS', 'NonFiniteLossHook',
-    'OPTIM_WRAPPER_CONSTRUCTORS', '__version__'
+    'OPTIM_WRAPPER_CONSTRUCTORS', '__version__', 'swap_backbone'
 ]

@@ -1,0 +1,88 @@
+"""tools/swap_backbone.py and the sweep helpers behind tools/sweep_swap_backbone.py."""
+import importlib.util
+import os.path as osp
+
+import pytest
+from mmengine.config import Config
+
+from convnext_dense.configs import stock_config_path
+from convnext_dense.swap.sweep import backbone_family, check_config, stock_configs, summarize
+
+TOOLS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools')
+RPN_C4 = 'mmdet::rpn/rpn_r50-caffe-c4_1x_coco.py'
+
+
+def _tool(name):
+    spec = importlib.util.spec_from_file_location(name, osp.join(TOOLS, f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_writes_a_delta_config(tmp_path, capsys):
+    out = tmp_path / 'retinanet_convnext-t.py'
+    code = _tool('swap_backbone').main([
+        'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', '--arch', 'tiny', '--out', str(out)])
+    assert code == 0
+    assert 'model.neck: in_channels -> [192, 384, 768]' in capsys.readouterr().out
+    cfg = Config.fromfile(str(out))
+    assert cfg.model.backbone.arch == 'tiny'
+    assert cfg.model.neck.in_channels == [192, 384, 768]  # ConvNeXt-T stages 1..3
+    assert cfg.model.backbone.init_cfg.checkpoint.endswith('convnext_tiny_22k_224.pth')
+    assert cfg.optim_wrapper.optimizer.type == 'AdamW'
+
+
+def test_cli_no_recipe_and_no_weights(tmp_path):
+    out = tmp_path / 'psp.py'
+    source = 'mmseg::pspnet/pspnet_r50-d8_4xb2-40k_cityscapes-512x1024.py'
+    assert _tool('swap_backbone').main([source, '--arch', 'small', '--pretrained', 'none',
+                                        '--no-recipe', '--out', str(out)]) == 0
+    cfg = Config.fromfile(str(out))
+    assert 'init_cfg' not in cfg.model.backbone
+    assert cfg.optim_wrapper.optimizer.type == 'SGD'
+
+
+def test_cli_refusal_names_the_field(tmp_path, capsys):
+    out = tmp_path / 'c4.py'
+    code = _tool('swap_backbone').main([
+        'mmdet::faster_rcnn/faster-rcnn_r50-caffe_c4-1x_coco.py', '--out', str(out)])
+    assert code == 2
+    assert 'model.roi_head.bbox_roi_extractor.out_channels' in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_rejects_unknown_arch(tmp_path):
+    with pytest.raises(SystemExit):
+        _tool('swap_backbone').main([RPN_C4, '--arch', 'huge', '--out', str(tmp_path / 'x.py')])
+
+
+@pytest.mark.parametrize('name, family', [
+    (RPN_C4, 'ResNet'),
+    ('mmseg::pspnet/pspnet_r50-d8_4xb2-40k_cityscapes-512x1024.py', 'ResNetV1c'),
+    ('mmdet::faster_rcnn/faster-rcnn_x101-32x4d_fpn_1x_coco.py', 'ResNeXt'),
+    ('mmdet::swin/retinanet_swin-t-p4-w7_fpn_1x_coco.py', None),
+    ('mmseg::hrnet/fcn_hr18_4xb2-40k_cityscapes-512x1024.py', None),
+])
+def test_sweep_selects_resnet_family_backbones(name, family):
+    cfg = Config.fromfile(stock_config_path(name), import_custom_modules=False)
+    assert backbone_family(cfg, name.split('::')[0]) == family
+
+
+def test_sweep_lists_stock_configs_without_bases():
+    names = stock_configs('mmseg')
+    assert 'mmseg::pspnet/pspnet_r50-d8_4xb2-40k_cityscapes-512x1024.py' in names
+    assert not any('_base_' in n for n in names)
+
+
+def test_sweep_checks_one_config(tmp_path):
+    trained = check_config(RPN_C4, str(tmp_path))
+    assert trained['status'] == 'trained', trained
+    refused = check_config('mmdet::faster_rcnn/faster-rcnn_r50-caffe_c4-1x_coco.py',
+                           str(tmp_path))
+    assert refused['status'] == 'refused'
+    assert refused['field'] == 'model.roi_head.bbox_roi_extractor.out_channels'
+    summary = summarize([dict(trained, backbone='ResNet'), dict(refused, backbone='ResNet')])
+    assert summary['N'] == 2 and summary['trained'] == 1
+    assert summary['by_backbone'] == {'ResNet': {'N': 2, 'trained': 1}}
+    assert summary['reasons'] == {
+        'refused: model.roi_head.bbox_roi_extractor.out_channels': 1}

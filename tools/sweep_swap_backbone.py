@@ -1,0 +1,63 @@
+"""Swap every stock mmdet / mmseg config with a ResNet-family backbone to a tiny ConvNeXt,
+write and reload the delta, build it and train one step on CPU; report n / N and the failures.
+
+    python tools/sweep_swap_backbone.py --out work_dirs/swap_sweep.json
+
+Takes about an hour or more on a CPU; ``--match`` and ``--limit`` run a subset.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+
+from convnext_dense.swap.sweep import resnet_configs, run_sweep, summarize, trained_results
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--out', required=True, help='JSON file for the per-config results')
+    parser.add_argument('--scope', nargs='+', default=['mmdet', 'mmseg'],
+                        choices=['mmdet', 'mmseg'])
+    parser.add_argument('--match', default='', help='only configs whose name contains this')
+    parser.add_argument('--limit', type=int, default=0, help='stop after this many configs')
+    parser.add_argument('--time-limit', type=int, default=300, help='seconds per config')
+    parser.add_argument('--resume', action='store_true',
+                        help='keep the configs --out already records as trained; rerun the rest')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    entries, not_loaded = [], []
+    for entry in resnet_configs(args.scope):
+        if args.match not in entry['config']:
+            continue
+        (not_loaded if 'load_error' in entry else entries).append(entry)
+    if args.limit:
+        entries = entries[:args.limit]
+    done = trained_results(args.out) if args.resume else {}
+    kept = [done[e['config']] for e in entries if e['config'] in done]
+    entries = [e for e in entries if e['config'] not in done]
+    print(f'{len(entries) + len(kept)} configs with a ResNet-family backbone ({len(kept)} kept '
+          f'from {args.out}); {len(not_loaded)} configs could not be loaded here and are not '
+          'counted', flush=True)
+    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+
+    def progress(result, results):
+        results = kept + results
+        print(f'[{len(results)}/{len(entries) + len(kept)}] {result["status"]:13s} '
+              f'{result["seconds"]:6.1f}s {result["config"]}  {result["reason"][:160]}', flush=True)
+        with open(args.out, 'w') as f:
+            json.dump(dict(summary=summarize(results), not_loaded=not_loaded, results=results),
+                      f, indent=1)
+
+    results = kept + run_sweep(entries, time_limit=args.time_limit, progress=progress)
+    summary = summarize(results)
+    print(f'\n{summary["trained"]} / {summary["N"]} swapped, built and trained one step')
+    print(json.dumps({k: summary[k] for k in ('by_status', 'by_backbone', 'reasons')}, indent=1))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
