@@ -1,7 +1,6 @@
 """The fine-tuning recipe and weights a swapped config adopts."""
 import pytest
 from mmengine.config import Config
-from mmengine.registry import DefaultScope
 
 from conftest import TINY_ARCH
 from convnext_dense import swap_backbone

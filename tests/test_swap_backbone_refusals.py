@@ -35,7 +35,8 @@ def test_backbone_specific_models_are_refused(name, field):
 
 
 def test_wrapped_detector_is_refused_naming_where_its_backbone_is():
-    error = _refusal('mmdet::qdtrack/qdtrack_faster-rcnn_r50_fpn_8xb2-4e_mot17halftrain_test-mot17halfval.py')
+    error = _refusal('mmdet::qdtrack/qdtrack_faster-rcnn_r50_fpn_8xb2-4e_mot17halftrain_'
+                     'test-mot17halfval.py')
     assert error.field == 'model.backbone'
     assert 'model.detector.backbone' in str(error)
 

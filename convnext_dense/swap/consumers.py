@@ -33,7 +33,7 @@ class Consumer(NamedTuple):
 
 
 def signature_defaults(cfg: Dict, scope: str) -> Dict[str, Any]:
-    """Defaults of the constructor arguments of ``cfg['type']``, following ``**kwargs`` up the MRO."""
+    """Constructor argument defaults of ``cfg['type']``, following ``**kwargs`` up the MRO."""
     module_type = cfg.get('type')
     cls = module_type if inspect.isclass(module_type) else registry_of(scope).get(module_type)
     defaults: Dict[str, Any] = {}

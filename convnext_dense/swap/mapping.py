@@ -73,11 +73,12 @@ def map_outputs(consumers: List[Consumer], feeds: Feeds, arch, check_strides: bo
     new_channels = {old: out_channels[new] for new, old in enumerate(read)}
     if check_strides:
         for old in read:
-            if feeds.strides[old] != out_strides[new_position[old]]:
+            stride = out_strides[new_position[old]]
+            if feeds.strides[old] != stride:
                 raise SwapRefused('model.backbone', f'output {old} (stage {feeds.stages[old]}) '
                                   f'has stride {feeds.strides[old]} (dilated), ConvNeXt stage '
-                                  f'{feeds.stages[old]} has stride {out_strides[new_position[old]]}; '
-                                  'the detection heads would place anchors and RoIs at the wrong scale')
+                                  f'{feeds.stages[old]} has stride {stride}; the detection heads '
+                                  'would place anchors and RoIs at the wrong scale')
     updates = {}
     for consumer in consumers:
         cfg, fields = consumer.cfg, {}

@@ -112,9 +112,9 @@ def _recipe_delta(source: Source, notes: List[str]) -> Dict[str, Any]:
     if schedulers is not None:
         delta['param_scheduler'] = schedulers
     decay = recipes.DECAY[source.scope]
-    notes.append(f'Recipe: AdamW lr {recipes.LR}, weight decay 0.05, {decay["decay_type"]} lr decay '
-                 f'{decay["decay_rate"]}'
-                 + (f'; scheduler eta_min scaled by {recipes.LR} / {old_lr}.' if schedulers else '.'))
+    scaled = f'; scheduler eta_min scaled by {recipes.LR} / {old_lr}' if schedulers else ''
+    notes.append(f'Recipe: AdamW lr {recipes.LR}, weight decay 0.05, {decay["decay_type"]} lr '
+                 f'decay {decay["decay_rate"]}{scaled}.')
     return delta
 
 

@@ -33,7 +33,7 @@ def load_source(cfg: Union[str, Config]) -> Source:
     """Load ``cfg`` without importing its custom modules and find its registry scope.
 
     Args:
-        cfg: A config file path, an ``'mmdet::…'`` / ``'mmseg::…'`` name, or a loaded ``Config``.
+        cfg: A config file path, an ``'mmdet::…'`` / ``'mmseg::…'`` name or a loaded ``Config``.
 
     Raises:
         TypeError: ``cfg`` is neither a string nor a ``Config``.
