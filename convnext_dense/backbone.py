@@ -6,6 +6,7 @@ from mmengine.model import BaseModule
 from torch import nn
 
 from .archs import NUM_STAGES, STAGE_STRIDES, resolve_arch
+from .fast_grads import channels_first
 from .layer_ids import default_num_layers, layer_id
 from .layers import ConvNeXtBlock, LayerNorm2d
 from .registry import MODELS
@@ -98,21 +99,23 @@ class ConvNeXt(BaseModule):
                 for j in range(depth)]))
         for i in self.out_indices:
             self.add_module(f'norm{i}', LayerNorm2d(self.channels[i]))
+        # Conv weights in channels-last too, or oneDNN converts them on every call.
+        self.to(memory_format=torch.channels_last)
         self._freeze_stages()
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Return one ``(N, C_i, H / s_i, W / s_i)`` map per index in ``out_indices``."""
+        # Channels-last makes every permute in the blocks a view instead of a copy; converting the
+        # 3-channel input is cheaper than converting the stem's output.
+        x = x.contiguous(memory_format=torch.channels_last)
         outs = []
         for i in range(max(self.out_indices) + 1):
             x = self.downsample_layers[i](x)
-            if i == 0:
-                # Channels-last makes every permute in the blocks a view instead of a copy.
-                x = x.contiguous(memory_format=torch.channels_last)
             x = self.stages[i](x)
             if i in self.out_indices:
                 # Standard layout out: mmcv's deformable-conv ops (VFNet, RepPoints, Cascade RPN
                 # heads behind an FPN) reject channels-last inputs.
-                outs.append(getattr(self, f'norm{i}')(x).contiguous())
+                outs.append(channels_first(getattr(self, f'norm{i}')(x)))
         return tuple(outs)
 
     def _freeze_stages(self) -> None:

@@ -6,6 +6,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .fast_grads import depthwise_conv, keep_pwconv2_context
+from .fused_ops import (InferenceWeights, fast_paths_enabled, linear, linear_add, linear_gelu,
+                        onednn_linear_available, tracing)
+
 
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channel dimension of an ``(N, C, H, W)`` tensor.
@@ -34,6 +38,13 @@ def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor
 class ConvNeXtBlock(nn.Module):
     """dwconv 7x7 -> LayerNorm -> Linear C->4C -> GELU -> Linear 4C->C -> gamma -> DropPath -> +x.
 
+    Three paths compute the same function; ``convnext_dense.fused_ops.fast_paths(False)`` forces
+    the first. The plain path reads as the paper's figure. The training path folds gamma and drop
+    path into one multiply-add with the residual and uses a fast depthwise-conv backward on CPU;
+    with ``with_cp`` it recomputes all but pwconv2 in the backward pass. On CPU, when nothing needs
+    a gradient, the fused path runs two oneDNN matmuls with GELU and the residual add in their
+    epilogues (see ``convnext_dense.fused_ops``).
+
     Args:
         channels: Input and output channels.
         drop_path_rate: Probability of dropping the residual branch in training.
@@ -54,9 +65,10 @@ class ConvNeXtBlock(nn.Module):
             if layer_scale_init_value > 0 else None)
         self.drop_path_rate = drop_path_rate
         self.with_cp = with_cp
+        self._inference_weights = InferenceWeights()
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
-        """The residual branch, before drop path."""
+        """The residual branch, before drop path (plain path)."""
         x = self.dwconv(x).permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
         x = self.pwconv2(self.act(self.pwconv1(self.norm(x))))
         if self.gamma is not None:
@@ -64,11 +76,63 @@ class ConvNeXtBlock(nn.Module):
         return x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.with_cp and self.training and x.requires_grad:
-            branch = checkpoint(self.residual, x, use_reentrant=False)
-        else:
-            branch = self.residual(x)
-        return x + drop_path(branch, self.drop_path_rate, self.training)
+        checkpointed = self.with_cp and self.training and x.requires_grad
+        if not fast_paths_enabled():
+            branch = (checkpoint(self.residual, x, use_reentrant=False) if checkpointed
+                      else self.residual(x))
+            return x + drop_path(branch, self.drop_path_rate, self.training)
+        if self._can_fuse(x):
+            return self._fused_forward(x)
+        if checkpointed:
+            context = keep_pwconv2_context(self.pwconv2)
+            kwargs = {} if context is None else {'context_fn': context}
+            return checkpoint(self._train_forward, x, use_reentrant=False, **kwargs)
+        return self._train_forward(x)
+
+    def _train_forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = depthwise_conv(self.dwconv, x).permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+        y = self.pwconv2(self.act(self.pwconv1(self.norm(y)))).permute(0, 3, 1, 2)
+        scale = None if self.gamma is None else self.gamma.view(-1, 1, 1)
+        if self.training and self.drop_path_rate > 0:
+            keep = 1.0 - self.drop_path_rate
+            mask = y.new_empty((y.shape[0], 1, 1, 1)).bernoulli_(keep).div_(keep)
+            scale = mask if scale is None else scale * mask
+        # One pass for layer scale, drop path and residual instead of three.
+        return x + y if scale is None else torch.addcmul(x, y, scale)
+
+    def _can_fuse(self, x: torch.Tensor) -> bool:
+        if (x.device.type != 'cpu' or not onednn_linear_available() or tracing()
+                or (self.training and self.drop_path_rate > 0)):
+            return False
+        if torch.is_grad_enabled() and (
+                x.requires_grad or any(p.requires_grad for p in self.parameters())):
+            return False
+        return self._compute_dtype(x) in (torch.float32, torch.bfloat16)
+
+    @staticmethod
+    def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+        if torch.is_autocast_enabled('cpu'):
+            return torch.get_autocast_dtype('cpu')
+        return x.dtype
+
+    def _fused_forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = self._compute_dtype(x)
+        weight1, bias1, weight2, bias2 = self._inference_weights.get(
+            self.pwconv1, self.pwconv2, self.gamma, dtype)
+        y = self.norm(self.dwconv(x).permute(0, 2, 3, 1))  # (N, C, H, W) -> (N, H, W, C)
+        y = linear_gelu(y.to(dtype), weight1, bias1)
+        # The plain path's dtype: under autocast, bf16 branch times float32 gamma is float32.
+        out_dtype = x.dtype if self.gamma is None else torch.promote_types(x.dtype, self.gamma.dtype)
+        shortcut = x.permute(0, 2, 3, 1)
+        if out_dtype == dtype and shortcut.is_contiguous():
+            return linear_add(y, weight2, bias2, shortcut).permute(0, 3, 1, 2)
+        return x.to(out_dtype) + linear(y, weight2, bias2).permute(0, 3, 1, 2)
+
+    def train(self, mode: bool = True) -> 'ConvNeXtBlock':
+        """Switch mode; entering training drops the cached inference weights."""
+        if mode:
+            self._inference_weights.clear()
+        return super().train(mode)
 
     def extra_repr(self) -> str:
         return f'drop_path_rate={self.drop_path_rate}, with_cp={self.with_cp}'

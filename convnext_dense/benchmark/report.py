@@ -1,0 +1,92 @@
+"""Tables and goal checks for benchmark results, and the JSON file."""
+import json
+import os
+from typing import Dict, List, Optional, Sequence
+
+# The issue's goals: (summary group, field, limit).
+GOALS = (
+    ('infer fp32 eager 512x512', 'ratio_vs_huggingface', 0.93),
+    ('train fp32 eager 512x512', 'ratio_vs_huggingface', 0.93),
+    ('infer bf16 eager 512x512', 'ratio_vs_huggingface', 0.80),
+    ('train fp32 with_cp 800x1216', 'cp_memory_ratio', 0.50),
+    ('train fp32 with_cp 800x1216', 'cp_time_ratio', 1.35),
+)
+
+
+def check_goals(summary: Sequence[Dict]) -> List[Dict]:
+    """Each goal whose group was measured: value, limit and whether it is met."""
+    by_group = {entry['group']: entry for entry in summary}
+    checked = []
+    for group, key, limit in GOALS:
+        value = by_group.get(group, {}).get(key)
+        if value is not None:
+            checked.append({'group': group, 'metric': key, 'value': value, 'limit': limit,
+                            'met': value <= limit})
+    return checked
+
+
+def _fmt_memory(row: Dict) -> str:
+    memory = row.get('memory')
+    return f"{memory['step_mib']:.0f}" if memory else ''
+
+
+def format_table(results: Dict) -> str:
+    """A Markdown table of every case: time, GFLOP/s, share of the matmul peak, agreement."""
+    lines = ['| case | mode | median s | GFLOP/s | of matmul peak | step memory MiB | '
+             'max rel. diff |', '|---|---|---|---|---|---|---|']
+    for row in results['rows']:
+        diff = row.get('max_rel_diff')
+        lines.append(
+            f"| {row['group']} | {row['name']} | {row['median_s']:.3f} | {row['gflops']:.0f} | "
+            f"{row['peak_fraction']:.0%} | {_fmt_memory(row)} | "
+            f"{'' if diff is None else f'{diff:.1e}'} |")
+    return '\n'.join(lines)
+
+
+def format_summary(summary: Sequence[Dict], goals: Sequence[Dict]) -> str:
+    """Ratios per group and the goal verdicts."""
+    lines = ['| group | ours s | Hugging Face s | ratio | notes |', '|---|---|---|---|---|']
+    for entry in summary:
+        if 'cp_time_ratio' in entry:
+            memory = entry.get('cp_memory_ratio')
+            notes = (f"with_cp time x{entry['cp_time_ratio']:.2f}"
+                     + ('' if memory is None else f", step memory x{memory:.2f}"))
+            lines.append(f"| {entry['group']} | | | | {notes} |")
+            continue
+        hf = entry.get('huggingface_s')
+        ratio = entry.get('ratio_vs_huggingface')
+        others = ', '.join(f"{p} x{entry[f'ratio_vs_{p}']:.2f}" for p in ('timm', 'mmpretrain')
+                           if f'ratio_vs_{p}' in entry)
+        modes = f"ours {entry['ours_mode']}" + (f", HF {entry['huggingface_mode']}" if hf else '')
+        lines.append(f"| {entry['group']} | {entry['ours_s']:.3f} | "
+                     f"{'' if hf is None else f'{hf:.3f}'} | "
+                     f"{'' if ratio is None else f'{ratio:.3f}'} | {modes}"
+                     f"{'; ' + others if others else ''} |")
+    if goals:
+        lines += ['', '| goal | value | limit | met |', '|---|---|---|---|']
+        lines += [f"| {g['group']}: {g['metric']} | {g['value']:.3f} | {g['limit']} | "
+                  f"{'yes' if g['met'] else 'NO'} |" for g in goals]
+    return '\n'.join(lines)
+
+
+def format_machine(results: Dict) -> str:
+    """One line: processor, cores and threads, torch, load averages, matmul peaks."""
+    machine = results['machine']
+    peaks = ', '.join(f"{dtype} {peak['gflops']:.0f} GFLOP/s"
+                      for dtype, peak in results.get('matmul_peak', {}).items())
+    load = machine.get('load_average', ())
+    after = machine.get('load_average_after', ())
+    return (f"{machine.get('gpu') or machine['processor']}; {machine['cores']} cores, "
+            f"{machine['threads']} threads; torch {machine['torch']}; matmul peak {peaks}; "
+            f"load average {' '.join(f'{x:.1f}' for x in load)} before, "
+            f"{' '.join(f'{x:.1f}' for x in after)} after; clock {results.get('clock', 'wall')}")
+
+
+def write_json(results: Dict, path: Optional[str]) -> None:
+    """Write ``results`` to ``path`` (directories created); nothing when ``path`` is None."""
+    if path is None:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with open(path, 'w') as handle:
+        json.dump(results, handle, indent=1, default=str)

@@ -1,0 +1,138 @@
+"""Fused oneDNN kernels for the ConvNeXt block's inference path, and the switch to the plain path.
+
+On CPU, when nothing needs a gradient, the block runs ``Linear + GELU`` and ``Linear + layer scale
++ residual add`` as two oneDNN matmuls with the bias, the exact (erf) GELU and the sum applied in
+the matmul's epilogue: no bias copy and no separate GELU, scale or add pass. The weights they use
+(``pwconv2`` scaled by ``gamma``, cast to the compute dtype) are cached per block until a
+parameter changes. :func:`fast_paths` turns every optimisation of the backbone off, which is how
+the tests compare each fast path with the plain reference.
+"""
+import contextlib
+import functools
+from typing import Iterator, Optional, Sequence, Tuple
+
+import torch
+
+_enabled = True
+
+
+@contextlib.contextmanager
+def fast_paths(enabled: bool) -> Iterator[None]:
+    """Use (``True``, the default) or bypass the backbone's fast paths inside the ``with`` body.
+
+    Example:
+        >>> with fast_paths(False):
+        ...     reference = backbone(images)  # the plain, unfused computation
+    """
+    global _enabled
+    if not isinstance(enabled, bool):
+        raise TypeError(f'fast_paths takes True or False, got {enabled!r}')
+    previous, _enabled = _enabled, enabled
+    try:
+        yield
+    finally:
+        _enabled = previous
+
+
+def fast_paths_enabled() -> bool:
+    """Whether the backbone's fast paths are in use (see :func:`fast_paths`)."""
+    return _enabled
+
+
+def tracing() -> bool:
+    """True under ``torch.jit.trace`` (FLOP counters) or ``torch.compile``: use plain ops there."""
+    compiling = getattr(torch.compiler, 'is_compiling', lambda: False)
+    return torch.jit.is_tracing() or compiling()
+
+
+@functools.lru_cache(maxsize=None)
+def onednn_linear_available() -> bool:
+    """Whether this torch build has oneDNN's fused linear operators (CPU builds with MKLDNN)."""
+    return (torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, '_linear_pointwise')
+            and hasattr(torch.ops.mkldnn, '_reorder_linear_weight'))
+
+
+def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``gelu(x @ weight.T + bias)`` (exact erf GELU) as one oneDNN matmul."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'gelu', [], 'none')
+
+
+def linear_add(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+               other: torch.Tensor) -> torch.Tensor:
+    """``x @ weight.T + bias + other`` as one oneDNN matmul (``other`` contiguous, output's shape)."""
+    return torch.ops.mkldnn._linear_pointwise.binary(x, other, weight, bias, 'add')
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``x @ weight.T + bias`` as one oneDNN matmul (the bias added in the epilogue, not copied)."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'none', [], '')
+
+
+def version_key(tensors: Sequence[Optional[torch.Tensor]]) -> Optional[Tuple]:
+    """A key that changes whenever one of ``tensors`` is modified in place, moved or replaced.
+
+    ``None`` when a tensor keeps no version counter (created under ``torch.inference_mode``).
+    """
+    key = []
+    for tensor in tensors:
+        if tensor is None:
+            key.append(None)
+            continue
+        try:
+            version = tensor._version
+        except RuntimeError:
+            return None
+        key.append((tensor.data_ptr(), version, tensor.dtype, tensor.device))
+    return tuple(key)
+
+
+class InferenceWeights:
+    """A block's fused-path weights: pwconv1, and pwconv2 with ``gamma`` folded in, in one dtype.
+
+    ``gamma * (g @ W2.T + b2) == g @ (gamma * W2).T + gamma * b2``: folding the layer scale into
+    the weights lets the residual add run in the matmul's epilogue. The fold is computed in
+    float32, cast to the compute dtype and packed in oneDNN's layout once, then kept (as much
+    memory as the two layers' weights) until a parameter's version, storage, dtype or device
+    changes (an optimizer step, ``load_state_dict``, ``.to()``) or :meth:`clear` is called.
+    Parameters created under ``torch.inference_mode`` keep no version counter: their fused
+    weights are rebuilt on every call (correct, slower). Copies and pickles start empty.
+    """
+
+    def __init__(self) -> None:
+        self._key: Optional[Tuple] = None
+        self._weights: Tuple[torch.Tensor, ...] = ()
+
+    def get(self, pwconv1: torch.nn.Linear, pwconv2: torch.nn.Linear,
+            gamma: Optional[torch.Tensor], dtype: torch.dtype) -> Tuple[torch.Tensor, ...]:
+        """``(weight1, bias1, weight2, bias2)`` for the fused path in ``dtype``."""
+        params = (pwconv1.weight, pwconv1.bias, pwconv2.weight, pwconv2.bias, gamma)
+        key = version_key(params)
+        if key is not None and key + (dtype,) == self._key:
+            return self._weights
+        with torch.no_grad():
+            weight1, bias1, weight2, bias2 = params[:4]
+            if gamma is not None:
+                weight2 = weight2.float() * gamma.float()[:, None]
+                bias2 = bias2.float() * gamma.float()
+            weight1, bias1, weight2, bias2 = (
+                t.to(dtype).contiguous() for t in (weight1, bias1, weight2, bias2))
+            # oneDNN's blocked layout, once, instead of a reorder inside every call.
+            weights = (torch.ops.mkldnn._reorder_linear_weight(weight1), bias1,
+                       torch.ops.mkldnn._reorder_linear_weight(weight2), bias2)
+        if key is not None:
+            self._key, self._weights = key + (dtype,), weights
+        return weights
+
+    def clear(self) -> None:
+        """Drop the cached tensors."""
+        self._key, self._weights = None, ()
+
+    def __deepcopy__(self, memo) -> 'InferenceWeights':
+        return InferenceWeights()  # packed oneDNN tensors cannot be copied; rebuilt on demand
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.clear()

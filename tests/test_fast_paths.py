@@ -1,0 +1,271 @@
+"""Every fast path of the backbone computes what the plain path computes.
+
+fp32: outputs and gradients to 1e-5 (relative to the largest value). bf16: close to float32. The
+plain path is the block as the paper draws it (``fast_paths(False)``); Hugging Face's
+ConvNextBackbone on the same weights is the outside reference.
+"""
+import copy
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import convnext_dense.fast_grads as fast_grads
+import convnext_dense.layers as layers
+from convnext_dense import ConvNeXt
+from convnext_dense.benchmark.peers import build_huggingface, load_into_ours
+from convnext_dense.fast_grads import DepthwiseConv2d, channels_first, depthwise_weight_grad
+from convnext_dense.fused_ops import fast_paths, fast_paths_enabled
+
+pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(),
+                                reason='the fused CPU path needs a torch build with oneDNN')
+
+
+def _assert_rel(actual, expected, tol=1e-5, what=''):
+    """``max |actual - expected| <= tol * max |expected|``."""
+    scale = expected.abs().max().clamp_min(1e-12)
+    err = ((actual.float() - expected.float()).abs().max() / scale).item()
+    assert err <= tol, f'{what}: relative error {err:.2e} > {tol:.0e}'
+
+
+def _trained_like(arch, layer_scale: bool = True, **kwargs) -> ConvNeXt:
+    """A backbone whose layer scales and norms are far from their init, so every block counts."""
+    model = ConvNeXt(arch=arch, layer_scale_init_value=1.0 if layer_scale else 0, **kwargs)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith('gamma'):
+                param.uniform_(0.2, 1.0)
+            elif 'norm' in name:
+                param.add_(torch.randn_like(param) * 0.1)
+    return model
+
+
+def _outputs(model, x, fast, grad_mode=False):
+    with fast_paths(fast):
+        if grad_mode:
+            return model(x)
+        with torch.inference_mode():
+            return model(x)
+
+
+@pytest.mark.parametrize('kwargs, size, batch', [
+    (dict(), (64, 64), 1),
+    (dict(out_indices=(1, 3)), (67, 93), 2),
+    (dict(layer_scale=False), (64, 96), 2),
+])
+def test_fused_inference_matches_plain(tiny_arch, kwargs, size, batch):
+    model = _trained_like(tiny_arch, **kwargs).eval()
+    x = torch.randn(batch, 3, *size)
+    for fast, plain in zip(_outputs(model, x, True), _outputs(model, x, False)):
+        assert fast.is_contiguous()
+        _assert_rel(fast, plain, what='fused inference')
+
+
+def test_fused_path_runs_in_eval_and_for_frozen_blocks_only(tiny_arch, monkeypatch):
+    calls = []
+    original = layers.linear_gelu
+    monkeypatch.setattr(layers, 'linear_gelu', lambda *a: calls.append(1) or original(*a))
+    model = _trained_like(tiny_arch, frozen_stages=2).eval()
+    x = torch.randn(1, 3, 64, 64)
+    model(x)  # grad mode on: only the frozen stages' blocks need no gradient
+    with torch.no_grad():
+        model(x)
+    assert len(calls) == 2 + 5  # frozen stages 0, 1 (one block each); then all five blocks
+    calls.clear()
+    model.train()
+    sum(f.sum() for f in model(x)).backward()
+    assert len(calls) == 2  # only the frozen blocks
+    assert model.stages[2][0].pwconv1.weight.grad is not None
+
+
+@pytest.mark.parametrize('drop_path_rate, frozen_stages', [(0.0, 0), (0.3, 0), (0.0, 1)])
+def test_training_path_matches_plain_outputs_and_gradients(tiny_arch, drop_path_rate,
+                                                           frozen_stages):
+    model = _trained_like(tiny_arch, drop_path_rate=drop_path_rate, frozen_stages=frozen_stages)
+    model.train()
+    x = torch.randn(2, 3, 64, 64)
+    results = []
+    for fast in (True, False):
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(1)  # same drop-path masks on both paths
+        outs = _outputs(model, x, fast, grad_mode=True)
+        sum((o * o).mean() for o in outs).backward()
+        results.append(([o.detach() for o in outs],
+                        {n: p.grad.clone() for n, p in model.named_parameters()
+                         if p.grad is not None}))
+    (fast_outs, fast_grads_), (plain_outs, plain_grads) = results
+    for fast, plain in zip(fast_outs, plain_outs):
+        _assert_rel(fast, plain, what='training output')
+    assert fast_grads_.keys() == plain_grads.keys() and plain_grads
+    for name, grad in plain_grads.items():
+        _assert_rel(fast_grads_[name], grad, what=f'gradient of {name}')
+
+
+class _CountMatmuls(TorchDispatchMode):
+    """Counts matmuls that use one of the given weights."""
+
+    def __init__(self, weights):
+        super().__init__()
+        self.pointers = {w.data_ptr() for w in weights}
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in (torch.ops.aten.addmm.default, torch.ops.aten.mm.default) and any(
+                isinstance(a, torch.Tensor) and a.data_ptr() in self.pointers for a in args):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_with_cp_matches_and_does_not_recompute_pwconv2(tiny_arch):
+    plain = _trained_like(tiny_arch)
+    checkpointed = ConvNeXt(arch=tiny_arch, layer_scale_init_value=1.0, with_cp=True)
+    checkpointed.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    grads = []
+    for model in (plain, checkpointed):
+        model.train()
+        outs = model(x)
+        sum((o * o).mean() for o in outs).backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    for name, grad in grads[0].items():
+        _assert_rel(grads[1][name], grad, what=f'with_cp gradient of {name}')
+
+    blocks = [block for stage in checkpointed.stages for block in stage]
+    counts = {}
+    for fast in (True, False):
+        counter = _CountMatmuls([block.pwconv2.weight for block in blocks])
+        with fast_paths(fast), counter:
+            sum(o.mean() for o in checkpointed(x)).backward()
+        counts[fast] = counter.count
+    # Matmuls with pwconv2's weight: the forward and the input gradient, 2 per block; plain
+    # checkpointing adds the recomputed forward, the fast path keeps that output instead.
+    assert counts == {True: 2 * len(blocks), False: 3 * len(blocks)}
+
+
+@pytest.mark.parametrize('mode', ['cast', 'autocast'])
+def test_bf16_inference_close_to_fp32(tiny_arch, mode):
+    model = _trained_like(tiny_arch).eval()
+    x = torch.randn(2, 3, 64, 64)
+    reference = _outputs(model, x, False)
+    if mode == 'cast':
+        model_bf16 = ConvNeXt(arch=tiny_arch, layer_scale_init_value=1.0).eval()
+        model_bf16.load_state_dict(model.state_dict())
+        model_bf16 = model_bf16.to(torch.bfloat16)
+        fast = _outputs(model_bf16, x.to(torch.bfloat16), True)
+        plain = _outputs(model_bf16, x.to(torch.bfloat16), False)
+    else:
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            fast = _outputs(model, x, True)
+            plain = _outputs(model, x, False)
+    for f, p, r in zip(fast, plain, reference):
+        assert f.dtype == p.dtype
+        _assert_rel(f, r, tol=5e-2, what=f'bf16 {mode} vs fp32')
+        _assert_rel(f, p, tol=5e-2, what=f'bf16 {mode} fast vs plain')
+
+
+def test_cached_inference_weights_follow_parameter_changes(tiny_arch):
+    model = _trained_like(tiny_arch).eval()
+    x = torch.randn(1, 3, 64, 64)
+    _outputs(model, x, True)  # fills the caches
+
+    def check(what):
+        for fast, plain in zip(_outputs(model, x, True), _outputs(model, x, False)):
+            _assert_rel(fast, plain, what=what)
+
+    with torch.no_grad():
+        for block in model.stages[1]:
+            block.gamma.mul_(3.0)
+            block.pwconv2.weight.add_(0.1)
+    check('after in-place changes')
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    model.train()
+    sum(o.sum() for o in model(x)).backward()
+    optimizer.step()
+    model.eval()
+    check('after an optimizer step')
+    model.load_state_dict(_trained_like(tiny_arch).state_dict())
+    check('after load_state_dict')
+    model.to(torch.bfloat16).to(torch.float32)
+    check('after a round trip through bfloat16')
+    copied = copy.deepcopy(model)  # the packed oneDNN weights are not copied, but rebuilt
+    restored = pickle.loads(pickle.dumps(model))
+    for other in (copied, restored):
+        for got, want in zip(_outputs(other, x, True), _outputs(model, x, False)):
+            _assert_rel(got, want, what='copied model')
+
+
+def test_matches_huggingface_backbone(tiny_arch):
+    peer = build_huggingface(tiny_arch).eval()
+    ours = ConvNeXt(arch=tiny_arch).eval()
+    load_into_ours(ours, peer)
+    x = torch.randn(2, 3, 64, 96)
+    with torch.inference_mode():
+        expected = peer(x)
+        for fast in (True, False):
+            for got, want in zip(_outputs(ours, x, fast), expected):
+                _assert_rel(got, want, what=f'fast={fast} vs Hugging Face')
+
+
+@pytest.mark.parametrize('batch, size', [(1, (8, 8)), (2, (7, 5))])
+def test_depthwise_conv_function_gradcheck(batch, size, monkeypatch):
+    monkeypatch.setattr(fast_grads, '_TILE_FLOATS', 1)  # several row tiles, a short last one
+    monkeypatch.setattr(fast_grads, '_MIN_TILE_ROWS', 3)
+    x = torch.randn(batch, 3, *size, dtype=torch.double).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    weight = torch.randn(3, 1, 7, 7, dtype=torch.double, requires_grad=True)
+    bias = torch.randn(3, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(DepthwiseConv2d.apply, (x, weight, bias, 3), fast_mode=True)
+
+
+def test_depthwise_conv_function_matches_conv2d_in_fp32():
+    conv = torch.nn.Conv2d(32, 32, 7, padding=3, groups=32)
+    x = torch.randn(2, 32, 40, 56).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(2, 32, 40, 56)
+    results = []
+    for function in (lambda t: DepthwiseConv2d.apply(t, conv.weight, conv.bias, 3), conv):
+        conv.zero_grad()
+        leaf = x.clone().requires_grad_()
+        out = function(leaf)
+        out.backward(grad)
+        results.append((out.detach(), leaf.grad, conv.weight.grad.clone(), conv.bias.grad.clone()))
+    for got, want, what in zip(results[0], results[1], ('output', 'input', 'weight', 'bias')):
+        _assert_rel(got, want, what=f'depthwise {what}')
+    weight_grad = depthwise_weight_grad(x, grad.contiguous(memory_format=torch.channels_last), 3)
+    _assert_rel(weight_grad, results[1][2], what='weight gradient, channels-last gradient')
+
+
+def test_channels_first_values_and_gradient():
+    x = torch.randn(2, 8, 5, 7).contiguous(memory_format=torch.channels_last).requires_grad_()
+    out = channels_first(x)
+    assert out.is_contiguous() and torch.equal(out, x.detach().contiguous())
+    grad = torch.randn(2, 8, 5, 7)
+    out.backward(grad)
+    assert torch.equal(x.grad, grad)
+    plain = torch.randn(2, 8, 5, 7)
+    assert channels_first(plain) is plain
+
+
+def test_fast_paths_switch():
+    assert fast_paths_enabled()
+    with fast_paths(False):
+        assert not fast_paths_enabled()
+        with fast_paths(True):
+            assert fast_paths_enabled()
+        assert not fast_paths_enabled()
+    assert fast_paths_enabled()
+    with pytest.raises(TypeError, match='True or False'):
+        with fast_paths('no'):
+            pass
+
+
+def test_plain_path_is_the_textbook_block():
+    block = layers.ConvNeXtBlock(16, layer_scale_init_value=0.5).eval()
+    x = torch.randn(1, 16, 9, 9)
+    y = block.dwconv(x).permute(0, 2, 3, 1)
+    y = block.pwconv2(F.gelu(block.pwconv1(F.layer_norm(y, (16,), block.norm.weight,
+                                                         block.norm.bias, 1e-6))))
+    expected = x + (y * block.gamma).permute(0, 3, 1, 2)
+    with fast_paths(False):
+        torch.testing.assert_close(block(x), expected, rtol=0, atol=0)

@@ -1,0 +1,125 @@
+"""Benchmark the ConvNeXt backbone against Hugging Face's ConvNextBackbone on identical weights.
+
+Examples:
+    # the issue's goals (512x512 fp32 / bf16, with_cp at 800x1216), a table and a JSON file
+    python tools/benchmark.py --sizes 512 --json work_dirs/bench_512.json
+    python tools/benchmark.py --sizes 800x1216 --tasks train --precisions fp32 \
+        --variants with_cp --memory --json work_dirs/bench_cp.json
+    # whole models (B detector and segmenter), inference only
+    python tools/benchmark.py --whole-model detector segmenter --whole-model-modes infer \
+        --sizes 800x1216 --tasks --json work_dirs/bench_models.json
+"""
+import argparse
+import json
+import sys
+
+from convnext_dense.benchmark.report import (check_goals, format_machine, format_summary,
+                                             format_table, write_json)
+from convnext_dense.benchmark.runner import PRECISION_FAMILIES, VARIANTS, BenchmarkConfig
+
+
+def parse_size(text: str):
+    parts = text.lower().split('x')
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size '{text}' is not N or HxW (e.g. 512, 800x1216)")
+    if len(sizes) == 1:
+        sizes *= 2
+    if len(sizes) != 2:
+        raise argparse.ArgumentTypeError(f"size '{text}' is not N or HxW (e.g. 512, 800x1216)")
+    return tuple(sizes)
+
+
+def parse_arch(text: str):
+    if not text.lstrip().startswith('{'):
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f'--arch {text!r} is not valid JSON: {err}')
+
+
+def parse_shape(text: str):
+    try:
+        shape = tuple(int(p) for p in text.lower().split('x'))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3:
+        raise argparse.ArgumentTypeError(f"matmul shape '{text}' is not MxKxN (e.g. 2048x2048x2048)")
+    return shape
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--arch', default='base', type=parse_arch,
+                        help="arch name, or JSON such as '{\"depths\": [1, 1, 2, 1], "
+                             "\"channels\": [16, 32, 64, 128]}'")
+    parser.add_argument('--sizes', nargs='+', type=parse_size, default=[(512, 512)])
+    parser.add_argument('--tasks', nargs='*', default=['infer', 'train'],
+                        choices=['infer', 'train'])
+    parser.add_argument('--precisions', nargs='+', default=['fp32', 'bf16'],
+                        choices=PRECISION_FAMILIES)
+    parser.add_argument('--variants', nargs='+', default=['eager'], choices=VARIANTS)
+    parser.add_argument('--peers', nargs='*', default=['huggingface', 'timm', 'mmpretrain'])
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--threads', type=int, help='torch threads (default: torch decides)')
+    parser.add_argument('--clock', default='wall', choices=['wall', 'cpu'],
+                        help="'cpu': process CPU time, robust to other load with --threads 1")
+    parser.add_argument('--memory', action='store_true',
+                        help='peak memory of each training case, each in a fresh process')
+    parser.add_argument('--matmul-shapes', nargs='+', type=parse_shape,
+                        help='MxKxN products for the matmul peak (default: the model\'s own)')
+    parser.add_argument('--whole-model', nargs='*', default=[],
+                        choices=['detector', 'segmenter'])
+    parser.add_argument('--whole-model-modes', nargs='+', default=['infer', 'train'],
+                        choices=['infer', 'train'])
+    parser.add_argument('--json', help='write all results here')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from convnext_dense.benchmark.runner import run_benchmark, summarize
+
+    def log(line):
+        print(f'... {line}', file=sys.stderr, flush=True)
+
+    results = {}
+    if args.tasks:
+        config = BenchmarkConfig(arch=args.arch, sizes=args.sizes, tasks=args.tasks,
+                                 precisions=args.precisions, variants=args.variants,
+                                 peers=args.peers, repeats=args.repeats, warmup=args.warmup,
+                                 batch=args.batch, memory=args.memory, clock=args.clock,
+                                 matmul_shapes=args.matmul_shapes)
+        results = run_benchmark(config, log)
+        results['summary'] = summarize(results)
+        results['goals'] = check_goals(results['summary'])
+        print(f"Machine: {format_machine(results)}\n")
+        print(format_summary(results['summary'], results['goals']) + '\n')
+        print(format_table(results))
+    if args.whole_model:
+        from convnext_dense.benchmark.whole_model import run_whole_models
+        rows = run_whole_models(args.whole_model, args.sizes, args.whole_model_modes,
+                                args.repeats, args.warmup, args.clock, log)
+        results['whole_model'] = rows
+        print('\n| whole model | step | size | ours s | Hugging Face backbone s | ratio |')
+        print('|---|---|---|---|---|---|')
+        for row in rows:
+            hf = '' if 'huggingface_s' not in row else f"{row['huggingface_s']:.3f}"
+            ratio = '' if 'ratio' not in row else f"{row['ratio']:.3f}"
+            print(f"| {row['task']} | {row['mode']} | {row['size'][0]}x{row['size'][1]} | "
+                  f"{row['ours_s']:.3f} | {hf} | {ratio} |")
+    results['command'] = ' '.join(['python', 'tools/benchmark.py'] + list(
+        sys.argv[1:] if argv is None else argv))
+    write_json(results, args.json)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
