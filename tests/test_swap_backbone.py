@@ -166,3 +166,15 @@ def test_backbone_maps_a_neck_passes_through_are_rewritten_for_their_heads():
         outputs = model.neck(model.backbone(torch.rand(1, 3, 64, 64)))
     for head in (model.decode_head, model.auxiliary_head):
         assert outputs[head.in_index].shape[1] == head.in_channels
+
+
+def test_single_input_neck_reads_the_last_stage(capfd):
+    # CenterNet's ResNet-18 returns four stages; CTResNetNeck (int in_channels=512) reads x[-1].
+    name = 'mmdet::centernet/centernet_r18-dcnv2_8xb16-crop512-140e_coco.py'
+    assert _stock(name).model.neck.in_channels == 512
+    cfg = swap_backbone(name, arch=TINY_ARCH, pretrained=None)
+    assert cfg.model.backbone.out_indices == (3,)
+    assert cfg.model.neck.in_channels == CHANNELS[3]
+    # Its modulated deformable conv has no meta kernel: the neck probe fell back to CPU
+    # instead of warning that it could not look (mmengine logs to the original stdout).
+    assert 'could not run model.neck' not in ''.join(capfd.readouterr())

@@ -12,6 +12,20 @@ from .errors import SwapRefused
 from .probe import Feeds, run_module
 
 
+def _run_neck(cfg: Dict, feeds: Feeds, scope: str) -> Tuple[Tuple[torch.Tensor, ...], tuple]:
+    """The neck's outputs and the maps it was given: shapes only on the meta device where its
+    ops allow, else on CPU with random maps of the backbone's shapes."""
+    maps = tuple(feeds.maps)
+    try:
+        _, outputs = run_module(cfg, scope, maps[0].device.type, lambda _: maps)
+    except Exception:  # some mmcv ops have no meta kernel (CARAFE, modulated deformable conv)
+        if maps[0].device.type != 'meta':
+            raise
+        maps = tuple(torch.rand(m.shape) for m in maps)
+        _, outputs = run_module(cfg, scope, 'cpu', lambda _: maps)
+    return ((outputs,) if isinstance(outputs, torch.Tensor) else tuple(outputs)), maps
+
+
 def neck_passthrough(neck_cfg: Dict, feeds: Feeds, scope: str) -> Tuple[Dict[int, int], int]:
     """Build the neck and run it on the backbone outputs.
 
@@ -22,20 +36,18 @@ def neck_passthrough(neck_cfg: Dict, feeds: Feeds, scope: str) -> Tuple[Dict[int
     """
     cfg = copy.deepcopy(dict(neck_cfg))
     cfg.pop('init_cfg', None)
-    device = feeds.maps[0].device.type
     try:
-        _, outputs = run_module(cfg, scope, device, lambda _: tuple(feeds.maps))
+        outputs, maps = _run_neck(cfg, feeds, scope)
     except Exception as error:  # any failure here only means we cannot look
-        print_log(f'swap_backbone: could not run model.neck ({cfg.get("type")}) on CPU to look '
+        print_log(f'swap_backbone: could not run model.neck ({cfg.get("type")}) here to look '
                   f'for passed-through backbone outputs, assuming none: {error}',
                   logger='current', level=logging.WARNING)
         return {}, 0
-    outputs = (outputs,) if isinstance(outputs, torch.Tensor) else tuple(outputs)
     found = {}
     for index, output in enumerate(outputs):
-        for position, feed in enumerate(feeds.maps):
+        for position, feed in enumerate(maps):
             # Passing through returns the same tensor; meta tensors can only be compared so.
-            if output is feed or (device != 'meta' and output.shape == feed.shape
+            if output is feed or (feed.device.type != 'meta' and output.shape == feed.shape
                                   and torch.equal(output, feed)):
                 found[index] = position
     return found, len(outputs)

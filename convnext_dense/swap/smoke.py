@@ -57,7 +57,7 @@ def detection_batch(num_classes: int, size: Sequence[int], batch_size: int = 2) 
         proposals = torch.cat([boxes, _random_boxes(13, height, width)])
         sample.proposals = InstanceData(bboxes=proposals, scores=torch.rand(len(proposals)))
         sample.gt_sem_seg = PixelData(
-            sem_seg=torch.randint(0, num_classes, (1, height, width), dtype=torch.uint8))
+            sem_seg=torch.randint(0, min(num_classes, 255), (1, height, width), dtype=torch.uint8))
         samples.append(sample)
     return dict(inputs=inputs, data_samples=samples)
 
