@@ -8,7 +8,9 @@ import pytest
 from odd_images import write_awkward_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMON = ['train_cfg.max_iters=2', 'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2',
+# init_cfg=None: the demo configs' pretrained backbone is made by `make demo`, not by the tests.
+COMMON = ['model.backbone.init_cfg=None', 'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
+          'default_hooks.checkpoint.interval=2',
           'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
           'val_dataloader.num_workers=0', 'test_dataloader.num_workers=0']
 

@@ -38,7 +38,7 @@ def _run(script, *args, env_extra=None):
 
 
 def _seg_data_options(root):
-    options = []
+    options = ['model.backbone.init_cfg=None']  # no pretrained demo backbone in the tests
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         options.append(f'{loader}.dataset.data_root={root}/ade')
     return options
