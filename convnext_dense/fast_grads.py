@@ -47,9 +47,10 @@ def depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, padding: int) -> 
             bottom = min(top + rows, height)
             kernel = grad[n:n + 1, :, top:bottom].permute(1, 0, 2, 3)  # (C, 1, rows, W)
             part = F.conv2d(padded[n:n + 1, :, top:bottom + 2 * padding], kernel, groups=channels)
-            total = part if total is None else total.add_(part)
+            # Tiles are summed in float32 also when the convolution runs in bfloat16.
+            total = part.float() if total is None else total.add_(part)
     size = 2 * padding + 1
-    return total.reshape(channels, 1, size, size)
+    return total.reshape(channels, 1, size, size).to(x.dtype)
 
 
 class DepthwiseConv2d(torch.autograd.Function):
@@ -85,10 +86,17 @@ class DepthwiseConv2d(torch.autograd.Function):
 
 def depthwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """``conv(x)`` for the block's 7x7 depthwise conv, with :class:`DepthwiseConv2d` on CPU."""
-    if (x.device.type == 'cpu' and torch.is_grad_enabled() and not tracing()
-            and not torch.is_autocast_enabled('cpu')):
-        return DepthwiseConv2d.apply(x, conv.weight, conv.bias, conv.padding[0])
-    return conv(x)
+    if x.device.type != 'cpu' or not torch.is_grad_enabled() or tracing():
+        return conv(x)
+    weight, bias = conv.weight, conv.bias
+    if torch.is_autocast_enabled('cpu'):
+        # What autocast does to conv2d: inputs in its dtype (the casts are differentiable).
+        dtype = torch.get_autocast_dtype('cpu')
+        x, weight = x.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
+        with torch.autocast('cpu', enabled=False):
+            return DepthwiseConv2d.apply(x, weight, bias, conv.padding[0])
+    return DepthwiseConv2d.apply(x, weight, bias, conv.padding[0])
 
 
 def _last_to_first(x: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,6 @@ parameter changes. :func:`fast_paths` turns every optimisation of the backbone o
 the tests compare each fast path with the plain reference.
 """
 import contextlib
-import functools
 from typing import Iterator, Optional, Sequence, Tuple
 
 import torch
@@ -45,12 +44,11 @@ def tracing() -> bool:
     return torch.jit.is_tracing() or compiling()
 
 
-@functools.lru_cache(maxsize=None)
-def onednn_linear_available() -> bool:
-    """Whether this torch build has oneDNN's fused linear operators (CPU builds with MKLDNN)."""
-    return (torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, '_linear_pointwise')
-            and hasattr(torch.ops.mkldnn, '_reorder_linear_weight'))
+# Whether this torch build has oneDNN's fused linear operators (CPU builds with MKLDNN). A
+# constant, so that torch.compile reads it without tracing into torch.backends.
+ONEDNN_LINEAR = (torch.backends.mkldnn.is_available()
+                 and hasattr(torch.ops.mkldnn, '_linear_pointwise')
+                 and hasattr(torch.ops.mkldnn, '_reorder_linear_weight'))
 
 
 def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .fast_grads import depthwise_conv, keep_pwconv2_context
-from .fused_ops import (InferenceWeights, fast_paths_enabled, linear, linear_add, linear_gelu,
-                        onednn_linear_available, tracing)
+from .fused_ops import (ONEDNN_LINEAR, InferenceWeights, fast_paths_enabled, linear, linear_add,
+                        linear_gelu, tracing)
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -101,7 +101,7 @@ class ConvNeXtBlock(nn.Module):
         return x + y if scale is None else torch.addcmul(x, y, scale)
 
     def _can_fuse(self, x: torch.Tensor) -> bool:
-        if (x.device.type != 'cpu' or not onednn_linear_available() or tracing()
+        if (x.device.type != 'cpu' or tracing() or not ONEDNN_LINEAR
                 or (self.training and self.drop_path_rate > 0)):
             return False
         if torch.is_grad_enabled() and (

@@ -165,6 +165,21 @@ def test_bf16_inference_close_to_fp32(tiny_arch, mode):
         _assert_rel(f, p, tol=5e-2, what=f'bf16 {mode} fast vs plain')
 
 
+def test_bf16_autocast_training_close_to_plain(tiny_arch):
+    model = _trained_like(tiny_arch).train()
+    x = torch.randn(2, 3, 64, 64)
+    grads = []
+    for fast in (True, False):
+        model.zero_grad(set_to_none=True)
+        with fast_paths(fast), torch.autocast('cpu', dtype=torch.bfloat16):
+            outs = model(x)
+        sum((o.float() ** 2).mean() for o in outs).backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    for name, grad in grads[1].items():
+        assert grads[0][name].dtype == torch.float32
+        _assert_rel(grads[0][name], grad, tol=5e-2, what=f'bf16 autocast gradient of {name}')
+
+
 def test_cached_inference_weights_follow_parameter_changes(tiny_arch):
     model = _trained_like(tiny_arch).eval()
     x = torch.randn(1, 3, 64, 64)
@@ -269,3 +284,16 @@ def test_plain_path_is_the_textbook_block():
     expected = x + (y * block.gamma).permute(0, 3, 1, 2)
     with fast_paths(False):
         torch.testing.assert_close(block(x), expected, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_torch_compile_traces_the_plain_ops_without_graph_breaks(tiny_arch):
+    import torch._dynamo
+    model = _trained_like(tiny_arch, drop_path_rate=0.1).eval()
+    x = torch.randn(2, 3, 64, 64)
+    explanation = torch._dynamo.explain(model)(x)
+    assert explanation.graph_break_count == 0
+    compiled = torch.compile(model)
+    with torch.no_grad():
+        for got, want in zip(compiled(x), _outputs(model, x, False)):
+            _assert_rel(got, want, what='compiled')

@@ -48,9 +48,10 @@ def format_summary(summary: Sequence[Dict], goals: Sequence[Dict]) -> str:
     lines = ['| group | ours s | Hugging Face s | ratio | notes |', '|---|---|---|---|---|']
     for entry in summary:
         if 'cp_time_ratio' in entry:
-            memory = entry.get('cp_memory_ratio')
+            memory, rss = entry.get('cp_memory_ratio'), entry.get('cp_peak_rss_ratio')
             notes = (f"with_cp time x{entry['cp_time_ratio']:.2f}"
-                     + ('' if memory is None else f", step memory x{memory:.2f}"))
+                     + ('' if memory is None else f", step memory x{memory:.2f}")
+                     + ('' if rss is None else f", process peak RSS x{rss:.2f}"))
             lines.append(f"| {entry['group']} | | | | {notes} |")
             continue
         hf = entry.get('huggingface_s')

@@ -175,7 +175,7 @@ def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = lambda _
                      'rows': []}
     log('measuring the matmul peak')
     peak = functools.partial(matmul_peak, device=config.device, shapes=config.matmul_shapes,
-                             sync=sync)
+                             sync=sync, clock=CLOCKS[config.clock])
     results['matmul_peak'] = {'float32': peak(torch.float32)}
     if 'bf16' in config.precisions:
         results['matmul_peak']['bfloat16'] = peak(torch.bfloat16)
