@@ -193,6 +193,7 @@ def enable_show_dir(cfg: Config, show_dir: str) -> None:
         hooks.visualization.test_out_dir = osp.abspath(show_dir)
     else:
         cfg.visualizer.save_dir = osp.abspath(show_dir)
+        hooks.visualization.interval = 1  # mmseg draws every `interval`-th batch only
 
 
 def add_result_dump(cfg: Config, out: str) -> None:

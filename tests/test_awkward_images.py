@@ -44,11 +44,29 @@ def test_awkward_images_train_and_evaluate(task, tmp_path):
                             str(work_dir), '--cfg-options', *options],
                            cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-3000:]
+    out = tmp_path / ('predictions.pkl' if task == 'det' else 'predictions')
+    extra = ['--out', str(out), '--show-dir', str(tmp_path / 'drawn')]
     test = subprocess.run([sys.executable, 'tools/test.py', CONFIGS[task], str(work_dir / 'iter_2.pth'),
-                           '--work-dir', str(tmp_path / 'test'), '--cfg-options', *options],
+                           '--work-dir', str(tmp_path / 'test'), *extra, '--cfg-options', *options],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert test.returncode == 0, test.stdout[-2000:] + test.stderr[-3000:]
     log = test.stdout + test.stderr
     for metric in METRICS[task]:
         assert f'{metric}: ' in log
     assert '[4/4]' in log  # every image, the empty one included, was evaluated
+    assert out.exists()  # --out: raw predictions kept
+    assert len(list((tmp_path / 'drawn').rglob('*.png')) + list((tmp_path / 'drawn').rglob('*.jpg'))) >= 4
+
+
+@pytest.mark.slow
+def test_segmentation_test_time_augmentation(tmp_path):
+    data = write_awkward_dataset(tmp_path / 'data')
+    options = _options('seg', data)
+    work_dir = tmp_path / 'work'
+    subprocess.run([sys.executable, 'tools/train.py', CONFIGS['seg'], '--work-dir', str(work_dir),
+                    '--cfg-options', *options], cwd=ROOT, check=True, capture_output=True, timeout=600)
+    test = subprocess.run([sys.executable, 'tools/test.py', CONFIGS['seg'], str(work_dir / 'iter_2.pth'),
+                           '--tta', '--work-dir', str(tmp_path / 'test'), '--cfg-options', *options],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert test.returncode == 0, test.stdout[-2000:] + test.stderr[-3000:]
+    assert 'SegTTAModel' in test.stdout + test.stderr and 'mIoU: ' in test.stdout + test.stderr
