@@ -1,0 +1,96 @@
+# Mask R-CNN on the embedded "shapes" dataset (`make demo`): the B-22k COCO config, changed only
+# where a 2-core CPU, 128-192 px images and 16-96 px objects need it.
+# NO DOWNLOADED WEIGHTS: the backbone starts from `checkpoint`, which `make demo` makes first by
+# training the same small ConvNeXt on shape classification (convnext_dense/demo/pretrain.py), the
+# demo's stand-in for ImageNet-22k; it is saved in the official layout and loaded through
+# init_cfg Pretrained exactly as the 22k weights are. From scratch: model.backbone.init_cfg=None.
+_base_ = '../mask_rcnn/mask-rcnn_convnext-b-in22k_fpn_ms-crop-3x_coco.py'
+
+data_root = 'data/demo_shapes/coco/'
+classes = ('circle', 'triangle', 'square', 'star')
+palette = [(230, 25, 75), (0, 130, 200), (60, 180, 75), (255, 190, 0)]
+metainfo = dict(classes=classes, palette=palette)
+checkpoint = 'work_dirs/demo/pretrain/convnext-demo_shapes-cls.pth'
+backbone_channels = [32, 64, 128, 256]
+neck_channels = 64
+max_iters = 2000
+val_interval = 500
+warmup_iters = 100
+
+model = dict(
+    backbone=dict(
+        arch=dict(_delete_=True, depths=(1, 1, 3, 1), channels=tuple(backbone_channels)),
+        drop_path_rate=0.0,
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
+    neck=dict(in_channels=backbone_channels, out_channels=neck_channels, num_outs=4),
+    # Objects are 16-96 px: anchors of 16-128 px on P2-P5 instead of 32-512 on P2-P6.
+    rpn_head=dict(
+        in_channels=neck_channels,
+        feat_channels=neck_channels,
+        anchor_generator=dict(scales=[4], strides=[4, 8, 16, 32])),
+    roi_head=dict(
+        bbox_roi_extractor=dict(out_channels=neck_channels),
+        bbox_head=dict(in_channels=neck_channels, fc_out_channels=256,
+                       num_classes=len(classes)),
+        mask_roi_extractor=dict(out_channels=neck_channels),
+        mask_head=dict(in_channels=neck_channels, conv_out_channels=neck_channels,
+                       num_classes=len(classes))),
+    # At most 8 objects per image: fewer proposals and RoIs than COCO's 2000 / 512.
+    train_cfg=dict(
+        rpn_proposal=dict(nms_pre=1000, max_per_img=300),
+        rcnn=dict(sampler=dict(num=128))),
+    test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=100)))
+
+# Native scale, flip only: the shapes' sizes are the task.
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs')
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale_factor=1.0, keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
+]
+train_dataloader = dict(
+    batch_size=4,
+    num_workers=1,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(
+        data_root=data_root,
+        metainfo=metainfo,
+        ann_file='annotations/instances_train.json',
+        data_prefix=dict(img='train/'),
+        pipeline=train_pipeline))
+val_dataloader = dict(
+    num_workers=1,
+    dataset=dict(
+        data_root=data_root,
+        metainfo=metainfo,
+        ann_file='annotations/instances_val.json',
+        data_prefix=dict(img='val/'),
+        pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
+test_evaluator = val_evaluator
+
+# The backbone is small (num_layers 4) and its pretraining is short: milder decay than 0.8 / 12.
+optim_wrapper = dict(
+    optimizer=dict(lr=1e-3),
+    paramwise_cfg=dict(decay_rate=0.9, num_layers=4),
+    clip_grad=dict(max_norm=10.0))
+# The 3x schedule's shape in iterations: warmup, then x0.1 at 75 % and 92 % of training.
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=warmup_iters),
+    dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters,
+         milestones=[int(max_iters * 0.75), int(max_iters * 0.92)], gamma=0.1)
+]
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,
+                 val_interval=val_interval)
+default_hooks = dict(
+    logger=dict(interval=20),
+    checkpoint=dict(by_epoch=False, interval=val_interval, max_keep_ckpts=1, save_last=True))
+log_processor = dict(by_epoch=False)

@@ -1,0 +1,72 @@
+# UperNet on the embedded "shapes" dataset (`make demo`): the B-22k ADE20K config, changed only
+# where a 2-core CPU and 128-192 px images need it.
+# NO DOWNLOADED WEIGHTS: the backbone starts from `checkpoint`, which `make demo` makes first by
+# training the same small ConvNeXt on shape classification (convnext_dense/demo/pretrain.py), the
+# demo's stand-in for ImageNet-22k; it is saved in the official layout and loaded through
+# init_cfg Pretrained exactly as the 22k weights are. From scratch: model.backbone.init_cfg=None.
+# Labels: 0 is a real class here (every pixel is annotated, background included), unlike
+# ADE20K's 0 = "other", so reduce_zero_label=False and mIoU averages over 5 classes with the
+# background.
+_base_ = '../upernet/upernet_convnext-b-in22k_8xb2-160k_ade20k-640x640.py'
+
+data_root = 'data/demo_shapes/ade'
+classes = ('background', 'circle', 'triangle', 'square', 'star')
+palette = [(0, 0, 0), (230, 25, 75), (0, 130, 200), (60, 180, 75), (255, 190, 0)]
+metainfo = dict(classes=classes, palette=palette)
+checkpoint = 'work_dirs/demo/pretrain/convnext-demo_shapes-cls.pth'
+backbone_channels = [32, 64, 128, 256]
+crop_size = (128, 128)  # the smallest images' side: every training pixel is labelled
+max_iters = 1500
+val_interval = 500
+warmup_iters = 100
+
+model = dict(
+    # Images differ in size: pad each batch to a multiple of 32 instead of 640 x 640.
+    data_preprocessor=dict(size=None, size_divisor=32, test_cfg=dict(size_divisor=32)),
+    backbone=dict(
+        arch=dict(_delete_=True, depths=(1, 1, 3, 1), channels=tuple(backbone_channels)),
+        drop_path_rate=0.0,
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
+    decode_head=dict(in_channels=backbone_channels, channels=64, num_classes=len(classes)),
+    auxiliary_head=dict(in_channels=backbone_channels[2], channels=32,
+                        num_classes=len(classes)),
+    test_cfg=dict(_delete_=True, mode='whole'))
+
+# Native scale, flip only: the shapes' sizes are the task.
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=False),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackSegInputs')
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=False),
+    dict(type='PackSegInputs')
+]
+train_dataloader = dict(
+    batch_size=8,
+    num_workers=1,
+    dataset=dict(type='BaseSegDataset', data_root=data_root, metainfo=metainfo,
+                 reduce_zero_label=False, pipeline=train_pipeline))
+val_dataloader = dict(
+    num_workers=1,
+    dataset=dict(type='BaseSegDataset', data_root=data_root, metainfo=metainfo,
+                 reduce_zero_label=False, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+
+# Layer decay protects pretrained weights; from scratch every layer trains at the full lr.
+optim_wrapper = dict(
+    optimizer=dict(lr=2e-3),
+    paramwise_cfg=dict(decay_rate=1.0),
+    clip_grad=dict(max_norm=5.0))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=warmup_iters),
+    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=warmup_iters,
+         end=max_iters)
+]
+train_cfg = dict(max_iters=max_iters, val_interval=val_interval)
+default_hooks = dict(
+    logger=dict(interval=20),
+    checkpoint=dict(interval=val_interval, max_keep_ckpts=1, save_last=True))

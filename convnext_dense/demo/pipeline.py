@@ -1,0 +1,237 @@
+"""``make demo``: the main job end to end on the embedded shapes dataset.
+
+1. generate the dataset (COCO and ADE20K layouts);
+2. train the UperNet demo with ``tools/train.py`` (from scratch);
+3. evaluate it with ``tools/test.py`` (mmseg IoUMetric) and draw its predictions;
+4. train the Mask R-CNN demo, its backbone initialised from step 2's checkpoint through
+   ``init_cfg=dict(type='Pretrained')`` (as the real configs load the 22k weights);
+5. evaluate it (mmdet CocoMetric, bbox and segm) and draw its predictions;
+6. plot the training curves and a gallery of predictions.
+
+Every step writes under ``work_dir``; the tools run as child processes with their full output in
+``work_dir/logs/``.
+"""
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Union
+
+from .plots import plot_curves, plot_gallery, read_scalars
+from .runs import format_cfg_options, last_checkpoint, read_test_metrics, run_tool
+from .shapes import DEFAULT_OUT_DIR, generate_shapes_dataset
+from .summary import summary_from_metrics
+
+PathLike = Union[str, os.PathLike]
+SEG_CONFIG = 'demo/upernet_convnext-demo_shapes.py'
+DET_CONFIG = 'demo/mask-rcnn_convnext-demo_shapes.py'
+SEG_LOSSES = ('loss', 'decode.loss_ce', 'aux.loss_ce')
+DET_LOSSES = ('loss', 'loss_rpn_cls', 'loss_rpn_bbox', 'loss_cls', 'loss_bbox', 'loss_mask')
+
+
+@dataclass
+class DemoSettings:
+    """What ``make demo`` runs; the defaults are the measured recipe.
+
+    Attributes:
+        data_dir: Where the shapes dataset is generated (reused when already there).
+        work_dir: Where checkpoints, logs and pictures go.
+        seed: Dataset seed.
+        num_train: Training images to generate.
+        num_val: Validation images to generate (the evaluation set).
+        seg_iters: UperNet training iterations; None keeps the config's.
+        det_iters: Mask R-CNN training iterations; None keeps the config's.
+        gallery_images: Validation images shown in ``predictions.png``.
+        threads: Torch threads of the child processes (OMP_NUM_THREADS); None leaves the default.
+        extra_seg_options: More ``--cfg-options`` for the UperNet training.
+        extra_det_options: More ``--cfg-options`` for the Mask R-CNN training.
+    """
+
+    data_dir: PathLike = DEFAULT_OUT_DIR
+    work_dir: PathLike = 'work_dirs/demo'
+    seed: int = 0
+    num_train: int = 400
+    num_val: int = 100
+    seg_iters: Optional[int] = None
+    det_iters: Optional[int] = None
+    gallery_images: int = 6
+    threads: Optional[int] = None
+    extra_seg_options: Dict[str, object] = field(default_factory=dict)
+    extra_det_options: Dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class DemoResult:
+    """What a demo run produced.
+
+    Attributes:
+        summary: ``demo: bbox_mAP=... segm_mAP=... mIoU=...``.
+        det_metrics: tools/test.py metrics of the Mask R-CNN demo.
+        seg_metrics: tools/test.py metrics of the UperNet demo.
+        pictures: Named PNG files written (curves, gallery).
+        seconds: Wall time of each step.
+    """
+
+    summary: str
+    det_metrics: Dict[str, float]
+    seg_metrics: Dict[str, float]
+    pictures: Dict[str, Path]
+    seconds: Dict[str, float]
+
+
+def _data_options(scope: str, root: Path) -> Dict[str, object]:
+    """``--cfg-options`` pointing a demo config's dataloaders (and COCO evaluator) at ``root``."""
+    if scope == 'seg':
+        data_root = root / 'ade'
+        options = {f'{loader}.dataset.data_root': data_root
+                   for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')}
+    else:
+        data_root = root / 'coco'
+        options = {f'{loader}.dataset.data_root': f'{data_root}/'
+                   for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')}
+        ann_file = data_root / 'annotations' / 'instances_val.json'
+        options.update({'val_evaluator.ann_file': ann_file, 'test_evaluator.ann_file': ann_file})
+    return options
+
+
+def _iters_options(iters: Optional[int]) -> Dict[str, object]:
+    if iters is None:
+        return {}
+    if not isinstance(iters, int) or isinstance(iters, bool) or iters < 1:
+        raise ValueError(f'iterations must be a positive int or None, got {iters!r}')
+    # Validate and save once, at the end, when the length changes.
+    return {'train_cfg.max_iters': iters, 'train_cfg.val_interval': iters,
+            'default_hooks.checkpoint.interval': iters}
+
+
+def _drawn(show_dir: Path, count: int) -> List[Path]:
+    files = sorted(p for p in show_dir.rglob('*.png') if p.is_file())
+    files += sorted(p for p in show_dir.rglob('*.jpg') if p.is_file())
+    return files[:count]
+
+
+class DemoPipeline:
+    """Runs the demo steps; see the module docstring.
+
+    Args:
+        tools_dir: Folder holding ``train.py`` and ``test.py``.
+        config_dir: Folder holding ``demo/*.py`` configs.
+        settings: What to run.
+        echo: Receives progress lines (step headers and the tools' progress); None is silent.
+    """
+
+    def __init__(self, tools_dir: PathLike, config_dir: PathLike,
+                 settings: Optional[DemoSettings] = None,
+                 echo: Optional[Callable[[str], None]] = None) -> None:
+        self.tools_dir = Path(tools_dir)
+        self.config_dir = Path(config_dir)
+        self.settings = settings or DemoSettings()
+        self.echo = echo or (lambda line: None)
+        self.work_dir = Path(self.settings.work_dir).resolve()
+        self.data_dir = Path(self.settings.data_dir).resolve()
+        for name in ('train.py', 'test.py'):
+            if not (self.tools_dir / name).is_file():
+                raise FileNotFoundError(f'{self.tools_dir / name} not found')
+        for name in (SEG_CONFIG, DET_CONFIG):
+            if not (self.config_dir / name).is_file():
+                raise FileNotFoundError(f'{self.config_dir / name} not found')
+        # Unbuffered children: their progress lines arrive as they are written.
+        self.env = dict(os.environ, PYTHONUNBUFFERED='1')
+        if self.settings.threads is not None:
+            self.env['OMP_NUM_THREADS'] = str(self.settings.threads)
+        self.seconds: Dict[str, float] = {}
+
+    def _tool(self, step: str, tool: str, args: List[str]) -> None:
+        start = time.perf_counter()
+        run_tool(self.tools_dir / tool, args, self.work_dir / 'logs' / f'{step}.log', self.echo,
+                 self.env)
+        self.seconds[step] = time.perf_counter() - start
+
+    def generate_data(self) -> None:
+        """Step 1: the dataset (nothing to do when ``data_dir`` already holds it)."""
+        s = self.settings
+        self.echo(f'[1/6] shapes dataset in {self.data_dir} ({s.num_train} train / {s.num_val} '
+                  'val images)')
+        start = time.perf_counter()
+        _, created = generate_shapes_dataset(self.data_dir, seed=s.seed, num_train=s.num_train,
+                                             num_val=s.num_val)
+        self.seconds['data'] = time.perf_counter() - start
+        self.echo(f'      {"generated" if created else "already there"} '
+                  f'({self.seconds["data"]:.0f} s)')
+
+    def train(self, scope: str, extra: Dict[str, object]) -> Path:
+        """Train the ``'seg'`` or ``'det'`` demo model; return its last checkpoint."""
+        s = self.settings
+        config = self.config_dir / (SEG_CONFIG if scope == 'seg' else DET_CONFIG)
+        work_dir = self.work_dir / ('upernet' if scope == 'seg' else 'mask_rcnn')
+        options = _data_options(scope, self.data_dir)
+        options.update(_iters_options(s.seg_iters if scope == 'seg' else s.det_iters))
+        options.update(extra)
+        self._tool(f'train_{scope}', 'train.py',
+                   [str(config), '--work-dir', str(work_dir), *format_cfg_options(options)])
+        return last_checkpoint(work_dir)
+
+    def test(self, scope: str, checkpoint: Path) -> Dict[str, float]:
+        """Evaluate a checkpoint and draw its predictions; return tools/test.py's metrics."""
+        config = self.config_dir / (SEG_CONFIG if scope == 'seg' else DET_CONFIG)
+        test_dir = self.work_dir / ('upernet' if scope == 'seg' else 'mask_rcnn') / 'test'
+        options = _data_options(scope, self.data_dir)
+        if scope == 'seg':  # mmseg draws every `interval`-th image; mmdet draws them all
+            options['default_hooks.visualization.interval'] = max(
+                1, self.settings.num_val // max(1, self.settings.gallery_images))
+        self._tool(f'test_{scope}', 'test.py',
+                   [str(config), str(checkpoint), '--work-dir', str(test_dir), '--show-dir',
+                    str(test_dir / 'show'), *format_cfg_options(options)])
+        return read_test_metrics(test_dir)
+
+    def pictures(self) -> Dict[str, Path]:
+        """Step 6: training curves and the prediction gallery."""
+        seg_records = read_scalars(self.work_dir / 'upernet')
+        det_records = read_scalars(self.work_dir / 'mask_rcnn')
+        curves = plot_curves([
+            dict(title='UperNet: training losses', records=seg_records, keys=SEG_LOSSES,
+                 ylabel='loss', smooth=5),
+            dict(title='UperNet: validation', records=seg_records, keys=('mIoU',),
+                 ylabel='mIoU (%)'),
+            dict(title='Mask R-CNN: training losses', records=det_records, keys=DET_LOSSES,
+                 ylabel='loss', smooth=5),
+            dict(title='Mask R-CNN: validation', records=det_records,
+                 keys=('coco/bbox_mAP', 'coco/segm_mAP'), ylabel='COCO AP@[.5:.95]'),
+        ], self.work_dir / 'curves.png')
+        count = self.settings.gallery_images
+        seg_files = _drawn(self.work_dir / 'upernet' / 'test' / 'show', count)
+        det_all = _drawn(self.work_dir / 'mask_rcnn' / 'test' / 'show', self.settings.num_val)
+        # The same validation images in both columns: match by file name.
+        det_by_stem = {p.stem: p for p in det_all}
+        rows = []
+        for seg_file in seg_files:
+            stem = next((s for s in det_by_stem if s in seg_file.stem), None)
+            if stem is not None:
+                rows.append((det_by_stem[stem], seg_file))
+        if not rows:
+            rows = list(zip(det_all[:count], seg_files))
+        gallery = plot_gallery(
+            [('Mask R-CNN: ground truth | prediction', [d for d, _ in rows]),
+             ('UperNet: ground truth | prediction', [s for _, s in rows])],
+            self.work_dir / 'predictions.png')
+        return {'curves': curves, 'predictions': gallery}
+
+    def run(self) -> DemoResult:
+        """All steps; returns the summary line and where the pictures are."""
+        start = time.perf_counter()
+        self.generate_data()
+        self.echo('[2/6] training UperNet (semantic segmentation) with tools/train.py')
+        seg_checkpoint = self.train('seg', self.settings.extra_seg_options)
+        self.echo('[3/6] evaluating UperNet with tools/test.py (mIoU)')
+        seg_metrics = self.test('seg', seg_checkpoint)
+        self.echo('[4/6] training Mask R-CNN, backbone initialised from the UperNet checkpoint')
+        det_extra = {'model.backbone.init_cfg.checkpoint': seg_checkpoint}
+        det_extra.update(self.settings.extra_det_options)
+        det_checkpoint = self.train('det', det_extra)
+        self.echo('[5/6] evaluating Mask R-CNN with tools/test.py (COCO bbox and segm AP)')
+        det_metrics = self.test('det', det_checkpoint)
+        self.echo('[6/6] drawing curves and predictions')
+        pictures = self.pictures()
+        self.seconds['total'] = time.perf_counter() - start
+        return DemoResult(summary_from_metrics(det_metrics, seg_metrics), det_metrics,
+                          seg_metrics, pictures, dict(self.seconds))
