@@ -99,6 +99,7 @@ class InferenceWeights:
 
     def __init__(self) -> None:
         self._key: Optional[Tuple] = None
+        self._params: Tuple = ()
         self._weights: Tuple[torch.Tensor, ...] = ()
 
     def get(self, pwconv1: torch.nn.Linear, pwconv2: torch.nn.Linear,
@@ -106,7 +107,9 @@ class InferenceWeights:
         """``(weight1, bias1, weight2, bias2)`` for the fused path in ``dtype``."""
         params = (pwconv1.weight, pwconv1.bias, pwconv2.weight, pwconv2.bias, gamma)
         key = version_key(params)
-        if key is not None and key + (dtype,) == self._key:
+        # The same parameter objects too: a replaced parameter could reuse a freed address.
+        if (key is not None and key + (dtype,) == self._key
+                and all(p is q for p, q in zip(params, self._params))):
             return self._weights
         with torch.no_grad():
             weight1, bias1, weight2, bias2 = params[:4]
@@ -119,12 +122,12 @@ class InferenceWeights:
             weights = (torch.ops.mkldnn._reorder_linear_weight(weight1), bias1,
                        torch.ops.mkldnn._reorder_linear_weight(weight2), bias2)
         if key is not None:
-            self._key, self._weights = key + (dtype,), weights
+            self._key, self._params, self._weights = key + (dtype,), params, weights
         return weights
 
     def clear(self) -> None:
         """Drop the cached tensors."""
-        self._key, self._weights = None, ()
+        self._key, self._params, self._weights = None, (), ()
 
     def __deepcopy__(self, memo) -> 'InferenceWeights':
         return InferenceWeights()  # packed oneDNN tensors cannot be copied; rebuilt on demand

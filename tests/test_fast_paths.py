@@ -202,6 +202,8 @@ def test_cached_inference_weights_follow_parameter_changes(tiny_arch):
     check('after an optimizer step')
     model.load_state_dict(_trained_like(tiny_arch).state_dict())
     check('after load_state_dict')
+    model.load_state_dict(_trained_like(tiny_arch).state_dict(), assign=True)
+    check('after load_state_dict(assign=True)')
     model.to(torch.bfloat16).to(torch.float32)
     check('after a round trip through bfloat16')
     copied = copy.deepcopy(model)  # the packed oneDNN weights are not copied, but rebuilt
