@@ -159,6 +159,24 @@ class DemoPipeline:
         self.echo(f'      {"generated" if created else "already there"} '
                   f'({self.seconds["data"]:.0f} s)')
 
+    def pretrain(self) -> Path:
+        """Pre-train the demo backbone on shape classification (the demo's ImageNet stand-in)."""
+        from mmengine.config import Config
+
+        from .pretrain import ObjectCrops, PretrainSettings, pretrain_classifier
+        arch = Config.fromfile(self.config_dir / SEG_CONFIG).model.backbone.arch
+        out_file = self.work_dir / 'pretrain' / 'convnext-demo_shapes-cls.pth'
+        coco = self.data_dir / 'coco'
+        settings = PretrainSettings()
+        start = time.perf_counter()
+        crops = ObjectCrops(coco / 'annotations' / 'instances_train.json', coco / 'train',
+                            settings.crop_size)
+        val = ObjectCrops(coco / 'annotations' / 'instances_val.json', coco / 'val',
+                          settings.crop_size)
+        pretrain_classifier(crops, dict(arch), out_file, settings, val=val, log=self.echo)
+        self.seconds['pretrain'] = time.perf_counter() - start
+        return out_file
+
     def train(self, scope: str, extra: Dict[str, object]) -> Path:
         """Train the ``'seg'`` or ``'det'`` demo model; return its last checkpoint."""
         s = self.settings
@@ -220,8 +238,12 @@ class DemoPipeline:
         """All steps; returns the summary line and where the pictures are."""
         start = time.perf_counter()
         self.generate_data()
-        self.echo('[2/6] training UperNet (semantic segmentation) with tools/train.py')
-        seg_checkpoint = self.train('seg', self.settings.extra_seg_options)
+        self.echo('[2/6] pre-training the backbone on shape classification, then training '
+                  'UperNet (semantic segmentation) from it with tools/train.py')
+        pretrained = self.pretrain()
+        seg_extra = {'model.backbone.init_cfg.checkpoint': pretrained}
+        seg_extra.update(self.settings.extra_seg_options)
+        seg_checkpoint = self.train('seg', seg_extra)
         self.echo('[3/6] evaluating UperNet with tools/test.py (mIoU)')
         seg_metrics = self.test('seg', seg_checkpoint)
         self.echo('[4/6] training Mask R-CNN, backbone initialised from the UperNet checkpoint')
