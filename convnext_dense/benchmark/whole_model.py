@@ -1,9 +1,9 @@
 """Whole-model latency: the B configs' detector and segmenter, with our backbone or Hugging Face's.
 
 Both models are the same config and weights; only the backbone module differs (Hugging Face's
-``ConvNextBackbone`` holding our backbone's weights, wrapped to return a tuple). Inference is
-``model.test_step`` (preprocessing, backbone, heads, post-processing); a training step is the
-loss forward and backward (no optimizer step).
+``ConvNextBackbone`` holding our backbone's weights, wrapped to return a tuple). A step handles
+two images: inference is ``model.test_step`` (preprocessing, backbone, heads, post-processing);
+a training step is the loss forward and backward (no optimizer step).
 """
 import copy
 import os.path as osp
@@ -37,20 +37,28 @@ def build_task_model(config_path: str) -> torch.nn.Module:
     return registry.build(cfg.model)
 
 
-def make_batch(model: torch.nn.Module, size: Tuple[int, int], seed: int = 0) -> Dict:
-    """One packed image with random boxes and masks (detector) or a label map (segmenter)."""
+def make_batch(model: torch.nn.Module, size: Tuple[int, int], batch_size: int = 2,
+               seed: int = 0) -> Dict:
+    """Packed images with random boxes and masks (detector) or label maps (segmenter).
+
+    Two images, as the configs train (``8xb2``); mmseg's pooling head cannot train on one.
+    """
     torch.manual_seed(seed)
     if hasattr(model, 'roi_head') or hasattr(model, 'rpn_head'):
         from mmdet.testing import demo_mm_inputs
-        return demo_mm_inputs(batch_size=1, image_shapes=(3, *size), num_items=[5],
-                              num_classes=80, with_mask=True, use_box_type=True)
+        return demo_mm_inputs(batch_size=batch_size, image_shapes=(3, *size),
+                              num_items=[5] * batch_size, num_classes=80, with_mask=True,
+                              use_box_type=True)
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
     height, width = size
-    sample = SegDataSample(metainfo=dict(img_shape=size, ori_shape=size, pad_shape=size))
-    sample.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, height, width)))
-    return dict(inputs=[torch.randint(0, 256, (3, height, width), dtype=torch.uint8)],
-                data_samples=[sample])
+    inputs, samples = [], []
+    for _ in range(batch_size):
+        sample = SegDataSample(metainfo=dict(img_shape=size, ori_shape=size, pad_shape=size))
+        sample.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, height, width)))
+        inputs.append(torch.randint(0, 256, (3, height, width), dtype=torch.uint8))
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
 
 
 def _steps(model: torch.nn.Module, batch: Dict) -> Dict[str, Callable[[], None]]:
