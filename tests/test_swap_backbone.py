@@ -178,3 +178,18 @@ def test_single_input_neck_reads_the_last_stage(capfd):
     # Its modulated deformable conv has no meta kernel: the neck probe fell back to CPU
     # instead of warning that it could not look (mmengine logs to the original stdout).
     assert 'could not run model.neck' not in ''.join(capfd.readouterr())
+
+
+def test_neck_that_indexes_inputs_by_position_keeps_every_stage():
+    # NASFCOS_FPN starts at level 1 but reads inputs[1..3] by absolute position: with three
+    # inputs it fails, which running the rewritten neck shows; so all four stages stay.
+    name = 'mmdet::nas_fcos/nas-fcos_r50-caffe_fpn_nashead-gn-head_4xb4-1x_coco.py'
+    plan = plan_swap(name, arch=TINY_ARCH, pretrained=None)
+    cfg = plan.apply()
+    assert cfg.model.backbone.out_indices == (0, 1, 2, 3)
+    assert cfg.model.neck.in_channels == list(CHANNELS)
+    assert cfg.model.neck.start_level == 1
+    assert plan.delta['find_unused_parameters'] is True  # norm0's output is never read
+    model = _build(cfg).eval()
+    with torch.no_grad():
+        assert len(model.neck(model.backbone(torch.rand(1, 3, 128, 128)))) == 5

@@ -14,6 +14,8 @@ class Mapping(NamedTuple):
     out_channels: Tuple[int, ...]      # declared by ConvNeXt for those stages
     out_strides: Tuple[int, ...]
     updates: Dict[str, Dict[str, Any]]  # consumer path -> {field: new value}
+    spatial: Tuple[Tuple[int, int], ...]  # (H, W) of each new output for the probe image
+    unread: Tuple[int, ...] = ()       # stages output although no consumer reads them
 
 
 def _read_positions(consumers: List[Consumer], count: int) -> List[int]:
@@ -45,7 +47,8 @@ def _index_value(old: Any, new_positions: List[int], new_count: int) -> Any:
     return _same_kind(old, values)
 
 
-def map_outputs(consumers: List[Consumer], feeds: Feeds, arch, check_strides: bool) -> Mapping:
+def map_outputs(consumers: List[Consumer], feeds: Feeds, arch, check_strides: bool,
+                keep_all: bool = False) -> Mapping:
     """Choose the ConvNeXt out_indices the consumers need and compute their new fields.
 
     Args:
@@ -54,12 +57,15 @@ def map_outputs(consumers: List[Consumer], feeds: Feeds, arch, check_strides: bo
         arch: ConvNeXt arch name or dict.
         check_strides: Refuse when a read output changes stride (detection heads place
             anchors and RoIs by stride; segmentation heads resize to the label size).
+        keep_all: Output every stage the old backbone did, read or not, for a neck that
+            indexes its inputs by absolute position (NASFCOS_FPN).
 
     Raises:
         SwapRefused: the outputs read cannot be produced by ConvNeXt in the same order or,
             with ``check_strides``, at the same strides.
     """
-    read = _read_positions(consumers, len(feeds.channels))
+    needed = _read_positions(consumers, len(feeds.channels))
+    read = list(range(len(feeds.channels))) if keep_all else needed
     through = [c.path for c in consumers if c.style == 'through']
     if through and read != list(range(len(feeds.channels))):
         raise SwapRefused(through[0], 'reads a backbone output the neck passes through, and the '
@@ -103,4 +109,6 @@ def map_outputs(consumers: List[Consumer], feeds: Feeds, arch, check_strides: bo
         for key, position in consumer.pinned.items():
             fields[key] = new_channels[position]
         updates[consumer.path] = {k: v for k, v in fields.items() if cfg.get(k) != v}
-    return Mapping(tuple(stages), tuple(out_channels), tuple(out_strides), updates)
+    spatial = tuple(tuple(feeds.maps[p].shape[2:]) for p in read) if feeds.maps else ()
+    unread = tuple(feeds.stages[p] for p in read if p not in needed)
+    return Mapping(tuple(stages), tuple(out_channels), tuple(out_strides), updates, spatial, unread)

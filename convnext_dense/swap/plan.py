@@ -17,6 +17,7 @@ from .passthrough import neck_passthrough, passthrough_consumers
 from .probe import probe_backbone
 from .render import render_config
 from .source import Source, load_source
+from .verify import neck_error
 
 CUSTOM_IMPORT = 'convnext_dense'
 
@@ -143,7 +144,14 @@ def plan_swap(cfg: Union[str, Config],
     if isinstance(model.get('neck'), dict):
         through, num_neck_outputs = neck_passthrough(model['neck'], feeds, source.scope)
         consumers += passthrough_consumers(model, through, num_neck_outputs, feeds, source.scope)
-    mapping = map_outputs(consumers, feeds, arch, check_strides=source.scope == 'mmdet')
+    check_strides = source.scope == 'mmdet'
+    mapping = map_outputs(consumers, feeds, arch, check_strides)
+    if neck_error(model, mapping, source.scope):
+        # The neck needs every old output in place: give it all of them, unread ones included.
+        mapping = map_outputs(consumers, feeds, arch, check_strides, keep_all=True)
+        error = neck_error(model, mapping, source.scope)
+        if error:
+            raise SwapRefused('model.neck', f'fails on ConvNeXt features: {error}')
 
     old_channels = [feeds.channels[feeds.stages.index(s)] for s in mapping.out_indices]
     name = arch if isinstance(arch, str) else 'custom'
@@ -167,6 +175,11 @@ def plan_swap(cfg: Union[str, Config],
         notes.append('model.data_preprocessor: ImageNet RGB mean / std, as the weights expect.')
     notes.append(f'Weights: {checkpoint}' if checkpoint else 'No pretrained weights.')
     delta = dict(custom_imports=_custom_imports(source.cfg), model=model_delta)
+    if mapping.unread:
+        # An output nobody reads leaves its LayerNorm without gradient; DDP must allow that.
+        delta['find_unused_parameters'] = True
+        notes.append(f'model.neck indexes its inputs by position: stages {list(mapping.unread)} '
+                     'are output unread, so find_unused_parameters = True.')
     if recipe:
         delta.update(_recipe_delta(source, notes))
     return SwapPlan(source, delta, tuple(notes))

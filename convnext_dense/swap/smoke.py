@@ -4,6 +4,7 @@ Used by the tests and by ``tools/sweep_swap_backbone.py`` to show that a swapped
 trains, not only that it loads.
 """
 import copy
+import os.path as osp
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -13,6 +14,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 from mmengine.utils import import_modules_from_strings
 
+from ..configs import stock_config_path
 from .probe import registry_of
 
 
@@ -77,8 +79,26 @@ def segmentation_batch(num_classes: int, size: Sequence[int], batch_size: int = 
     return dict(inputs=inputs, data_samples=samples)
 
 
-def _cpu_sized(cfg: Config, size: Sequence[int]) -> Config:
-    """A copy that fits a CPU step: no AMP, fixed-size padding shrunk to the test images."""
+def _without_weights(cfg: Any) -> None:
+    """Drop ``init_cfg=dict(type='Pretrained', ...)`` everywhere below ``cfg``, in place."""
+    if isinstance(cfg, dict):
+        init = cfg.get('init_cfg')
+        if isinstance(init, dict) and init.get('type') == 'Pretrained':
+            cfg['init_cfg'] = None
+        elif isinstance(init, list):
+            cfg['init_cfg'] = [i for i in init if i.get('type') != 'Pretrained'] or None
+        for value in cfg.values():
+            _without_weights(value)
+    elif isinstance(cfg, (list, tuple)):
+        for value in cfg:
+            _without_weights(value)
+
+
+def _for_cpu_step(cfg: Config, size: Sequence[int]) -> Config:
+    """A copy that fits one offline CPU step: no AMP, fixed-size padding shrunk to the test
+    images, no trained weights to download (the step does not need them), and distillation
+    teachers' configs found where mmdet installs them (their stock paths are relative to an
+    mmdet checkout)."""
     cfg = copy.deepcopy(cfg)
     preprocessor = cfg.model.get('data_preprocessor') or {}
     if preprocessor.get('size') is not None:
@@ -89,6 +109,12 @@ def _cpu_sized(cfg: Config, size: Sequence[int]) -> Config:
     if cfg.optim_wrapper.get('type') == 'AmpOptimWrapper':  # AMP needs a GPU
         cfg.optim_wrapper.type = 'OptimWrapper'
         cfg.optim_wrapper.pop('loss_scale', None)
+    _without_weights(cfg.model)
+    if cfg.model.get('teacher_ckpt'):
+        cfg.model.teacher_ckpt = None
+    teacher = cfg.model.get('teacher_config')
+    if isinstance(teacher, str) and not osp.exists(teacher) and teacher.startswith('configs/'):
+        cfg.model.teacher_config = stock_config_path(f'mmdet::{teacher[len("configs/"):]}')
     return cfg
 
 
@@ -109,7 +135,7 @@ def prepare_step(cfg: Config, size: Optional[Sequence[int]] = None, batch_size: 
     scope = cfg.get('default_scope')
     if size is None:
         size = (256, 256) if _ints_named(cfg.model, 'num_queries') else (128, 128)
-    cfg = _cpu_sized(cfg, size)
+    cfg = _for_cpu_step(cfg, size)
     if cfg.get('custom_imports'):
         import_modules_from_strings(**cfg.custom_imports)
     with DefaultScope.overwrite_default_scope(scope):
