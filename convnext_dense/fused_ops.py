@@ -2,9 +2,9 @@
 
 On CPU, when nothing needs a gradient, the block runs ``Linear + GELU`` and ``Linear + layer scale
 + residual add`` as two oneDNN matmuls with the bias, the exact (erf) GELU and the sum applied in
-the matmul's epilogue: no bias copy and no separate GELU, scale or add pass. The weights they use
-(``pwconv2`` scaled by ``gamma``, cast to the compute dtype) are cached per block until a
-parameter changes. :func:`fast_paths` turns every optimisation of the backbone off, which is how
+the matmul's epilogue: no bias copy and no separate GELU, scale or add pass; large inputs go
+through both in chunks of rows (:func:`fused_mlp`). The weights they use (``pwconv2`` scaled by
+``gamma``, cast to the compute dtype) are cached per block until a parameter changes. :func:`fast_paths` turns every optimisation of the backbone off, which is how
 the tests compare each fast path with the plain reference.
 """
 import contextlib
@@ -65,6 +65,53 @@ def linear_add(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``x @ weight.T + bias`` as one oneDNN matmul (the bias added in the epilogue, not copied)."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'none', [], '')
+
+
+# Most bytes of GELU activations (pwconv1's 4C-channel output) that :func:`fused_mlp` holds at
+# once. Whole, they reach tens of MB (16 MB in bf16, 32 MB in fp32 for ConvNeXt-B's first stage at
+# 512x512): glibc tends to serve blocks that large fresh from the OS, so calls page-fault and
+# zero them anew, which costs more than a few smaller matmuls and one copy of the output.
+HIDDEN_CHUNK_BYTES = 8 << 20
+_MIN_CHUNK_ROWS = 256
+
+
+def fused_mlp(x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor, weight2: torch.Tensor,
+              bias2: torch.Tensor, shortcut: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``gelu(x @ weight1.T + bias1) @ weight2.T + bias2 (+ shortcut)`` over the last dim of ``x``.
+
+    Rows are taken in chunks whose GELU activations stay within :data:`HIDDEN_CHUNK_BYTES`, each
+    through :func:`linear_gelu`, then :func:`linear` or :func:`linear_add`. In float32 the result
+    equals one call over all rows; in bfloat16, where oneDNN may pick another kernel for fewer
+    rows, it can differ by a rounding.
+
+    Args:
+        x: ``(..., C)`` input, contiguous.
+        weight1, bias1, weight2, bias2: The two layers (packed weights from
+            :class:`InferenceWeights`).
+        shortcut: Added to the result (contiguous, the result's shape and dtype), or ``None``.
+
+    Returns:
+        ``(..., C_out)`` in ``x``'s dtype.
+    """
+    lead, rows = x.shape[:-1], x.numel() // x.shape[-1]
+    x = x.reshape(rows, x.shape[-1])
+    if shortcut is not None:
+        shortcut = shortcut.reshape(rows, -1)
+    step = max(_MIN_CHUNK_ROWS, HIDDEN_CHUNK_BYTES // (bias1.numel() * x.element_size()))
+
+    def chunk(start: int) -> torch.Tensor:
+        hidden = linear_gelu(x[start:start + step], weight1, bias1)
+        if shortcut is None:
+            return linear(hidden, weight2, bias2)
+        return linear_add(hidden, weight2, bias2, shortcut[start:start + step])
+
+    if rows <= step:
+        out = chunk(0)
+    else:
+        out = x.new_empty(rows, bias2.numel())
+        for start in range(0, rows, step):
+            out[start:start + step] = chunk(start)
+    return out.view(*lead, -1)
 
 
 def version_key(tensors: Sequence[Optional[torch.Tensor]]) -> Optional[Tuple]:

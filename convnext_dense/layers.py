@@ -7,8 +7,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .fast_grads import depthwise_conv, keep_pwconv2_context
-from .fused_ops import (ONEDNN_LINEAR, InferenceWeights, fast_paths_enabled, linear, linear_add,
-                        linear_gelu, tracing)
+from .fused_ops import ONEDNN_LINEAR, InferenceWeights, fast_paths_enabled, fused_mlp, tracing
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -120,13 +119,13 @@ class ConvNeXtBlock(nn.Module):
         weight1, bias1, weight2, bias2 = self._inference_weights.get(
             self.pwconv1, self.pwconv2, self.gamma, dtype)
         y = self.norm(self.dwconv(x).permute(0, 2, 3, 1))  # (N, C, H, W) -> (N, H, W, C)
-        y = linear_gelu(y.to(dtype), weight1, bias1)
+        y = y.to(dtype)
         # The plain path's dtype: under autocast, bf16 branch times float32 gamma is float32.
         out_dtype = x.dtype if self.gamma is None else torch.promote_types(x.dtype, self.gamma.dtype)
         shortcut = x.permute(0, 2, 3, 1)
         if out_dtype == dtype and shortcut.is_contiguous():
-            return linear_add(y, weight2, bias2, shortcut).permute(0, 3, 1, 2)
-        return x.to(out_dtype) + linear(y, weight2, bias2).permute(0, 3, 1, 2)
+            return fused_mlp(y, weight1, bias1, weight2, bias2, shortcut).permute(0, 3, 1, 2)
+        return x.to(out_dtype) + fused_mlp(y, weight1, bias1, weight2, bias2).permute(0, 3, 1, 2)
 
     def train(self, mode: bool = True) -> 'ConvNeXtBlock':
         """Switch mode; entering training drops the cached inference weights."""

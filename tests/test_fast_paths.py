@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import convnext_dense.fast_grads as fast_grads
+import convnext_dense.fused_ops as fused_ops
 import convnext_dense.layers as layers
 from convnext_dense import ConvNeXt
 from convnext_dense.benchmark.peers import build_huggingface, load_into_ours
@@ -63,10 +64,38 @@ def test_fused_inference_matches_plain(tiny_arch, kwargs, size, batch):
         _assert_rel(fast, plain, what='fused inference')
 
 
+@pytest.mark.parametrize('mode', ['fp32', 'bf16-cast', 'bf16-autocast'])
+def test_fused_inference_in_row_chunks_matches_plain(tiny_arch, mode, monkeypatch):
+    model = _trained_like(tiny_arch).eval()
+    x = torch.randn(2, 3, 67, 93)  # stage 0: 2 * 16 * 23 = 736 rows
+    reference = _outputs(model, x, False)
+    if mode == 'bf16-cast':
+        model, x = model.to(torch.bfloat16), x.to(torch.bfloat16)
+    autocast = torch.autocast('cpu', dtype=torch.bfloat16, enabled=mode == 'bf16-autocast')
+    with autocast:
+        unchunked, plain = _outputs(model, x, True), _outputs(model, x, False)
+    rows = []
+    original = fused_ops.linear_gelu
+    monkeypatch.setattr(fused_ops, 'linear_gelu',
+                        lambda h, *a: rows.append(h.shape[0]) or original(h, *a))
+    monkeypatch.setattr(fused_ops, '_MIN_CHUNK_ROWS', 1)
+    # 100 rows of stage 0's GELU activations (4 * 16 channels) per chunk, the last one 36.
+    itemsize = 4 if mode == 'fp32' else 2
+    monkeypatch.setattr(fused_ops, 'HIDDEN_CHUNK_BYTES', 100 * 64 * itemsize)
+    with autocast:
+        chunked = _outputs(model, x, True)
+    assert rows[:8] == [100] * 7 + [36]
+    for c, u, p, r in zip(chunked, unchunked, plain, reference):
+        assert c.dtype == p.dtype and c.is_contiguous()
+        _assert_rel(c, u, tol=1e-5 if mode == 'fp32' else 1e-2, what=f'{mode} chunked vs whole')
+        _assert_rel(c, p, tol=1e-5 if mode == 'fp32' else 5e-2, what=f'{mode} chunked vs plain')
+        _assert_rel(c, r, tol=1e-5 if mode == 'fp32' else 5e-2, what=f'{mode} chunked vs fp32')
+
+
 def test_fused_path_runs_in_eval_and_for_frozen_blocks_only(tiny_arch, monkeypatch):
     calls = []
-    original = layers.linear_gelu
-    monkeypatch.setattr(layers, 'linear_gelu', lambda *a: calls.append(1) or original(*a))
+    original = layers.fused_mlp
+    monkeypatch.setattr(layers, 'fused_mlp', lambda *a: calls.append(1) or original(*a))
     model = _trained_like(tiny_arch, frozen_stages=2).eval()
     x = torch.randn(1, 3, 64, 64)
     model(x)  # grad mode on: only the frozen stages' blocks need no gradient
