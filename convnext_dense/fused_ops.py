@@ -4,8 +4,9 @@ On CPU, when nothing needs a gradient, the block runs ``Linear + GELU`` and ``Li
 + residual add`` as two oneDNN matmuls with the bias, the exact (erf) GELU and the sum applied in
 the matmul's epilogue: no bias copy and no separate GELU, scale or add pass; large inputs go
 through both in chunks of rows (:func:`fused_mlp`). The weights they use (``pwconv2`` scaled by
-``gamma``, cast to the compute dtype) are cached per block until a parameter changes. :func:`fast_paths` turns every optimisation of the backbone off, which is how
-the tests compare each fast path with the plain reference.
+``gamma``, cast to the compute dtype) are cached per block until a parameter changes.
+:func:`fast_paths` turns every optimisation of the backbone off, which is how the tests compare
+each fast path with the plain reference.
 """
 import contextlib
 from typing import Iterator, Optional, Sequence, Tuple

@@ -10,9 +10,10 @@ fails, with an error that says the file would run code and nothing of it ran.
 Checkpoint files are also written atomically (temporary file, then rename), so a run killed while
 saving never leaves a truncated file behind the ``last_checkpoint`` pointer.
 """
+import glob
 import os
 import tempfile
-from typing import Any
+from typing import Any, List
 
 import torch
 from mmengine.fileio import LocalBackend, register_backend
@@ -64,6 +65,19 @@ class AtomicLocalBackend(LocalBackend):
             if os.path.exists(tmp_path):
                 os.remove(tmp_path)
             raise
+
+
+def remove_interrupted_writes(directory: str) -> List[str]:
+    """Delete the temporary files of writes that were killed midway (``.tmp-*.part``).
+
+    Only leftovers can be there when a run starts: every write renames or removes its own file
+    unless the process dies first. Returns the names removed.
+    """
+    removed = []
+    for path in sorted(glob.glob(os.path.join(glob.escape(directory), '.tmp-*.part'))):
+        os.remove(path)
+        removed.append(os.path.basename(path))
+    return removed
 
 
 def install() -> None:

@@ -6,7 +6,7 @@ becomes BN, and distributed runs use gloo.
 """
 import os
 import os.path as osp
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 from mmengine.config import Config, ConfigDict
@@ -15,6 +15,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from .data_checks import check_data_paths, explain_annotation_errors
+from .resume_safety import remove_interrupted_writes
 
 TASK_SCOPES = ('mmdet', 'mmseg')
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
@@ -160,9 +161,21 @@ def run(cfg: Config, mode: str):
     check_data_paths(cfg, mode)
     if mode == 'train':
         add_non_finite_loss_check(cfg)
+        if cfg.get('resume') and int(os.environ.get('RANK', 0)) == 0:
+            _clean_work_dir(cfg.work_dir)
     runner = build_runner(cfg)
     with explain_annotation_errors():
         return runner.train() if mode == 'train' else runner.test()
+
+
+def _clean_work_dir(work_dir: str) -> None:
+    """Before resuming: drop what a run killed while saving left in its work dir."""
+    if not os.path.isdir(work_dir):
+        return
+    removed = remove_interrupted_writes(work_dir)
+    if removed:
+        print_log(f'Removed {len(removed)} temporary file(s) of a save that was interrupted: '
+                  f'{", ".join(removed)}', logger='current')
 
 
 def set_local_rank_env(local_rank: int) -> None:

@@ -9,7 +9,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 
 from convnext_dense import runner_setup
-from fake_batches import detection_batch, segmentation_batch
+from convnext_dense.swap.smoke import detection_batch, segmentation_batch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '*', '*.py')))
@@ -73,7 +73,7 @@ def _train_and_infer(cfg: Config, batch):
 @pytest.mark.parametrize('path', [CASCADE_B, MASK_RCNN_B])
 def test_detection_config_trains_and_infers(path):
     cfg = _load(path)
-    predictions = _train_and_infer(cfg, detection_batch(size=(128, 160)))
+    predictions = _train_and_infer(cfg, detection_batch(80, (128, 160)))
     assert len(predictions) == 2
     for sample in predictions:
         instances = sample.pred_instances
@@ -84,7 +84,7 @@ def test_detection_config_trains_and_infers(path):
 def test_segmentation_config_trains_and_infers():
     cfg = _load(UPERNET_B)
     cfg.model.data_preprocessor.size = (128, 128)  # the 640 crop would only slow the test
-    predictions = _train_and_infer(cfg, segmentation_batch(size=(128, 128)))
+    predictions = _train_and_infer(cfg, segmentation_batch(150, (128, 128)))
     assert predictions[0].pred_sem_seg.data.shape == (1, 128, 128)
     assert int(predictions[0].pred_sem_seg.data.max()) < 150
 

@@ -166,8 +166,8 @@ def shapes(tmp_path_factory):
 
 
 def test_object_crops_centre_the_object(shapes):
-    crops = ObjectCrops(shapes / 'coco/annotations/instances_train.json', shapes / 'coco/train',
-                        crop_size=32)
+    crops = ObjectCrops.from_coco(shapes / 'coco/annotations/instances_train.json',
+                                  shapes / 'coco/train', crop_size=32)
     coco = json.loads((shapes / 'coco/annotations/instances_train.json').read_text())
     assert len(crops) == len(coco['annotations'])
     assert crops.classes == ['circle', 'triangle', 'square', 'star']
@@ -179,6 +179,23 @@ def test_object_crops_centre_the_object(shapes):
                                atol=1e-4)
 
 
+def test_rendered_crops_are_the_generators_scenes(shapes):
+    # Rendered under the dataset's own seed, the scenes are the dataset's training images.
+    rendered = ObjectCrops.rendered(seed=0, count=6, crop_size=32)
+    files = ObjectCrops.from_coco(shapes / 'coco/annotations/instances_train.json',
+                                  shapes / 'coco/train', crop_size=32)
+    assert rendered.classes == files.classes
+    assert [(i, label) for i, _, label in rendered.objects] == [
+        (i, label) for i, _, label in files.objects]
+    for (_, box, _), (_, file_box, _) in zip(rendered.objects, files.objects):
+        assert box == pytest.approx(file_box)
+    for image, file_image in zip(rendered.images, files.images):
+        np.testing.assert_array_equal(image, file_image)  # the same JPEG encoding
+    # Another seed: other scenes.
+    other = ObjectCrops.rendered(seed=1, count=6, crop_size=32)
+    assert not np.array_equal(other.images[0], rendered.images[0])
+
+
 @pytest.mark.parametrize('kwargs', [dict(iters=0), dict(batch_size=1.5), dict(context=(0.5, 2)),
                                     dict(lr=0), dict(warmup_iters=-1)])
 def test_pretrain_settings_reject_bad_values(kwargs):
@@ -187,8 +204,8 @@ def test_pretrain_settings_reject_bad_values(kwargs):
 
 
 def test_pretrained_classifier_loads_into_a_dense_backbone(shapes, tmp_path):
-    crops = ObjectCrops(shapes / 'coco/annotations/instances_train.json', shapes / 'coco/train',
-                        crop_size=32)
+    crops = ObjectCrops.from_coco(shapes / 'coco/annotations/instances_train.json',
+                                  shapes / 'coco/train', crop_size=32)
     out = tmp_path / 'cls.pth'
     lines = []
     meta = pretrain_classifier(crops, TINY_ARCH, out, PretrainSettings(

@@ -69,6 +69,7 @@ def test_sigkill_while_saving_then_resume_finishes(demo_data, tmp_path):
     returncode = _kill_during_checkpoint_write(_train_command(work_dir, demo_data), work_dir)
     assert returncode == -signal.SIGKILL, 'the run finished before it could be killed'
     pointer = _assert_every_checkpoint_loads(work_dir)
+    leftovers = sorted(p.name for p in work_dir.glob('.tmp-*.part'))
 
     result = subprocess.run(_train_command(work_dir, demo_data, '--resume'), cwd=ROOT,
                             capture_output=True, text=True, timeout=600)
@@ -76,3 +77,7 @@ def test_sigkill_while_saving_then_resume_finishes(demo_data, tmp_path):
     assert f'Auto resumed from the latest checkpoint {pointer}' in result.stdout + result.stderr
     assert (work_dir / f'iter_{MAX_ITERS}.pth').exists()
     assert _assert_every_checkpoint_loads(work_dir).endswith(f'iter_{MAX_ITERS}.pth')
+    # The killed save's temporary file is cleaned up by the resumed run.
+    assert not list(work_dir.glob('.tmp-*.part'))
+    if leftovers:
+        assert 'interrupted: ' + ', '.join(leftovers) in result.stdout + result.stderr

@@ -8,7 +8,7 @@ import torch
 from mmengine.fileio import get_file_backend
 
 import convnext_dense  # noqa: F401  (installs the allowlist and the atomic backend)
-from convnext_dense.resume_safety import AtomicLocalBackend
+from convnext_dense.resume_safety import AtomicLocalBackend, remove_interrupted_writes
 from toy_runner import toy_runner
 
 
@@ -93,3 +93,15 @@ def test_local_writes_are_atomic(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ['checkpoint.pth']
     backend.put_text('path/to/epoch_3.pth', tmp_path / 'last_checkpoint')
     assert (tmp_path / 'last_checkpoint').read_text() == 'path/to/epoch_3.pth'
+
+
+def test_interrupted_writes_are_removed_and_nothing_else(tmp_path):
+    (tmp_path / '.tmp-abc.part').write_bytes(b'half a checkpoint')
+    (tmp_path / 'iter_10.pth').write_bytes(b'kept')
+    (tmp_path / 'last_checkpoint').write_text('iter_10.pth')
+    (tmp_path / 'sub').mkdir()
+    (tmp_path / 'sub' / '.tmp-def.part').write_bytes(b'not ours to judge')
+    assert remove_interrupted_writes(str(tmp_path)) == ['.tmp-abc.part']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['iter_10.pth', 'last_checkpoint', 'sub']
+    assert (tmp_path / 'sub' / '.tmp-def.part').exists()
+    assert remove_interrupted_writes(str(tmp_path)) == []

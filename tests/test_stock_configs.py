@@ -6,7 +6,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 
 from convnext_dense.configs import stock_config_path
-from fake_batches import detection_batch, segmentation_batch
+from convnext_dense.swap.smoke import detection_batch, segmentation_batch
 
 STOCK_CONFIGS = {
     'mmdet': 'mmdet::convnext/mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py',
@@ -44,7 +44,8 @@ def test_stock_config_trains_one_step(scope):
     optim_cfg.type = 'OptimWrapper'  # AMP needs a GPU; the step itself is what is tested here
     optim_cfg.pop('loss_scale', None)
     optim_wrapper = build_optim_wrapper(model, optim_cfg)
-    batch = detection_batch() if scope == 'mmdet' else segmentation_batch(size=(128, 128))
+    batch = detection_batch(80, (128, 160)) if scope == 'mmdet' else segmentation_batch(
+        150, (128, 128))
     before = model.backbone.stages[0][0].pwconv1.weight.detach().clone()
     model.train()
     losses = model.train_step(batch, optim_wrapper)

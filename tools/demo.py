@@ -1,7 +1,8 @@
 """`make demo`: train and evaluate both demo models on the embedded shapes dataset, draw pictures.
 
-Generates data/demo_shapes, trains UperNet then Mask R-CNN (its backbone initialised from the
-UperNet checkpoint) with tools/train.py, evaluates both with tools/test.py, writes
+Generates data/demo_shapes, pre-trains the small ConvNeXt on shape classification (the demo's
+stand-in for the ImageNet-22k weights), fine-tunes UperNet and Mask R-CNN from it with
+tools/train.py (side by side, a core each), evaluates both with tools/test.py, writes
 work_dirs/demo/{curves,predictions}.png, and ends with one line:
 
     demo: bbox_mAP=<0..1> segm_mAP=<0..1> mIoU=<0..100>
@@ -31,8 +32,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='UperNet iterations (default: the config\'s)')
     parser.add_argument('--det-iters', type=int, default=None,
                         help='Mask R-CNN iterations (default: the config\'s)')
+    parser.add_argument('--pretrain-iters', type=int, default=None,
+                        help='shape-classification pre-training steps (default: the recipe\'s)')
+    parser.add_argument('--sequential', action='store_true',
+                        help='train the two models one after the other instead of side by side')
     parser.add_argument('--threads', type=int, default=defaults.threads,
-                        help='torch threads per training process (default: torch\'s choice)')
+                        help='torch threads per training process (default: half the cores side '
+                        'by side, else torch\'s choice)')
     return parser.parse_args(argv)
 
 
@@ -42,6 +48,7 @@ def main(argv=None) -> int:
     settings = DemoSettings(data_dir=args.data_dir, work_dir=args.work_dir,
                             num_train=args.num_train, num_val=args.num_val,
                             seg_iters=args.seg_iters, det_iters=args.det_iters,
+                            pretrain_iters=args.pretrain_iters, parallel=not args.sequential,
                             threads=args.threads)
     pipeline = DemoPipeline(ROOT / 'tools', ROOT / 'configs', settings, echo=print)
     try:

@@ -16,8 +16,8 @@ metainfo = dict(classes=classes, palette=palette)
 checkpoint = 'work_dirs/demo/pretrain/convnext-demo_shapes-cls.pth'
 backbone_channels = [32, 64, 128, 256]
 crop_size = (128, 128)  # the smallest images' side: every training pixel is labelled
-max_iters = 1500
-val_interval = 500
+max_iters = 6000  # runs beside the Mask R-CNN demo, one core each, and ends before it
+val_interval = 1500
 warmup_iters = 100
 
 model = dict(
@@ -63,8 +63,9 @@ optim_wrapper = dict(
     clip_grad=dict(max_norm=5.0))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=warmup_iters),
-    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=warmup_iters,
-         end=max_iters)
+    # Overlaps the warmup and has no `end`: the runner ends it at train_cfg.max_iters, also when
+    # that is overridden, even below the warmup's length.
+    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=0)
 ]
 train_cfg = dict(max_iters=max_iters, val_interval=val_interval)
 default_hooks = dict(

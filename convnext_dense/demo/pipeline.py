@@ -1,18 +1,22 @@
 """``make demo``: the main job end to end on the embedded shapes dataset.
 
 1. generate the dataset (COCO and ADE20K layouts);
-2. train the UperNet demo with ``tools/train.py`` (from scratch);
-3. evaluate it with ``tools/test.py`` (mmseg IoUMetric) and draw its predictions;
-4. train the Mask R-CNN demo, its backbone initialised from step 2's checkpoint through
-   ``init_cfg=dict(type='Pretrained')`` (as the real configs load the 22k weights);
-5. evaluate it (mmdet CocoMetric, bbox and segm) and draw its predictions;
-6. plot the training curves and a gallery of predictions.
+2. pre-train the demo ConvNeXt on shape classification (:mod:`.pretrain`, the demo's
+   ImageNet-22k) and save it in the official checkpoint layout;
+3. train the UperNet and the Mask R-CNN demo with ``tools/train.py``, side by side (one core
+   each), both backbones initialised from step 2's checkpoint through
+   ``init_cfg=dict(type='Pretrained')`` as the real configs load the 22k weights;
+4. evaluate them with ``tools/test.py`` (mmseg IoUMetric; mmdet CocoMetric, bbox and segm) and
+   draw their predictions;
+5. plot the training curves and a gallery of predictions.
 
 Every step writes under ``work_dir``; the tools run as child processes with their full output in
 ``work_dir/logs/``.
 """
+import dataclasses
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Union
@@ -27,6 +31,8 @@ SEG_CONFIG = 'demo/upernet_convnext-demo_shapes.py'
 DET_CONFIG = 'demo/mask-rcnn_convnext-demo_shapes.py'
 SEG_LOSSES = ('loss', 'decode.loss_ce', 'aux.loss_ce')
 DET_LOSSES = ('loss', 'loss_rpn_cls', 'loss_rpn_bbox', 'loss_cls', 'loss_bbox', 'loss_mask')
+# The pre-training scenes are rendered under seed + this offset: apart from the dataset's images.
+PRETRAIN_SEED_OFFSET = 1000
 
 
 @dataclass
@@ -41,8 +47,14 @@ class DemoSettings:
         num_val: Validation images to generate (the evaluation set).
         seg_iters: UperNet training iterations; None keeps the config's.
         det_iters: Mask R-CNN training iterations; None keeps the config's.
+        pretrain_iters: Steps of the shape-classification pre-training; None keeps
+            :class:`~convnext_dense.demo.pretrain.PretrainSettings`' default.
+        pretrain_images: Scenes rendered for the pre-training (not written to disk).
         gallery_images: Validation images shown in ``predictions.png``.
-        threads: Torch threads of the child processes (OMP_NUM_THREADS); None leaves the default.
+        parallel: Train (and test) the two models side by side, each child process on its
+            share of the cores; False runs them one after the other.
+        threads: Torch threads of each child process (OMP_NUM_THREADS); None: half the cores
+            when ``parallel``, else torch's default.
         extra_seg_options: More ``--cfg-options`` for the UperNet training.
         extra_det_options: More ``--cfg-options`` for the Mask R-CNN training.
     """
@@ -54,7 +66,10 @@ class DemoSettings:
     num_val: int = 100
     seg_iters: Optional[int] = None
     det_iters: Optional[int] = None
+    pretrain_iters: Optional[int] = None
+    pretrain_images: int = 4000
     gallery_images: int = 6
+    parallel: bool = True
     threads: Optional[int] = None
     extra_seg_options: Dict[str, object] = field(default_factory=dict)
     extra_det_options: Dict[str, object] = field(default_factory=dict)
@@ -137,20 +152,35 @@ class DemoPipeline:
                 raise FileNotFoundError(f'{self.config_dir / name} not found')
         # Unbuffered children: their progress lines arrive as they are written.
         self.env = dict(os.environ, PYTHONUNBUFFERED='1')
-        if self.settings.threads is not None:
-            self.env['OMP_NUM_THREADS'] = str(self.settings.threads)
+        threads = self.settings.threads
+        if threads is None and self.settings.parallel:
+            # Two small models gain more from a core each than from sharing both.
+            threads = max(1, (os.cpu_count() or 2) // 2)
+        if threads is not None:
+            self.env['OMP_NUM_THREADS'] = str(threads)
         self.seconds: Dict[str, float] = {}
 
     def _tool(self, step: str, tool: str, args: List[str]) -> None:
         start = time.perf_counter()
-        run_tool(self.tools_dir / tool, args, self.work_dir / 'logs' / f'{step}.log', self.echo,
+        echo = self.echo
+        if self.settings.parallel:  # two tools talk at once: say whose line it is
+            echo = lambda line: self.echo(f'[{step}] {line}')  # noqa: E731
+        run_tool(self.tools_dir / tool, args, self.work_dir / 'logs' / f'{step}.log', echo,
                  self.env)
         self.seconds[step] = time.perf_counter() - start
+
+    def _both(self, seg: Callable, det: Callable):
+        """``(seg(), det())``, side by side when ``parallel``; the first error is raised."""
+        if not self.settings.parallel:
+            return seg(), det()
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            seg_future, det_future = pool.submit(seg), pool.submit(det)
+            return seg_future.result(), det_future.result()
 
     def generate_data(self) -> None:
         """Step 1: the dataset (nothing to do when ``data_dir`` already holds it)."""
         s = self.settings
-        self.echo(f'[1/6] shapes dataset in {self.data_dir} ({s.num_train} train / {s.num_val} '
+        self.echo(f'[1/5] shapes dataset in {self.data_dir} ({s.num_train} train / {s.num_val} '
                   'val images)')
         start = time.perf_counter()
         _, created = generate_shapes_dataset(self.data_dir, seed=s.seed, num_train=s.num_train,
@@ -167,12 +197,18 @@ class DemoPipeline:
         arch = Config.fromfile(self.config_dir / SEG_CONFIG).model.backbone.arch
         out_file = self.work_dir / 'pretrain' / 'convnext-demo_shapes-cls.pth'
         coco = self.data_dir / 'coco'
-        settings = PretrainSettings()
+        settings = PretrainSettings(seed=self.settings.seed)
+        if self.settings.pretrain_iters is not None:
+            iters = self.settings.pretrain_iters
+            settings = dataclasses.replace(settings, iters=iters,
+                                           warmup_iters=min(settings.warmup_iters, iters))
         start = time.perf_counter()
-        crops = ObjectCrops(coco / 'annotations' / 'instances_train.json', coco / 'train',
-                            settings.crop_size)
-        val = ObjectCrops(coco / 'annotations' / 'instances_val.json', coco / 'val',
-                          settings.crop_size)
+        crops = ObjectCrops.rendered(self.settings.seed + PRETRAIN_SEED_OFFSET,
+                                     self.settings.pretrain_images, settings.crop_size)
+        val = ObjectCrops.from_coco(coco / 'annotations' / 'instances_val.json', coco / 'val',
+                                    settings.crop_size)
+        self.echo(f'      {len(crops)} objects in {self.settings.pretrain_images} rendered '
+                  f'scenes ({time.perf_counter() - start:.0f} s)')
         pretrain_classifier(crops, dict(arch), out_file, settings, val=val, log=self.echo)
         self.seconds['pretrain'] = time.perf_counter() - start
         return out_file
@@ -194,9 +230,6 @@ class DemoPipeline:
         config = self.config_dir / (SEG_CONFIG if scope == 'seg' else DET_CONFIG)
         test_dir = self.work_dir / ('upernet' if scope == 'seg' else 'mask_rcnn') / 'test'
         options = _data_options(scope, self.data_dir)
-        if scope == 'seg':  # mmseg draws every `interval`-th image; mmdet draws them all
-            options['default_hooks.visualization.interval'] = max(
-                1, self.settings.num_val // max(1, self.settings.gallery_images))
         self._tool(f'test_{scope}', 'test.py',
                    [str(config), str(checkpoint), '--work-dir', str(test_dir), '--show-dir',
                     str(test_dir / 'show'), *format_cfg_options(options)])
@@ -238,21 +271,23 @@ class DemoPipeline:
         """All steps; returns the summary line and where the pictures are."""
         start = time.perf_counter()
         self.generate_data()
-        self.echo('[2/6] pre-training the backbone on shape classification, then training '
-                  'UperNet (semantic segmentation) from it with tools/train.py')
+        self.echo('[2/5] pre-training the backbone on shape classification (the demo\'s '
+                  'ImageNet-22k)')
         pretrained = self.pretrain()
-        seg_extra = {'model.backbone.init_cfg.checkpoint': pretrained}
-        seg_extra.update(self.settings.extra_seg_options)
-        seg_checkpoint = self.train('seg', seg_extra)
-        self.echo('[3/6] evaluating UperNet with tools/test.py (mIoU)')
-        seg_metrics = self.test('seg', seg_checkpoint)
-        self.echo('[4/6] training Mask R-CNN, backbone initialised from the UperNet checkpoint')
-        det_extra = {'model.backbone.init_cfg.checkpoint': seg_checkpoint}
-        det_extra.update(self.settings.extra_det_options)
-        det_checkpoint = self.train('det', det_extra)
-        self.echo('[5/6] evaluating Mask R-CNN with tools/test.py (COCO bbox and segm AP)')
-        det_metrics = self.test('det', det_checkpoint)
-        self.echo('[6/6] drawing curves and predictions')
+        how = 'side by side' if self.settings.parallel else 'one after the other'
+        self.echo(f'[3/5] training UperNet (semantic segmentation) and Mask R-CNN (instances) '
+                  f'from it with tools/train.py, {how}')
+        seg_extra = {'model.backbone.init_cfg.checkpoint': pretrained,
+                     **self.settings.extra_seg_options}
+        det_extra = {'model.backbone.init_cfg.checkpoint': pretrained,
+                     **self.settings.extra_det_options}
+        seg_checkpoint, det_checkpoint = self._both(lambda: self.train('seg', seg_extra),
+                                                    lambda: self.train('det', det_extra))
+        self.echo('[4/5] evaluating with tools/test.py: mIoU (mmseg IoUMetric), COCO bbox and '
+                  'segm AP (mmdet CocoMetric)')
+        seg_metrics, det_metrics = self._both(lambda: self.test('seg', seg_checkpoint),
+                                              lambda: self.test('det', det_checkpoint))
+        self.echo('[5/5] drawing curves and predictions')
         pictures = self.pictures()
         self.seconds['total'] = time.perf_counter() - start
         return DemoResult(summary_from_metrics(det_metrics, seg_metrics), det_metrics,

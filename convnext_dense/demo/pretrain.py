@@ -2,12 +2,13 @@
 
 The real configs start from ImageNet-22k classification weights. The demo cannot download them,
 so it makes its own: a ConvNeXt with the official classification tail (global average pool,
-LayerNorm ``norm``, Linear ``head``) learns to name the shape in crops around the training
-objects. The result is saved as the official checkpoints are (``{'model': state_dict}``, keys
-``downsample_layers.*``, ``stages.*``, ``norm.*``, ``head.*``), and the dense configs load it
-through ``init_cfg=dict(type='Pretrained', checkpoint=...)`` like the 22k weights.
-
-Only training-split annotations are used.
+LayerNorm ``norm``, Linear ``head``) learns to name the shape in crops around objects. As
+ImageNet is to COCO and ADE20K, the pre-training set is larger than the dense datasets and apart
+from them: scenes rendered on the fly by the same generator under another seed
+(:meth:`ObjectCrops.rendered`), never the validation images. The result is saved as the official
+checkpoints are (``{'model': state_dict}``, keys ``downsample_layers.*``, ``stages.*``,
+``norm.*``, ``head.*``), and the dense configs load it through
+``init_cfg=dict(type='Pretrained', checkpoint=...)`` like the 22k weights.
 """
 import json
 import math
@@ -15,7 +16,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -24,6 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbone import ConvNeXt
+from .scene import SHAPE_CLASSES
+from .shapes import JPEG_QUALITY, render_image
 
 PathLike = Union[str, os.PathLike]
 # ImageNet statistics, as the dense configs' data preprocessors use (RGB).
@@ -72,45 +75,83 @@ class PretrainSettings:
 
 
 class ObjectCrops:
-    """Square crops around the objects of a COCO annotation file, with their class index.
+    """Square crops around objects, with their class index (0-based, in ``SHAPE_CLASSES`` order).
+
+    Build it from a COCO annotation file (:meth:`from_coco`) or from scenes rendered on the fly
+    (:meth:`rendered`, the demo's large pre-training set).
 
     Args:
-        ann_file: COCO instances json.
-        image_dir: Folder of its images.
+        images: RGB uint8 images.
+        objects: ``(image index, (x, y, w, h) box, class index)`` per object.
         crop_size: Side of the crops.
+        classes: Class names, in class-index order.
     """
 
-    def __init__(self, ann_file: PathLike, image_dir: PathLike, crop_size: int) -> None:
+    def __init__(self, images: Sequence[np.ndarray], objects: Sequence[Tuple[int, Tuple, int]],
+                 crop_size: int, classes: Sequence[str]) -> None:
+        if not objects:
+            raise ValueError('no objects to crop')
+        self.images = list(images)
+        self.objects = list(objects)
+        self.crop_size = crop_size
+        self.classes = list(classes)
+
+    @classmethod
+    def from_coco(cls, ann_file: PathLike, image_dir: PathLike, crop_size: int) -> 'ObjectCrops':
+        """Crops around the (non-crowd) objects of a COCO instances file."""
         coco = json.loads(Path(ann_file).read_text(encoding='utf-8'))
-        self.classes = [c['name'] for c in sorted(coco['categories'], key=lambda c: c['id'])]
-        label_of = {c['id']: i for i, c in enumerate(
-            sorted(coco['categories'], key=lambda c: c['id']))}
-        files = {image['id']: Path(image_dir) / image['file_name'] for image in coco['images']}
-        self.images: Dict[int, np.ndarray] = {}
-        for image_id, path in files.items():
+        categories = sorted(coco['categories'], key=lambda c: c['id'])
+        label_of = {c['id']: i for i, c in enumerate(categories)}
+        images, index_of = [], {}
+        for info in coco['images']:
+            path = Path(image_dir) / info['file_name']
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if image is None:
                 raise FileNotFoundError(f'cannot read image {path} listed in {ann_file}')
-            self.images[image_id] = np.ascontiguousarray(image[..., ::-1])  # RGB
-        self.objects = [(a['image_id'], tuple(a['bbox']), label_of[a['category_id']])
-                        for a in coco['annotations'] if not a.get('iscrowd', 0)]
-        if not self.objects:
+            index_of[info['id']] = len(images)
+            images.append(np.ascontiguousarray(image[..., ::-1]))  # RGB
+        objects = [(index_of[a['image_id']], tuple(a['bbox']), label_of[a['category_id']])
+                   for a in coco['annotations'] if not a.get('iscrowd', 0)]
+        if not objects:
             raise ValueError(f'{ann_file} has no objects to crop')
-        self.crop_size = crop_size
+        return cls(images, objects, crop_size, [c['name'] for c in categories])
+
+    @classmethod
+    def rendered(cls, seed: int, count: int, crop_size: int) -> 'ObjectCrops':
+        """Crops around the objects of ``count`` scenes rendered by the demo's generator.
+
+        The scenes come from the generator's training stream under ``seed`` (pass a seed other
+        than the dataset's to keep them apart from its images) and go through the same JPEG
+        encoding as the dataset's files; boxes are those of the visible masks.
+        """
+        images, objects = [], []
+        for index in range(count):
+            scene = render_image(seed, 'train', index)
+            ok, jpeg = cv2.imencode('.jpg', np.ascontiguousarray(scene.image[..., ::-1]),
+                                    [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+            if not ok:
+                raise RuntimeError(f'cv2 could not encode rendered scene {index}')
+            images.append(np.ascontiguousarray(cv2.imdecode(jpeg, cv2.IMREAD_COLOR)[..., ::-1]))
+            for instance in scene.instances:
+                ys, xs = np.nonzero(instance.mask)
+                box = (float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
+                       float(ys.max() - ys.min() + 1))
+                objects.append((index, box, instance.label - 1))
+        return cls(images, objects, crop_size, SHAPE_CLASSES)
 
     def __len__(self) -> int:
         return len(self.objects)
 
     def crop(self, index: int, context: float, flip: bool = False) -> np.ndarray:
         """Normalised float32 (S, S, 3) crop, the object's longer side ``S / context`` pixels."""
-        image_id, (x, y, w, h), _ = self.objects[index]
+        image_index, (x, y, w, h), _ = self.objects[index]
         size = self.crop_size
         scale = size / (max(w, h) * context)
         matrix = np.array([[scale, 0, size / 2 - (x + w / 2) * scale],
                            [0, scale, size / 2 - (y + h / 2) * scale]], np.float32)
         if flip:  # mirror the output column u to size - 1 - u
             matrix[0] = [-scale, 0, size - 1 - matrix[0, 2]]
-        patch = cv2.warpAffine(self.images[image_id], matrix, (size, size),
+        patch = cv2.warpAffine(self.images[image_index], matrix, (size, size),
                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         return (patch.astype(np.float32) - MEAN) / STD
 
@@ -220,7 +261,7 @@ def pretrain_classifier(train: ObjectCrops, arch: Union[str, Mapping], out_file:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         hits.append(float((logits.argmax(1) == y).float().mean()))
         if (step + 1) % log_interval == 0 or step + 1 == settings.iters:
             elapsed = time.perf_counter() - start

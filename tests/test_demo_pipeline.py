@@ -1,0 +1,129 @@
+"""`make demo` end to end in miniature: the demo configs, tools/demo.py's pipeline, image_demo."""
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+from convnext_dense import runner_setup
+from convnext_dense.demo import SHAPE_CLASSES, plots
+from convnext_dense.demo.pipeline import DET_CONFIG, SEG_CONFIG, DemoPipeline, DemoSettings
+from convnext_dense.demo.summary import parse_summary
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL = {'det': 'configs/mask_rcnn/mask-rcnn_convnext-b-in22k_fpn_ms-crop-3x_coco.py',
+        'seg': 'configs/upernet/upernet_convnext-b-in22k_8xb2-160k_ade20k-640x640.py'}
+DEMO = {'det': f'configs/{DET_CONFIG}', 'seg': f'configs/{SEG_CONFIG}'}
+
+
+@pytest.mark.parametrize('task', ['det', 'seg'])
+def test_demo_config_is_the_real_config_with_demo_changes(task):
+    demo = runner_setup.load_config(str(ROOT / DEMO[task]))
+    real = runner_setup.load_config(str(ROOT / REAL[task]))
+    # Inherited unchanged from the real B-22k config.
+    assert demo.model.type == real.model.type
+    assert demo.model.backbone.type == real.model.backbone.type == 'convnext_dense.ConvNeXt'
+    assert demo.optim_wrapper.constructor == real.optim_wrapper.constructor
+    assert demo.optim_wrapper.optimizer.type == real.optim_wrapper.optimizer.type == 'AdamW'
+    assert demo.optim_wrapper.paramwise_cfg.decay_type == real.optim_wrapper.paramwise_cfg.decay_type
+    # Changed for the demo: small arch, local weights, iterations, the shapes classes.
+    assert demo.model.backbone.arch != real.model.backbone.arch
+    checkpoint = demo.model.backbone.init_cfg.checkpoint
+    assert demo.model.backbone.init_cfg.type == 'Pretrained' and '://' not in checkpoint
+    assert demo.train_cfg.type == 'IterBasedTrainLoop'
+    classes = tuple(demo.train_dataloader.dataset.metainfo.classes)
+    if task == 'det':
+        assert classes == SHAPE_CLASSES
+        assert demo.model.roi_head.bbox_head.num_classes == len(SHAPE_CLASSES)
+        assert demo.model.roi_head.mask_head.num_classes == len(SHAPE_CLASSES)
+        assert set(demo.val_evaluator.metric) == {'bbox', 'segm'}
+    else:
+        assert classes == ('background',) + SHAPE_CLASSES
+        assert demo.model.decode_head.num_classes == len(classes)
+        assert demo.train_dataloader.dataset.reduce_zero_label is False
+        assert demo.val_evaluator.type == 'IoUMetric'
+
+
+@pytest.mark.parametrize('task', ['det', 'seg'])
+def test_demo_config_overrides_length_from_the_command_line(task, tmp_path):
+    cfg = runner_setup.load_config(str(ROOT / DEMO[task]), {
+        'train_cfg.max_iters': 1000, 'train_cfg.val_interval': 1000,
+        'default_hooks.checkpoint.interval': 1000, 'model.backbone.init_cfg': None})
+    assert (cfg.train_cfg.max_iters, cfg.default_hooks.checkpoint.interval) == (1000, 1000)
+    assert cfg.model.backbone.init_cfg is None
+    # The learning-rate schedule the runner builds ends at the overridden length, not the
+    # config's: lr reaches 0 at iteration 1000.
+    cfg.work_dir = str(tmp_path)
+    runner = runner_setup.build_runner(cfg)
+    runner.optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
+    schedulers = runner.build_param_scheduler(cfg.param_scheduler)
+    assert max(s.end for s in schedulers) == 1000
+    optimizer = schedulers[0].optimizer
+    peak = max(group['initial_lr'] for group in optimizer.param_groups)
+    lrs = []
+    for _ in range(1000):
+        lrs.append(max(group['lr'] for group in optimizer.param_groups))
+        for scheduler in schedulers:
+            scheduler.step()
+    assert 0.85 * peak < max(lrs) <= peak  # after the warmup (the decay has begun meanwhile)
+    assert lrs[-1] < 0.02 * peak
+
+
+@pytest.fixture(scope='module')
+def demo_run(tmp_path_factory):
+    """The whole pipeline with tiny counts: 8 + 4 images, 2 iterations per model."""
+    root = tmp_path_factory.mktemp('demo')
+    settings = DemoSettings(data_dir=root / 'data', work_dir=root / 'work', num_train=8,
+                            num_val=4, seg_iters=2, det_iters=2, pretrain_iters=2,
+                            gallery_images=2, threads=1)
+    lines = []
+    result = DemoPipeline(ROOT / 'tools', ROOT / 'configs', settings, echo=lines.append).run()
+    return root, result, lines
+
+
+@pytest.mark.slow
+def test_pipeline_trains_evaluates_and_draws(demo_run):
+    root, result, lines = demo_run
+    figures = parse_summary(result.summary)
+    assert 0 <= figures['bbox_mAP'] <= 1 and 0 <= figures['segm_mAP'] <= 1
+    assert 0 <= figures['mIoU'] <= 100
+    # The metrics come from tools/test.py: mmdet's CocoMetric and mmseg's IoUMetric.
+    assert {'coco/bbox_mAP', 'coco/segm_mAP', 'coco/bbox_mAP_50'} <= set(result.det_metrics)
+    assert {'mIoU', 'aAcc'} <= set(result.seg_metrics)
+    for step in ('train_seg', 'test_seg', 'train_det', 'test_det'):
+        assert (root / 'work' / 'logs' / f'{step}.log').is_file()
+    # Both trainings went through tools/train.py and logged their iterations.
+    assert any('Iter(train) [2/2]' in line for line in lines)
+    # The Mask R-CNN backbone was loaded from a checkpoint through init_cfg Pretrained.
+    det_log = (root / 'work' / 'logs' / 'train_det.log').read_text()
+    assert 'Read checkpoint' in det_log
+    # Validation metrics are logged at their iteration, so the curves have an x axis.
+    for model, key in (('mask_rcnn', 'coco/bbox_mAP'), ('upernet', 'mIoU')):
+        steps, _ = plots.series(plots.read_scalars(root / 'work' / model), key)
+        assert steps.tolist() == [2], (model, steps)
+    for name in ('curves', 'predictions'):
+        image = cv2.imread(str(result.pictures[name]))
+        assert image is not None and min(image.shape[:2]) > 100
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('task', ['det', 'seg'])
+def test_image_demo_draws_a_prediction(demo_run, task, tmp_path):
+    root, _, _ = demo_run
+    work_dir = root / 'work' / ('mask_rcnn' if task == 'det' else 'upernet')
+    checkpoint = (work_dir / 'last_checkpoint').read_text().strip()
+    image = sorted((root / 'data' / 'coco' / 'val').glob('*.jpg'))[0]
+    result = subprocess.run(
+        [sys.executable, 'tools/image_demo.py', str(image), DEMO[task], checkpoint,
+         '--out-dir', str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    drawn = cv2.imread(str(tmp_path / f'{image.stem}.png'))
+    assert drawn is not None and drawn.shape == cv2.imread(str(image)).shape
+
+
+def test_image_demo_reports_a_missing_file(tmp_path):
+    result = subprocess.run(
+        [sys.executable, 'tools/image_demo.py', str(tmp_path / 'none.jpg'), DEMO['det'],
+         str(tmp_path / 'none.pth')], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and 'none.jpg not found' in result.stderr
