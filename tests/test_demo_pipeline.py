@@ -9,6 +9,8 @@ import pytest
 from convnext_dense import runner_setup
 from convnext_dense.demo import SHAPE_CLASSES, plots
 from convnext_dense.demo.pipeline import DET_CONFIG, SEG_CONFIG, DemoPipeline, DemoSettings
+from convnext_dense.demo.pipeline import _data_options
+from convnext_dense.demo.shapes import generate_shapes_dataset
 from convnext_dense.demo.summary import parse_summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,11 +47,21 @@ def test_demo_config_is_the_real_config_with_demo_changes(task):
         assert demo.val_evaluator.type == 'IoUMetric'
 
 
+@pytest.fixture(scope='module')
+def tiny_shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp('tiny') / 'shapes'
+    generate_shapes_dataset(root, seed=0, num_train=4, num_val=2)
+    return root
+
+
 @pytest.mark.parametrize('task', ['det', 'seg'])
-def test_demo_config_overrides_length_from_the_command_line(task, tmp_path):
-    cfg = runner_setup.load_config(str(ROOT / DEMO[task]), {
+def test_demo_config_overrides_length_from_the_command_line(task, tiny_shapes, tmp_path):
+    # The runner reads max_iters from its training loop, which opens the dataset: a tiny one.
+    options = {key: str(value) for key, value in _data_options(task, tiny_shapes).items()}
+    options.update({
         'train_cfg.max_iters': 1000, 'train_cfg.val_interval': 1000,
         'default_hooks.checkpoint.interval': 1000, 'model.backbone.init_cfg': None})
+    cfg = runner_setup.load_config(str(ROOT / DEMO[task]), options)
     assert (cfg.train_cfg.max_iters, cfg.default_hooks.checkpoint.interval) == (1000, 1000)
     assert cfg.model.backbone.init_cfg is None
     # The learning-rate schedule the runner builds ends at the overridden length, not the
