@@ -44,6 +44,17 @@ def smooth(values: np.ndarray, window: int = 5) -> np.ndarray:
     return (cumsum[1:] - cumsum[np.arange(1, len(values) + 1) - counts]) / counts
 
 
+def _save(fig, out_file: PathLike) -> Path:
+    """Lay out ``fig``, write it as a PNG (folders created) and close it."""
+    from matplotlib import pyplot as plt  # imported by the caller already (with its backend)
+    fig.tight_layout()
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_file, dpi=100)
+    plt.close(fig)
+    return out_file
+
+
 def plot_curves(panels: Sequence[Mapping], out_file: PathLike, columns: int = 2) -> Path:
     """Draw one line chart per panel into a PNG.
 
@@ -79,12 +90,7 @@ def plot_curves(panels: Sequence[Mapping], out_file: PathLike, columns: int = 2)
             ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis('off')
-    fig.tight_layout()
-    out_file = Path(out_file)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_file, dpi=100)
-    plt.close(fig)
-    return out_file
+    return _save(fig, out_file)
 
 
 def plot_gallery(columns: Sequence[Tuple[str, Sequence[PathLike]]], out_file: PathLike,
@@ -126,9 +132,4 @@ def plot_gallery(columns: Sequence[Tuple[str, Sequence[PathLike]]], out_file: Pa
                 ax.set_title(col_title, fontsize=11)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    out_file = Path(out_file)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_file, dpi=100)
-    plt.close(fig)
-    return out_file
+    return _save(fig, out_file)
