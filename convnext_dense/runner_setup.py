@@ -165,7 +165,21 @@ def run(cfg: Config, mode: str):
             _clean_work_dir(cfg.work_dir)
     runner = build_runner(cfg)
     with explain_annotation_errors():
-        return runner.train() if mode == 'train' else runner.test()
+        result = runner.train() if mode == 'train' else runner.test()
+    close_process_group()
+    return result
+
+
+def close_process_group() -> None:
+    """End a distributed run cleanly: all ranks meet, then the process group is destroyed.
+
+    Left to interpreter exit, gloo's worker threads are torn down while a peer may still be
+    talking to them, and a rank can die with "terminate called without an active exception"
+    (SIGABRT) after its work is done, failing the whole torchrun job.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def _clean_work_dir(work_dir: str) -> None:

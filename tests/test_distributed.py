@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from convnext_dense import runner_setup
 from convnext_dense.demo import generate_shapes_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,8 +35,16 @@ def _run(script, *args, env_extra=None):
     env.update(env_extra or {})
     result = subprocess.run(['bash', str(ROOT / 'tools' / script), *args], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout + result.stderr
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, _why_failed(log)
+    return log
+
+
+def _why_failed(log: str) -> str:
+    """The end of the log, plus what any rank said about dying (torchrun interleaves ranks)."""
+    dying = [line for line in log.splitlines()
+             if 'terminate called' in line or 'Error' in line or line.startswith('[rank')]
+    return '\n'.join(dying[-40:]) + '\n--- end of log ---\n' + log[-3000:]
 
 
 def _seg_data_options(root):
@@ -42,6 +52,18 @@ def _seg_data_options(root):
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         options.append(f'{loader}.dataset.data_root={root}/ade')
     return options
+
+
+def test_close_process_group_destroys_the_group(tmp_path):
+    store = torch.distributed.FileStore(str(tmp_path / 'store'), 1)
+    torch.distributed.init_process_group('gloo', store=store, rank=0, world_size=1)
+    try:
+        runner_setup.close_process_group()
+        assert not torch.distributed.is_initialized()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    runner_setup.close_process_group()  # and without a group it does nothing
 
 
 @pytest.mark.slow
