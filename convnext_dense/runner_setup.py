@@ -232,6 +232,9 @@ def add_result_dump(cfg: Config, out: str) -> None:
         evaluators = list(evaluators) if isinstance(evaluators, (list, tuple)) else [evaluators]
         cfg.test_evaluator = evaluators + [dict(type='DumpDetResults', out_file_path=out)]
     else:
+        # mmseg's IoUMetric creates output_dir on rank 0 only, yet every rank writes its PNGs
+        # there: a rank that gets there first would fail. Each rank makes it here.
+        os.makedirs(out, exist_ok=True)
         cfg.test_evaluator.output_dir = out
         cfg.test_evaluator.keep_results = True
 

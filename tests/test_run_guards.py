@@ -111,3 +111,20 @@ def test_other_errors_pass_through():
     with pytest.raises(KeyError, match='unrelated'):
         with explain_annotation_errors():
             raise KeyError('unrelated')
+
+
+def test_segmentation_out_dir_exists_before_any_rank_writes(tmp_path):
+    # mmseg's IoUMetric makes output_dir on rank 0 only; every rank writes its PNGs into it.
+    cfg = Config(dict(default_scope='mmseg', test_evaluator=dict(type='IoUMetric')))
+    out = tmp_path / 'nested' / 'predictions'
+    runner_setup.add_result_dump(cfg, str(out))
+    assert out.is_dir()
+    assert cfg.test_evaluator.output_dir == str(out) and cfg.test_evaluator.keep_results
+
+
+def test_detection_out_must_be_a_pickle(tmp_path):
+    cfg = Config(dict(default_scope='mmdet', test_evaluator=dict(type='CocoMetric')))
+    with pytest.raises(ValueError, match=r"--out '.*results.json' must end with .pkl"):
+        runner_setup.add_result_dump(cfg, str(tmp_path / 'results.json'))
+    runner_setup.add_result_dump(cfg, str(tmp_path / 'results.pkl'))
+    assert [e['type'] for e in cfg.test_evaluator] == ['CocoMetric', 'DumpDetResults']
