@@ -12,7 +12,9 @@ from convnext_dense import runner_setup
 from convnext_dense.swap.smoke import detection_batch, segmentation_batch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '*', '*.py')))
+# Runnable configs; configs/_base_/ holds pieces they share, not configs of their own.
+CONFIGS = sorted(path for path in glob.glob(osp.join(ROOT, 'configs', '*', '*.py'))
+                 if osp.basename(osp.dirname(path)) != '_base_')
 CASCADE_B = 'configs/cascade_mask_rcnn/cascade-mask-rcnn_convnext-b-in22k_fpn_4conv1fc-giou_ms-crop-3x_coco.py'
 MASK_RCNN_B = 'configs/mask_rcnn/mask-rcnn_convnext-b-in22k_fpn_ms-crop-3x_coco.py'
 UPERNET_B = 'configs/upernet/upernet_convnext-b-in22k_8xb2-160k_ade20k-640x640.py'
