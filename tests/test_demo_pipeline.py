@@ -34,6 +34,7 @@ def test_demo_config_is_the_real_config_with_demo_changes(task):
     checkpoint = demo.model.backbone.init_cfg.checkpoint
     assert demo.model.backbone.init_cfg.type == 'Pretrained' and '://' not in checkpoint
     assert demo.train_cfg.type == 'IterBasedTrainLoop'
+    assert demo.randomness.seed == 0  # the figures repeat from run to run
     classes = tuple(demo.train_dataloader.dataset.metainfo.classes)
     if task == 'det':
         assert classes == SHAPE_CLASSES

@@ -96,3 +96,5 @@ default_hooks = dict(
     logger=dict(interval=20, log_metric_by_epoch=False),
     checkpoint=dict(by_epoch=False, interval=val_interval, max_keep_ckpts=1, save_last=True))
 log_processor = dict(by_epoch=False)
+# A fixed seed: `make demo` gives the same figures run after run (mmengine draws one otherwise).
+randomness = dict(seed=0)
