@@ -21,6 +21,10 @@ from mmengine.runner import CheckpointLoader
 
 from .weights.safe_load import load_state_file, training_log_allowlist
 
+# Name of a write in progress (written, then renamed); what a killed write leaves behind.
+_TMP_PREFIX = '.tmp-'
+_TMP_SUFFIX = '.part'
+
 
 def allow_mmengine_checkpoints() -> None:
     """Let ``torch.load(weights_only=True)`` read what mmengine writes into training checkpoints."""
@@ -54,7 +58,7 @@ class AtomicLocalBackend(LocalBackend):
     def _atomic_write(data: bytes, filepath: str, mode: str) -> None:
         directory = os.path.dirname(os.path.abspath(filepath))
         os.makedirs(directory, exist_ok=True)
-        fd, tmp_path = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix='.part')
+        fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX)
         try:
             with os.fdopen(fd, mode) as f:
                 f.write(data)
@@ -74,7 +78,7 @@ def remove_interrupted_writes(directory: str) -> List[str]:
     unless the process dies first. Returns the names removed.
     """
     removed = []
-    for path in sorted(glob.glob(os.path.join(glob.escape(directory), '.tmp-*.part'))):
+    for path in sorted(glob.glob(os.path.join(glob.escape(directory), f'{_TMP_PREFIX}*{_TMP_SUFFIX}'))):
         os.remove(path)
         removed.append(os.path.basename(path))
     return removed
