@@ -5,12 +5,15 @@ from pathlib import Path
 
 import cv2
 import pytest
+import torch
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
 
 from convnext_dense import runner_setup
 from convnext_dense.demo import SHAPE_CLASSES, plots
 from convnext_dense.demo.pipeline import DET_CONFIG, SEG_CONFIG, DemoPipeline, DemoSettings
 from convnext_dense.demo.pipeline import _data_options
-from convnext_dense.demo.shapes import generate_shapes_dataset
+from convnext_dense.demo.shapes import IMAGE_SIZE_RANGE, generate_shapes_dataset
 from convnext_dense.demo.summary import parse_summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +49,22 @@ def test_demo_config_is_the_real_config_with_demo_changes(task):
         assert demo.model.decode_head.num_classes == len(classes)
         assert demo.train_dataloader.dataset.reduce_zero_label is False
         assert demo.val_evaluator.type == 'IoUMetric'
+
+
+def test_demo_segmenter_is_tested_on_what_it_was_trained_on():
+    # Padding a test image (to a multiple of 32) showed the model borders it never saw in its
+    # 128 x 128 training crops, and it painted shapes along them. The test input stays unpadded
+    # and slide windows are the training crop, which fits in every image of the dataset.
+    cfg = runner_setup.load_config(str(ROOT / DEMO['seg']))
+    train_crop = next(t['crop_size'] for t in cfg.train_pipeline if t['type'] == 'RandomCrop')
+    assert cfg.model.test_cfg == dict(mode='slide', crop_size=train_crop, stride=(85, 85))
+    assert max(train_crop) <= IMAGE_SIZE_RANGE[0]
+    preprocessor = MODELS.build(cfg.model.data_preprocessor)
+    image = torch.randint(0, 256, (3, 150, 171), dtype=torch.uint8)
+    test_input = preprocessor(dict(inputs=[image], data_samples=[SegDataSample()]))['inputs']
+    assert test_input.shape == (1, 3, 150, 171)
+    assert preprocessor(dict(inputs=[image[:, :128, :128]], data_samples=[SegDataSample()]),
+                        training=True)['inputs'].shape == (1, 3, 128, 128)
 
 
 @pytest.fixture(scope='module')
