@@ -1,18 +1,11 @@
-"""Pieces of `make demo`: summary line, tool output filtering, scalars and plots, pretraining."""
+"""Pieces of `make demo`: summary line, tool output filtering, scalars and plots."""
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from convnext_dense.demo import plots, runs, summary
-from convnext_dense.demo.pretrain import ConvNeXtClassifier, ObjectCrops, PretrainSettings
-from convnext_dense.demo.pretrain import pretrain_classifier
-from convnext_dense.demo.shapes import generate_shapes_dataset
-from convnext_dense.weights import load_pretrained
-
-from conftest import TINY_ARCH
 
 
 # ---- summary line -------------------------------------------------------------------------
@@ -154,82 +147,3 @@ def test_plot_curves_and_gallery_write_pngs(tmp_path):
     assert cv2.imread(str(gallery)) is not None
     with pytest.raises(ValueError, match='same, non-zero number'):
         plots.plot_gallery([('a', tiles), ('b', tiles[:1])], tmp_path / 'bad.png')
-
-
-# ---- pretraining --------------------------------------------------------------------------
-
-@pytest.fixture(scope='module')
-def shapes(tmp_path_factory):
-    root = tmp_path_factory.mktemp('pretrain') / 'shapes'
-    generate_shapes_dataset(root, seed=0, num_train=6, num_val=3)
-    return root
-
-
-def test_object_crops_centre_the_object(shapes):
-    crops = ObjectCrops.from_coco(shapes / 'coco/annotations/instances_train.json',
-                                  shapes / 'coco/train', crop_size=32)
-    coco = json.loads((shapes / 'coco/annotations/instances_train.json').read_text())
-    assert len(crops) == len(coco['annotations'])
-    assert crops.classes == ['circle', 'triangle', 'square', 'star']
-    x, y = crops.batch([0, 1], [1.0, 2.0], [False, True])
-    assert x.shape == (2, 3, 32, 32) and x.dtype == torch.float32
-    assert y.tolist() == [coco['annotations'][i]['category_id'] - 1 for i in (0, 1)]
-    # A flip of the crop is the crop of the flipped image: the same pixels mirrored.
-    np.testing.assert_allclose(crops.crop(0, 1.5, flip=True), crops.crop(0, 1.5)[:, ::-1],
-                               atol=1e-4)
-
-
-def test_rendered_crops_are_the_generators_scenes(shapes):
-    # Rendered under the dataset's own seed, the scenes are the dataset's training images.
-    rendered = ObjectCrops.rendered(seed=0, count=6, crop_size=32)
-    files = ObjectCrops.from_coco(shapes / 'coco/annotations/instances_train.json',
-                                  shapes / 'coco/train', crop_size=32)
-    assert rendered.classes == files.classes
-    assert [(i, label) for i, _, label in rendered.objects] == [
-        (i, label) for i, _, label in files.objects]
-    for (_, box, _), (_, file_box, _) in zip(rendered.objects, files.objects):
-        assert box == pytest.approx(file_box)
-    for image, file_image in zip(rendered.images, files.images):
-        np.testing.assert_array_equal(image, file_image)  # the same JPEG encoding
-    # Another seed: other scenes.
-    other = ObjectCrops.rendered(seed=1, count=6, crop_size=32)
-    assert not np.array_equal(other.images[0], rendered.images[0])
-
-
-@pytest.mark.parametrize('kwargs', [dict(iters=0), dict(batch_size=1.5), dict(context=(0.5, 2)),
-                                    dict(lr=0), dict(warmup_iters=-1)])
-def test_pretrain_settings_reject_bad_values(kwargs):
-    with pytest.raises(ValueError):
-        PretrainSettings(**kwargs)
-
-
-def test_pretrained_classifier_loads_into_a_dense_backbone(shapes, tmp_path):
-    crops = ObjectCrops.from_coco(shapes / 'coco/annotations/instances_train.json',
-                                  shapes / 'coco/train', crop_size=32)
-    out = tmp_path / 'cls.pth'
-    lines = []
-    meta = pretrain_classifier(crops, TINY_ARCH, out, PretrainSettings(
-        iters=3, batch_size=4, warmup_iters=1, crop_size=32), val=crops, log=lines.append,
-        log_interval=1)
-    assert len(lines) == 4 and 0 <= meta['val_accuracy'] <= 1
-    saved = torch.load(out, weights_only=True)
-    assert {'head.weight', 'norm.weight', 'downsample_layers.0.0.weight', 'norm3.weight'} <= set(
-        saved['model'])
-    from convnext_dense import ConvNeXt
-    backbone = ConvNeXt(arch=TINY_ARCH)
-    load_pretrained(backbone, str(out))
-    for key, value in backbone.state_dict().items():
-        if key in saved['model']:
-            assert torch.equal(value, saved['model'][key]), key
-    # Output norms the classifier does not have start fresh.
-    assert torch.equal(backbone.norm0.weight, torch.ones_like(backbone.norm0.weight))
-
-
-def test_classifier_matches_its_backbone_features():
-    model = ConvNeXtClassifier(TINY_ARCH, num_classes=4).eval()
-    x = torch.rand(2, 3, 64, 64)
-    pooled = model.backbone(x)[-1].mean((2, 3))
-    expected = torch.nn.functional.linear(
-        torch.nn.functional.layer_norm(pooled, (pooled.shape[1],), model.norm.weight,
-                                       model.norm.bias, 1e-6), model.head.weight, model.head.bias)
-    torch.testing.assert_close(model(x), expected)

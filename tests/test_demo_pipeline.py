@@ -106,7 +106,7 @@ def demo_run(tmp_path_factory):
     root = tmp_path_factory.mktemp('demo')
     settings = DemoSettings(data_dir=root / 'data', work_dir=root / 'work', num_train=8,
                             num_val=4, seg_iters=2, det_iters=2, pretrain_iters=2,
-                            gallery_images=2, threads=1)
+                            pretrain_images=16, gallery_images=2, threads=1)
     lines = []
     result = DemoPipeline(ROOT / 'tools', ROOT / 'configs', settings, echo=lines.append).run()
     return root, result, lines

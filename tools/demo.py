@@ -33,7 +33,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--det-iters', type=int, default=None,
                         help='Mask R-CNN iterations (default: the config\'s)')
     parser.add_argument('--pretrain-iters', type=int, default=None,
-                        help='shape-classification pre-training steps (default: the recipe\'s)')
+                        help='steps of each pre-training phase, teacher and distillation '
+                        '(default: the recipe\'s)')
     parser.add_argument('--sequential', action='store_true',
                         help='train the two models one after the other instead of side by side')
     parser.add_argument('--threads', type=int, default=defaults.threads,

@@ -1,19 +1,20 @@
 # Mask R-CNN on the embedded "shapes" dataset (`make demo`): the B-22k COCO config, changed only
 # where a 2-core CPU, 128-192 px images and 16-96 px objects need it.
-# NO DOWNLOADED WEIGHTS: the backbone starts from `checkpoint`, which `make demo` makes first by
-# training the same small ConvNeXt on shape classification (convnext_dense/demo/pretrain.py), the
-# demo's stand-in for ImageNet-22k; it is saved in the official layout and loaded through
-# init_cfg Pretrained exactly as the 22k weights are. From scratch: model.backbone.init_cfg=None.
+# NO DOWNLOADED WEIGHTS: the backbone starts from `checkpoint`, which `make demo` makes first on
+# rendered shapes (convnext_dense/demo/pretrain.py: a conv-BN-ReLU shape classifier, then the same
+# small ConvNeXt learns its feature maps), the demo's stand-in for ImageNet-22k; it is saved in the
+# official layout and loaded through init_cfg Pretrained exactly as the 22k weights are.
+# From scratch: model.backbone.init_cfg=None.
 _base_ = '../mask_rcnn/mask-rcnn_convnext-b-in22k_fpn_ms-crop-3x_coco.py'
 
 data_root = 'data/demo_shapes/coco/'
 classes = ('circle', 'triangle', 'square', 'star')
 palette = [(230, 25, 75), (0, 130, 200), (60, 180, 75), (255, 190, 0)]
 metainfo = dict(classes=classes, palette=palette)
-checkpoint = 'work_dirs/demo/pretrain/convnext-demo_shapes-cls.pth'
+checkpoint = 'work_dirs/demo/pretrain/convnext-demo_shapes-distilled.pth'
 backbone_channels = [32, 64, 128, 256]
 neck_channels = 64
-max_iters = 2000  # about 19 minutes on one core of the 2-core machine, beside the UperNet run
+max_iters = 1500  # about 15 minutes on one core of the 2-core machine, beside the UperNet run
 val_interval = 500
 warmup_iters = 100
 

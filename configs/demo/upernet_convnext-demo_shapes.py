@@ -1,9 +1,10 @@
 # UperNet on the embedded "shapes" dataset (`make demo`): the B-22k ADE20K config, changed only
 # where a 2-core CPU and 128-192 px images need it.
-# NO DOWNLOADED WEIGHTS: the backbone starts from `checkpoint`, which `make demo` makes first by
-# training the same small ConvNeXt on shape classification (convnext_dense/demo/pretrain.py), the
-# demo's stand-in for ImageNet-22k; it is saved in the official layout and loaded through
-# init_cfg Pretrained exactly as the 22k weights are. From scratch: model.backbone.init_cfg=None.
+# NO DOWNLOADED WEIGHTS: the backbone starts from `checkpoint`, which `make demo` makes first on
+# rendered shapes (convnext_dense/demo/pretrain.py: a conv-BN-ReLU shape classifier, then the same
+# small ConvNeXt learns its feature maps), the demo's stand-in for ImageNet-22k; it is saved in the
+# official layout and loaded through init_cfg Pretrained exactly as the 22k weights are.
+# From scratch: model.backbone.init_cfg=None.
 # Labels: 0 is a real class here (every pixel is annotated, background included), unlike
 # ADE20K's 0 = "other", so reduce_zero_label=False and mIoU averages over 5 classes with the
 # background.
@@ -13,7 +14,7 @@ data_root = 'data/demo_shapes/ade'
 classes = ('background', 'circle', 'triangle', 'square', 'star')
 palette = [(0, 0, 0), (230, 25, 75), (0, 130, 200), (60, 180, 75), (255, 190, 0)]
 metainfo = dict(classes=classes, palette=palette)
-checkpoint = 'work_dirs/demo/pretrain/convnext-demo_shapes-cls.pth'
+checkpoint = 'work_dirs/demo/pretrain/convnext-demo_shapes-distilled.pth'
 backbone_channels = [32, 64, 128, 256]
 crop_size = (128, 128)  # the smallest images' side: every training pixel is labelled
 max_iters = 4000  # runs beside the Mask R-CNN demo, one core each, and ends before it

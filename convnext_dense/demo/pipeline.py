@@ -1,8 +1,9 @@
 """``make demo``: the main job end to end on the embedded shapes dataset.
 
 1. generate the dataset (COCO and ADE20K layouts);
-2. pre-train the demo ConvNeXt on shape classification (:mod:`.pretrain`, the demo's
-   ImageNet-22k) and save it in the official checkpoint layout;
+2. pre-train the demo ConvNeXt on rendered shapes (:mod:`.pretrain`: a conv-BN-ReLU teacher
+   learns to name shapes, the ConvNeXt learns its feature maps; the demo's ImageNet-22k) and
+   save it in the official checkpoint layout;
 3. train the UperNet and the Mask R-CNN demo with ``tools/train.py``, side by side (one core
    each), both backbones initialised from step 2's checkpoint through
    ``init_cfg=dict(type='Pretrained')`` as the real configs load the 22k weights;
@@ -47,9 +48,10 @@ class DemoSettings:
         num_val: Validation images to generate (the evaluation set).
         seg_iters: UperNet training iterations; None keeps the config's.
         det_iters: Mask R-CNN training iterations; None keeps the config's.
-        pretrain_iters: Steps of the shape-classification pre-training; None keeps
-            :class:`~convnext_dense.demo.pretrain.PretrainSettings`' default.
-        pretrain_images: Scenes rendered for the pre-training (not written to disk).
+        pretrain_iters: Steps of each pre-training phase (teacher, distillation); None keeps
+            :class:`~convnext_dense.demo.pretrain.PretrainSettings`' defaults.
+        pretrain_images: Single- and multi-object scenes rendered for the pre-training (not
+            written to disk); None keeps the defaults.
         gallery_images: Validation images shown in ``predictions.png``.
         parallel: Train (and test) the two models side by side, each child process on its
             share of the cores; False runs them one after the other.
@@ -67,7 +69,7 @@ class DemoSettings:
     seg_iters: Optional[int] = None
     det_iters: Optional[int] = None
     pretrain_iters: Optional[int] = None
-    pretrain_images: int = 4000
+    pretrain_images: Optional[int] = None
     gallery_images: int = 6
     parallel: bool = True
     threads: Optional[int] = None
@@ -190,26 +192,24 @@ class DemoPipeline:
                   f'({self.seconds["data"]:.0f} s)')
 
     def pretrain(self) -> Path:
-        """Pre-train the demo backbone on shape classification (the demo's ImageNet stand-in)."""
+        """Pre-train the demo backbone (the demo's ImageNet stand-in, see :mod:`.pretrain`)."""
         from mmengine.config import Config
 
-        from .pretrain import ObjectCrops, PretrainSettings, pretrain_classifier
+        from .pretrain import PretrainSettings, pretrain_backbone
         arch = Config.fromfile(self.config_dir / SEG_CONFIG).model.backbone.arch
-        out_file = self.work_dir / 'pretrain' / 'convnext-demo_shapes-cls.pth'
-        coco = self.data_dir / 'coco'
-        settings = PretrainSettings(seed=self.settings.seed)
+        out_file = self.work_dir / 'pretrain' / 'convnext-demo_shapes-distilled.pth'
+        settings = PretrainSettings(seed=self.settings.seed + PRETRAIN_SEED_OFFSET)
         if self.settings.pretrain_iters is not None:
             iters = self.settings.pretrain_iters
-            settings = dataclasses.replace(settings, iters=iters,
+            settings = dataclasses.replace(settings, teacher_iters=iters, distill_iters=iters,
                                            warmup_iters=min(settings.warmup_iters, iters))
+        if self.settings.pretrain_images is not None:
+            count = self.settings.pretrain_images
+            settings = dataclasses.replace(settings, single_object_images=count,
+                                           scene_images=count)
         start = time.perf_counter()
-        crops = ObjectCrops.rendered(self.settings.seed + PRETRAIN_SEED_OFFSET,
-                                     self.settings.pretrain_images, settings.crop_size)
-        val = ObjectCrops.from_coco(coco / 'annotations' / 'instances_val.json', coco / 'val',
-                                    settings.crop_size)
-        self.echo(f'      {len(crops)} objects in {self.settings.pretrain_images} rendered '
-                  f'scenes ({time.perf_counter() - start:.0f} s)')
-        pretrain_classifier(crops, dict(arch), out_file, settings, val=val, log=self.echo)
+        pretrain_backbone(dict(arch), out_file, settings,
+                          log=lambda line: self.echo(f'      {line}'))
         self.seconds['pretrain'] = time.perf_counter() - start
         return out_file
 
@@ -271,8 +271,8 @@ class DemoPipeline:
         """All steps; returns the summary line and where the pictures are."""
         start = time.perf_counter()
         self.generate_data()
-        self.echo('[2/5] pre-training the backbone on shape classification (the demo\'s '
-                  'ImageNet-22k)')
+        self.echo('[2/5] pre-training the backbone on rendered shapes (the demo\'s '
+                  'ImageNet-22k): a conv-BN-ReLU teacher, then hint distillation')
         pretrained = self.pretrain()
         how = 'side by side' if self.settings.parallel else 'one after the other'
         self.echo(f'[3/5] training UperNet (semantic segmentation) and Mask R-CNN (instances) '

@@ -1,14 +1,23 @@
-"""Pre-train the demo's ConvNeXt on shape classification: the demo's stand-in for ImageNet.
+"""Pre-train the demo's ConvNeXt: the demo's stand-in for the ImageNet-22k weights.
 
-The real configs start from ImageNet-22k classification weights. The demo cannot download them,
-so it makes its own: a ConvNeXt with the official classification tail (global average pool,
-LayerNorm ``norm``, Linear ``head``) learns to name the shape in crops around objects. As
-ImageNet is to COCO and ADE20K, the pre-training set is larger than the dense datasets and apart
-from them: scenes rendered on the fly by the same generator under another seed
-(:meth:`ObjectCrops.rendered`), never the validation images. The result is saved as the official
-checkpoints are (``{'model': state_dict}``, keys ``downsample_layers.*``, ``stages.*``,
-``norm.*``, ``head.*``), and the dense configs load it through
-``init_cfg=dict(type='Pretrained', checkpoint=...)`` like the 22k weights.
+The real configs start from ImageNet-22k classification weights; the demo cannot download them,
+so it makes its own, on shapes rendered on the fly by the dataset's generator under another seed
+(never the dataset's images). Trained from scratch on shape classification the ConvNeXt learns
+slowly here: with an object anywhere in the image it stays near chance for thousands of steps
+(so does the same network as Hugging Face's ``ConvNextForImageClassification``), and a plain
+conv-BN-ReLU network with LayerNorm in place of BatchNorm stalls the same way, while with
+BatchNorm it learns the task in about 1500 steps. So the demo pre-trains in two phases:
+
+1. :class:`ShapeTeacher`, a small conv-BN-ReLU network, learns to name the shape in single-object
+   scenes (:func:`single_object_scenes`);
+2. the ConvNeXt learns to reproduce the teacher's feature maps at strides 4, 8, 16 and 32 from
+   its own stage outputs through 1x1 convolutions (hint distillation, as FitNets), on
+   multi-object scenes and single-object scenes.
+
+Only the ConvNeXt is saved, as a backbone checkpoint in the official key layout
+(``downsample_layers.*``, ``stages.*``, and the trained output norms ``norm0``-``norm3``); the
+dense configs load it through ``init_cfg=dict(type='Pretrained', checkpoint=...)`` like the 22k
+weights.
 """
 import json
 import math
@@ -16,7 +25,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -25,174 +34,171 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbone import ConvNeXt
-from .scene import SHAPE_CLASSES
+from .scene import SHAPE_CLASSES, render_scene
 from .shapes import JPEG_QUALITY, render_image
 
 PathLike = Union[str, os.PathLike]
 # ImageNet statistics, as the dense configs' data preprocessors use (RGB).
 MEAN = np.array([123.675, 116.28, 103.53], np.float32)
 STD = np.array([58.395, 57.12, 57.375], np.float32)
+# Channels of the teacher's hints at strides 4, 8, 16 and 32 (the last is the stride-16 hint
+# average-pooled).
+HINT_CHANNELS = (64, 128, 256, 256)
 
 
 @dataclass
 class PretrainSettings:
-    """How the classifier is trained.
+    """How the teacher and the ConvNeXt are trained.
 
     Attributes:
-        iters: Optimizer steps.
-        batch_size: Crops per step.
-        lr: Peak AdamW learning rate (ConvNeXt with layer scale 1.0 diverges from ~2e-3 here).
+        teacher_iters: Teacher optimizer steps.
+        teacher_batch_size: Single-object scenes per teacher step.
+        distill_iters: ConvNeXt optimizer steps.
+        distill_batch_size: Multi-object scenes per distillation step; the steps that use
+            single-object scenes take 4 times as many (a quarter of the pixels each).
+        single_object_every: Every this many distillation steps uses single-object scenes
+            (0: never).
+        hint_weights: Loss weights of the hints at strides 4, 8, 16, 32.
+        lr: Peak AdamW learning rate of both phases.
         weight_decay: AdamW weight decay (not on norms, biases and layer-scale gammas).
-        warmup_iters: Linear warmup, then cosine decay to 0.
-        crop_size: Side of the square crops, in pixels.
-        context: Range of the crop side over the object's longer box side.
-        seed: Seed of the crop sampling and of the initial weights.
+        warmup_iters: Linear warmup of each phase, then cosine decay to 0.
+        single_object_images: Single-object scenes rendered (teacher and distillation).
+        scene_images: Multi-object scenes rendered for the distillation.
+        single_object_size: Side of the single-object scenes.
+        scene_crop: Side of the square crop taken from each multi-object scene.
+        seed: Seed of the rendering, the sampling and the initial weights.
     """
 
-    iters: int = 800
-    batch_size: int = 64
-    lr: float = 5e-4
+    teacher_iters: int = 2000
+    teacher_batch_size: int = 64
+    distill_iters: int = 1000
+    distill_batch_size: int = 16
+    single_object_every: int = 2
+    hint_weights: Tuple[float, float, float, float] = (0.25, 0.5, 1.0, 1.0)
+    lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_iters: int = 50
-    crop_size: int = 64
-    context: Tuple[float, float] = (1.2, 2.0)
+    single_object_images: int = 4000
+    scene_images: int = 1500
+    single_object_size: int = 64
+    scene_crop: int = 128
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ('iters', 'batch_size', 'crop_size'):
+        for name in ('teacher_iters', 'teacher_batch_size', 'distill_iters',
+                     'distill_batch_size', 'single_object_images', 'scene_images',
+                     'single_object_size', 'scene_crop'):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f'{name} must be a positive int, got {value!r}')
-        if not isinstance(self.warmup_iters, int) or self.warmup_iters < 0:
-            raise ValueError(f'warmup_iters must be an int >= 0, got {self.warmup_iters!r}')
-        if not self.lr > 0 or self.weight_decay < 0:
+        for name in ('warmup_iters', 'single_object_every', 'seed'):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f'{name} must be an int >= 0, got {value!r}')
+        if not self.lr > 0 or not self.weight_decay >= 0:
             raise ValueError(f'lr must be > 0 and weight_decay >= 0, got {self.lr!r}, '
                              f'{self.weight_decay!r}')
-        low, high = self.context
-        if not 1.0 <= low <= high:
-            raise ValueError(f'context must be (low, high) with 1 <= low <= high, got '
-                             f'{self.context!r}')
+        if len(self.hint_weights) != 4 or any(not w >= 0 for w in self.hint_weights):
+            raise ValueError(f'hint_weights must be 4 weights >= 0 (strides 4, 8, 16, 32), got '
+                             f'{self.hint_weights!r}')
+        if self.single_object_size < 48 or self.scene_crop < 128:
+            raise ValueError(
+                'single_object_size must be >= 48 and scene_crop >= 128 (the smallest scene '
+                f'side), got {self.single_object_size!r}, {self.scene_crop!r}')
 
 
-class ObjectCrops:
-    """Square crops around objects, with their class index (0-based, in ``SHAPE_CLASSES`` order).
+def _normalise(image: np.ndarray) -> np.ndarray:
+    """An RGB uint8 image as the dense configs feed it: JPEG-stored like the dataset, normalised."""
+    ok, jpeg = cv2.imencode('.jpg', np.ascontiguousarray(image[..., ::-1]),
+                            [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise RuntimeError(f'cv2 could not encode a {image.shape} image')
+    stored = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)[..., ::-1]
+    return (stored.astype(np.float32) - MEAN) / STD
 
-    Build it from a COCO annotation file (:meth:`from_coco`) or from scenes rendered on the fly
-    (:meth:`rendered`, the demo's large pre-training set).
+
+def _to_tensor(images: List[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+
+def single_object_scenes(seed: int, count: int, size: int = 64
+                         ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``count`` scenes of one shape (16 to ``size * 5 / 8`` px) anywhere on a textured background.
+
+    Returns:
+        ``(N, 3, size, size)`` normalised images and ``(N,)`` class indices (0-based, in
+        ``SHAPE_CLASSES`` order).
+    """
+    rng = np.random.default_rng([seed, 2])
+    images, labels = [], []
+    for _ in range(count):
+        scene = render_scene(size, size, rng, object_size=(16, size * 5 // 8), num_objects=(1, 1))
+        images.append(_normalise(scene.image))
+        labels.append(scene.instances[0].label - 1)
+    return _to_tensor(images), torch.tensor(labels)
+
+
+def multi_object_scenes(seed: int, count: int, crop: int = 128) -> torch.Tensor:
+    """``(N, 3, crop, crop)`` normalised crops of the generator's training scenes under ``seed``.
+
+    Pass a seed other than the dataset's: under the dataset's own seed these are its images.
+    """
+    rng = np.random.default_rng([seed, 3])
+    crops = []
+    for index in range(count):
+        image = render_image(seed, 'train', index).image
+        top = int(rng.integers(0, image.shape[0] - crop + 1))
+        left = int(rng.integers(0, image.shape[1] - crop + 1))
+        crops.append(_normalise(image[top:top + crop, left:left + crop]))
+    return _to_tensor(crops)
+
+
+def _conv_bn(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels), nn.ReLU())
+
+
+class ShapeTeacher(nn.Module):
+    """A small conv-BN-ReLU shape classifier whose feature maps the ConvNeXt learns to reproduce.
 
     Args:
-        images: RGB uint8 images.
-        objects: ``(image index, (x, y, w, h) box, class index)`` per object.
-        crop_size: Side of the crops.
-        classes: Class names, in class-index order.
+        num_classes: Outputs of the linear head (after global average pooling).
     """
 
-    def __init__(self, images: Sequence[np.ndarray], objects: Sequence[Tuple[int, Tuple, int]],
-                 crop_size: int, classes: Sequence[str]) -> None:
-        if not objects:
-            raise ValueError('no objects to crop')
-        self.images = list(images)
-        self.objects = list(objects)
-        self.crop_size = crop_size
-        self.classes = list(classes)
+    HINT_LAYERS = (2, 4, 5)  # the layers ending at strides 4, 8 and 16
 
-    @classmethod
-    def from_coco(cls, ann_file: PathLike, image_dir: PathLike, crop_size: int) -> 'ObjectCrops':
-        """Crops around the (non-crowd) objects of a COCO instances file."""
-        coco = json.loads(Path(ann_file).read_text(encoding='utf-8'))
-        categories = sorted(coco['categories'], key=lambda c: c['id'])
-        label_of = {c['id']: i for i, c in enumerate(categories)}
-        images, index_of = [], {}
-        for info in coco['images']:
-            path = Path(image_dir) / info['file_name']
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is None:
-                raise FileNotFoundError(f'cannot read image {path} listed in {ann_file}')
-            index_of[info['id']] = len(images)
-            images.append(np.ascontiguousarray(image[..., ::-1]))  # RGB
-        objects = [(index_of[a['image_id']], tuple(a['bbox']), label_of[a['category_id']])
-                   for a in coco['annotations'] if not a.get('iscrowd', 0)]
-        if not objects:
-            raise ValueError(f'{ann_file} has no objects to crop')
-        return cls(images, objects, crop_size, [c['name'] for c in categories])
-
-    @classmethod
-    def rendered(cls, seed: int, count: int, crop_size: int) -> 'ObjectCrops':
-        """Crops around the objects of ``count`` scenes rendered by the demo's generator.
-
-        The scenes come from the generator's training stream under ``seed`` (pass a seed other
-        than the dataset's to keep them apart from its images) and go through the same JPEG
-        encoding as the dataset's files; boxes are those of the visible masks.
-        """
-        images, objects = [], []
-        for index in range(count):
-            scene = render_image(seed, 'train', index)
-            ok, jpeg = cv2.imencode('.jpg', np.ascontiguousarray(scene.image[..., ::-1]),
-                                    [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-            if not ok:
-                raise RuntimeError(f'cv2 could not encode rendered scene {index}')
-            images.append(np.ascontiguousarray(cv2.imdecode(jpeg, cv2.IMREAD_COLOR)[..., ::-1]))
-            for instance in scene.instances:
-                ys, xs = np.nonzero(instance.mask)
-                box = (float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
-                       float(ys.max() - ys.min() + 1))
-                objects.append((index, box, instance.label - 1))
-        return cls(images, objects, crop_size, SHAPE_CLASSES)
-
-    def __len__(self) -> int:
-        return len(self.objects)
-
-    def crop(self, index: int, context: float, flip: bool = False) -> np.ndarray:
-        """Normalised float32 (S, S, 3) crop, the object's longer side ``S / context`` pixels."""
-        image_index, (x, y, w, h), _ = self.objects[index]
-        size = self.crop_size
-        scale = size / (max(w, h) * context)
-        matrix = np.array([[scale, 0, size / 2 - (x + w / 2) * scale],
-                           [0, scale, size / 2 - (y + h / 2) * scale]], np.float32)
-        if flip:  # mirror the output column u to size - 1 - u
-            matrix[0] = [-scale, 0, size - 1 - matrix[0, 2]]
-        patch = cv2.warpAffine(self.images[image_index], matrix, (size, size),
-                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        return (patch.astype(np.float32) - MEAN) / STD
-
-    def batch(self, indices, contexts, flips) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(N, 3, S, S)`` crops and ``(N,)`` labels."""
-        crops = np.stack([self.crop(i, c, f) for i, c, f in zip(indices, contexts, flips)])
-        labels = torch.tensor([self.objects[i][2] for i in indices])
-        return torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous(), labels
-
-
-class ConvNeXtClassifier(nn.Module):
-    """ConvNeXt with the official classification tail: pool, LayerNorm ``norm``, Linear ``head``.
-
-    Args:
-        arch: ConvNeXt arch name or ``dict(depths=..., channels=...)``.
-        num_classes: Outputs of ``head``.
-        layer_scale_init_value: Initial layer-scale ``gamma`` (the dense configs use 1.0).
-    """
-
-    def __init__(self, arch: Union[str, Mapping], num_classes: int,
-                 layer_scale_init_value: float = 1.0) -> None:
+    def __init__(self, num_classes: int = len(SHAPE_CLASSES)) -> None:
         super().__init__()
-        self.backbone = ConvNeXt(arch=dict(arch) if isinstance(arch, Mapping) else arch,
-                                 out_indices=(3,), layer_scale_init_value=layer_scale_init_value)
-        self.backbone.init_weights()
-        channels = self.backbone.channels[-1]
-        self.norm = nn.LayerNorm(channels, eps=1e-6)
-        self.head = nn.Linear(channels, num_classes)
-        nn.init.trunc_normal_(self.head.weight, std=0.02)
-        nn.init.zeros_(self.head.bias)
+        self.layers = nn.ModuleList([
+            _conv_bn(3, 32, 2), _conv_bn(32, 64, 2), _conv_bn(64, 64),
+            _conv_bn(64, 128, 2), _conv_bn(128, 128), _conv_bn(128, 256, 2)])
+        self.head = nn.Linear(256, num_classes)
+
+    def hints(self, x: torch.Tensor) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        """Normalised (BatchNorm, before ReLU) maps at strides 4, 8, 16, 32, and the last map."""
+        hints = []
+        for index, (conv, norm, relu) in enumerate(self.layers):
+            x = norm(conv(x))
+            if index in self.HINT_LAYERS:
+                hints.append(x)
+            x = relu(x)
+        hints.append(F.avg_pool2d(hints[-1], 2, ceil_mode=True))
+        return hints, x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.backbone(x)[-1]  # (N, C, H, W), after the stage's output norm
-        return self.head(self.norm(features.mean((2, 3))))
+        return self.head(self.hints(x)[1].mean((2, 3)))
 
-    def official_state_dict(self) -> Dict[str, torch.Tensor]:
-        """Weights under the official checkpoint's names (backbone keys at the top level)."""
-        state = {k: v.detach().clone() for k, v in self.backbone.state_dict().items()}
-        state.update({f'norm.{k}': v.detach().clone() for k, v in self.norm.state_dict().items()})
-        state.update({f'head.{k}': v.detach().clone() for k, v in self.head.state_dict().items()})
-        return state
+
+class HintAdapters(nn.Module):
+    """1x1 convolutions from the ConvNeXt's four stage outputs to the teacher's hint channels."""
+
+    def __init__(self, channels) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(c, h, 1) for c, h in zip(channels, HINT_CHANNELS))
+
+    def forward(self, features) -> List[torch.Tensor]:
+        return [conv(f) for conv, f in zip(self.convs, features)]
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
@@ -202,85 +208,154 @@ def _param_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
     return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.)]
 
 
-def _lr_factor(step: int, settings: PretrainSettings) -> float:
-    if step < settings.warmup_iters:
-        return (step + 1) / settings.warmup_iters
-    progress = (step - settings.warmup_iters) / max(1, settings.iters - settings.warmup_iters)
-    return 0.5 * (1 + math.cos(math.pi * progress))
+def _set_lr(optimizer: torch.optim.Optimizer, step: int, iters: int,
+            settings: PretrainSettings) -> float:
+    """Linear warmup, then cosine decay to 0 over ``iters`` steps."""
+    warmup = min(settings.warmup_iters, iters)
+    if step < warmup:
+        factor = (step + 1) / warmup
+    else:
+        factor = 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, iters - warmup)))
+    for group in optimizer.param_groups:
+        group['lr'] = settings.lr * factor
+    return settings.lr * factor
 
 
-def evaluate(model: nn.Module, crops: ObjectCrops, context: float, batch_size: int = 256
-             ) -> float:
-    """Top-1 accuracy on every object of ``crops`` at a fixed ``context``."""
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+             batch_size: int = 256) -> float:
+    """Top-1 accuracy of a classifier in eval mode."""
+    was_training = model.training
     model.eval()
-    correct = 0
     with torch.no_grad():
-        for start in range(0, len(crops), batch_size):
-            indices = range(start, min(start + batch_size, len(crops)))
-            x, y = crops.batch(indices, [context] * len(indices), [False] * len(indices))
-            correct += int((model(x).argmax(1) == y).sum())
-    model.train()
-    return correct / len(crops)
+        hits = sum(int((model(images[i:i + batch_size]).argmax(1)
+                        == labels[i:i + batch_size]).sum())
+                   for i in range(0, len(images), batch_size))
+    model.train(was_training)
+    return hits / len(images)
 
 
-def pretrain_classifier(train: ObjectCrops, arch: Union[str, Mapping], out_file: PathLike,
-                        settings: Optional[PretrainSettings] = None,
-                        val: Optional[ObjectCrops] = None,
-                        log: Optional[Callable[[str], None]] = None,
-                        log_interval: int = 100) -> Dict:
-    """Train :class:`ConvNeXtClassifier` on ``train`` crops and save it in the official layout.
-
-    Args:
-        train: Training crops.
-        arch: The ConvNeXt arch of the dense configs that will load the weights.
-        out_file: ``.pth`` to write: ``{'model': state_dict, 'meta': {...}}``.
-        settings: Training settings; None uses the defaults.
-        val: Crops to report the accuracy on at the end.
-        log: Receives progress lines; None is silent.
-        log_interval: Steps between progress lines.
-
-    Returns:
-        The ``meta`` saved with the weights (settings, accuracies, seconds).
-    """
-    settings = settings or PretrainSettings()
-    log = log or (lambda line: None)
+def train_teacher(images: torch.Tensor, labels: torch.Tensor, settings: PretrainSettings,
+                  log: Callable[[str], None], log_interval: int = 200) -> ShapeTeacher:
+    """Phase 1: :class:`ShapeTeacher` on single-object scenes (random mirror each step)."""
     torch.manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed)
-    model = ConvNeXtClassifier(arch, len(train.classes))
-    optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.lr)
-    start = time.perf_counter()
+    generator = torch.Generator().manual_seed(settings.seed)
+    teacher = ShapeTeacher()
+    optimizer = torch.optim.AdamW(_param_groups(teacher, settings.weight_decay), lr=settings.lr)
     losses, hits = [], []
-    for step in range(settings.iters):
-        for group in optimizer.param_groups:
-            group['lr'] = settings.lr * _lr_factor(step, settings)
-        indices = rng.integers(0, len(train), settings.batch_size)
-        x, y = train.batch(indices, rng.uniform(*settings.context, settings.batch_size),
-                           rng.random(settings.batch_size) < 0.5)
-        logits = model(x)
+    start = time.perf_counter()
+    for step in range(settings.teacher_iters):
+        lr = _set_lr(optimizer, step, settings.teacher_iters, settings)
+        index = torch.randint(0, len(images), (settings.teacher_batch_size,), generator=generator)
+        x, y = images[index], labels[index]
+        if step % 2:
+            x = x.flip(3)
+        logits = teacher(x)
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
         hits.append(float((logits.argmax(1) == y).float().mean()))
-        if (step + 1) % log_interval == 0 or step + 1 == settings.iters:
-            elapsed = time.perf_counter() - start
-            eta = elapsed / (step + 1) * (settings.iters - step - 1)
-            log(f'pretrain [{step + 1:>4}/{settings.iters}] loss {np.mean(losses):.3f} '
-                f'train acc {np.mean(hits):.3f} lr {optimizer.param_groups[0]["lr"]:.2e} '
-                f'eta {eta:.0f} s')
+        if (step + 1) % log_interval == 0 or step + 1 == settings.teacher_iters:
+            log(_progress('teacher', step, settings.teacher_iters, start,
+                          f'loss {np.mean(losses):.3f} train acc {np.mean(hits):.3f} '
+                          f'lr {lr:.2e}'))
             losses, hits = [], []
-    meta = dict(task='shape classification', classes=list(train.classes),
-                settings=asdict(settings), arch=dict(arch) if isinstance(arch, Mapping) else arch,
+    return teacher.eval()
+
+
+def distill_backbone(teacher: ShapeTeacher, arch: Union[str, Mapping], scenes: torch.Tensor,
+                     singles: torch.Tensor, settings: PretrainSettings,
+                     log: Callable[[str], None], log_interval: int = 200) -> ConvNeXt:
+    """Phase 2: a ConvNeXt whose stage outputs predict the teacher's hints (mirrored at random).
+
+    Returns:
+        The ConvNeXt (``out_indices=(0, 1, 2, 3)``, layer scale 1.0 as the dense configs use).
+    """
+    for param in teacher.parameters():
+        param.requires_grad_(False)
+    teacher.eval()
+    torch.manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed + 1)
+    backbone = ConvNeXt(arch=dict(arch) if isinstance(arch, Mapping) else arch,
+                        out_indices=(0, 1, 2, 3), layer_scale_init_value=1.0)
+    backbone.init_weights()
+    adapters = HintAdapters(backbone.channels)
+    student = nn.ModuleDict(dict(backbone=backbone, adapters=adapters))
+    optimizer = torch.optim.AdamW(_param_groups(student, settings.weight_decay), lr=settings.lr)
+    weights = settings.hint_weights
+    every = settings.single_object_every
+    losses = []
+    start = time.perf_counter()
+    for step in range(settings.distill_iters):
+        lr = _set_lr(optimizer, step, settings.distill_iters, settings)
+        if every and step % every == 0:
+            pool, count = singles, 4 * settings.distill_batch_size
+        else:
+            pool, count = scenes, settings.distill_batch_size
+        x = pool[torch.randint(0, len(pool), (count,), generator=generator)]
+        if step % 2:
+            x = x.flip(3)
+        with torch.no_grad():
+            targets, _ = teacher.hints(x)
+        predictions = adapters(backbone(x))
+        parts = [F.mse_loss(p, t) for p, t in zip(predictions, targets)]
+        loss = sum(w * part for w, part in zip(weights, parts))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append([part.item() for part in parts])
+        if (step + 1) % log_interval == 0 or step + 1 == settings.distill_iters:
+            per_stride = ' '.join(f'{v:.3f}' for v in np.mean(losses, axis=0))
+            log(_progress('distill', step, settings.distill_iters, start,
+                          f'hint losses (strides 4 8 16 32) {per_stride} lr {lr:.2e}'))
+            losses = []
+    return backbone.eval()
+
+
+def _progress(phase: str, step: int, iters: int, start: float, message: str) -> str:
+    elapsed = time.perf_counter() - start
+    eta = elapsed / (step + 1) * (iters - step - 1)
+    return f'{phase} [{step + 1:>4}/{iters}] {message} eta {eta:.0f} s'
+
+
+def pretrain_backbone(arch: Union[str, Mapping], out_file: PathLike,
+                      settings: Optional[PretrainSettings] = None,
+                      log: Optional[Callable[[str], None]] = None) -> Dict:
+    """Both phases; saves the ConvNeXt as ``{'model': state_dict, 'meta': {...}}`` (official keys).
+
+    Args:
+        arch: The ConvNeXt arch of the dense configs that will load the weights.
+        out_file: ``.pth`` to write (atomically).
+        settings: Training settings; None uses the defaults.
+        log: Receives progress lines; None is silent.
+
+    Returns:
+        The ``meta`` saved with the weights (settings, teacher accuracy, seconds).
+    """
+    settings = settings or PretrainSettings()
+    log = log or (lambda line: None)
+    start = time.perf_counter()
+    size = settings.single_object_size
+    singles, labels = single_object_scenes(settings.seed, settings.single_object_images, size)
+    val_singles, val_labels = single_object_scenes(settings.seed + 1, 500, size)
+    scenes = multi_object_scenes(settings.seed, settings.scene_images, settings.scene_crop)
+    log(f'rendered {len(singles)} single-object and {len(scenes)} multi-object scenes '
+        f'({time.perf_counter() - start:.0f} s)')
+    teacher = train_teacher(singles, labels, settings, log)
+    teacher_accuracy = accuracy(teacher, val_singles, val_labels)
+    log(f'teacher: accuracy {teacher_accuracy:.3f} on {len(val_labels)} held-out '
+        'single-object scenes (chance 0.25)')
+    backbone = distill_backbone(teacher, arch, scenes, singles, settings, log)
+    meta = dict(task='hint distillation from a shape-classifying conv-BN-ReLU teacher',
+                classes=list(SHAPE_CLASSES), settings=asdict(settings),
+                arch=dict(arch) if isinstance(arch, Mapping) else arch,
+                teacher_accuracy=round(teacher_accuracy, 4),
                 seconds=round(time.perf_counter() - start, 1))
-    context = sum(settings.context) / 2
-    if val is not None:
-        meta['val_accuracy'] = round(evaluate(model, val, context), 4)
-        log(f'pretrain: validation accuracy {meta["val_accuracy"]:.3f} '
-            f'({len(val)} objects)')
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_file.with_name(f'.{out_file.name}.tmp')
-    torch.save({'model': model.official_state_dict(), 'meta': json.loads(json.dumps(meta))}, tmp)
+    state = {k: v.detach().clone() for k, v in backbone.state_dict().items()}
+    torch.save({'model': state, 'meta': json.loads(json.dumps(meta))}, tmp)
     os.replace(tmp, out_file)
     return meta
