@@ -9,7 +9,8 @@ conv-BN-ReLU network with LayerNorm in place of BatchNorm stalls the same way, w
 BatchNorm it learns the task in about 1500 steps. So the demo pre-trains in two phases:
 
 1. :class:`ShapeTeacher`, a small conv-BN-ReLU network, learns to name the shape in single-object
-   scenes (:func:`single_object_scenes`);
+   scenes (:func:`single_object_scenes`), half of them with the shape centred, which it learns
+   sooner;
 2. the ConvNeXt learns to reproduce the teacher's feature maps at strides 4, 8, 16 and 32 from
    its own stage outputs through 1x1 convolutions (hint distillation, as FitNets), on
    multi-object scenes and single-object scenes.
@@ -62,14 +63,16 @@ class PretrainSettings:
         lr: Peak AdamW learning rate of both phases.
         weight_decay: AdamW weight decay (not on norms, biases and layer-scale gammas).
         warmup_iters: Linear warmup of each phase, then cosine decay to 0.
-        single_object_images: Single-object scenes rendered (teacher and distillation).
+        single_object_images: Single-object scenes rendered with the shape anywhere, and as
+            many with it centred (the teacher learns from both, sooner from the centred ones;
+            the distillation uses the first kind).
         scene_images: Multi-object scenes rendered for the distillation.
         single_object_size: Side of the single-object scenes.
         scene_crop: Side of the square crop taken from each multi-object scene.
         seed: Seed of the rendering, the sampling and the initial weights.
     """
 
-    teacher_iters: int = 2000
+    teacher_iters: int = 3000
     teacher_batch_size: int = 64
     distill_iters: int = 1000
     distill_batch_size: int = 16
@@ -121,19 +124,29 @@ def _to_tensor(images: List[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
 
 
-def single_object_scenes(seed: int, count: int, size: int = 64
+def single_object_scenes(seed: int, count: int, size: int = 64, centred: bool = False
                          ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``count`` scenes of one shape (16 to ``size * 5 / 8`` px) anywhere on a textured background.
+    """``count`` scenes of one shape (16 to ``size * 5 / 8`` px) on a textured background.
+
+    The shape is anywhere in the scene, or with ``centred`` about in its middle: the scene is
+    then cut from a larger one around the shape's box (less centred near that one's borders).
 
     Returns:
         ``(N, 3, size, size)`` normalised images and ``(N,)`` class indices (0-based, in
         ``SHAPE_CLASSES`` order).
     """
-    rng = np.random.default_rng([seed, 2])
+    rng = np.random.default_rng([seed, 2 + int(centred)])
+    margin = size // 2 if centred else 0
     images, labels = [], []
     for _ in range(count):
-        scene = render_scene(size, size, rng, object_size=(16, size * 5 // 8), num_objects=(1, 1))
-        images.append(_normalise(scene.image))
+        scene = render_scene(size + margin, size + margin, rng, object_size=(16, size * 5 // 8),
+                             num_objects=(1, 1))
+        top = left = 0
+        if centred:
+            ys, xs = np.nonzero(scene.instances[0].mask)
+            top = int(np.clip(round((ys.min() + ys.max() - size) / 2), 0, margin))
+            left = int(np.clip(round((xs.min() + xs.max() - size) / 2), 0, margin))
+        images.append(_normalise(scene.image[top:top + size, left:left + size]))
         labels.append(scene.instances[0].label - 1)
     return _to_tensor(images), torch.tensor(labels)
 
@@ -143,7 +156,7 @@ def multi_object_scenes(seed: int, count: int, crop: int = 128) -> torch.Tensor:
 
     Pass a seed other than the dataset's: under the dataset's own seed these are its images.
     """
-    rng = np.random.default_rng([seed, 3])
+    rng = np.random.default_rng([seed, 4])
     crops = []
     for index in range(count):
         image = render_image(seed, 'train', index).image
@@ -338,14 +351,20 @@ def pretrain_backbone(arch: Union[str, Mapping], out_file: PathLike,
     start = time.perf_counter()
     size = settings.single_object_size
     singles, labels = single_object_scenes(settings.seed, settings.single_object_images, size)
+    centred, centred_labels = single_object_scenes(settings.seed, settings.single_object_images,
+                                                   size, centred=True)
     val_singles, val_labels = single_object_scenes(settings.seed + 1, 500, size)
     scenes = multi_object_scenes(settings.seed, settings.scene_images, settings.scene_crop)
-    log(f'rendered {len(singles)} single-object and {len(scenes)} multi-object scenes '
-        f'({time.perf_counter() - start:.0f} s)')
-    teacher = train_teacher(singles, labels, settings, log)
+    log(f'rendered 2 x {len(singles)} single-object (shape anywhere / centred) and '
+        f'{len(scenes)} multi-object scenes ({time.perf_counter() - start:.0f} s)')
+    teacher = train_teacher(torch.cat([singles, centred]), torch.cat([labels, centred_labels]),
+                            settings, log)
     teacher_accuracy = accuracy(teacher, val_singles, val_labels)
     log(f'teacher: accuracy {teacher_accuracy:.3f} on {len(val_labels)} held-out '
-        'single-object scenes (chance 0.25)')
+        'single-object scenes, shape anywhere (chance 0.25)')
+    if teacher_accuracy < 0.5:
+        log(f'WARNING: the teacher names only {teacher_accuracy:.0%} of the shapes; the backbone '
+            'will learn little from it (more teacher_iters?)')
     backbone = distill_backbone(teacher, arch, scenes, singles, settings, log)
     meta = dict(task='hint distillation from a shape-classifying conv-BN-ReLU teacher',
                 classes=list(SHAPE_CLASSES), settings=asdict(settings),
