@@ -9,7 +9,8 @@ import torch
 from convnext_dense import ConvNeXt
 from convnext_dense.demo.pretrain import (HINT_CHANNELS, MEAN, STD, PretrainSettings,
                                           ShapeTeacher, distill_backbone, multi_object_scenes,
-                                          pretrain_backbone, single_object_scenes, train_teacher)
+                                          pretrain_backbone, single_object_scene,
+                                          single_object_scenes, train_teacher)
 from convnext_dense.demo.shapes import generate_shapes_dataset
 from convnext_dense.weights import load_pretrained
 
@@ -22,7 +23,8 @@ TINY = dict(teacher_iters=3, distill_iters=3, teacher_batch_size=4, distill_batc
 @pytest.mark.parametrize('kwargs, named', [
     (dict(teacher_iters=0), 'teacher_iters'), (dict(distill_batch_size=1.5), 'distill_batch_size'),
     (dict(single_object_every=-1), 'single_object_every'), (dict(lr=0), 'lr'),
-    (dict(hint_weights=(1, 1, 1)), 'hint_weights'), (dict(hint_weights=(1, -1, 1, 1)), 'hint_weights'),
+    (dict(hint_weights=(1, 1, 1)), 'hint_weights'),
+    (dict(hint_weights=(1, -1, 1, 1)), 'hint_weights'),
     (dict(scene_crop=64), 'scene_crop'), (dict(warmup_iters=True), 'warmup_iters')])
 def test_pretrain_settings_reject_bad_values(kwargs, named):
     with pytest.raises(ValueError, match=named):
@@ -37,6 +39,23 @@ def test_single_object_scenes_are_seeded_and_hold_every_class():
     assert set(labels.tolist()) == {0, 1, 2, 3}
     other, _ = single_object_scenes(seed=4, count=40)
     assert not torch.equal(images, other)
+
+
+def test_single_object_scenes_hold_one_whole_shape_centred_or_anywhere():
+    offsets = {}
+    for centred in (False, True):
+        rng = np.random.default_rng(0)
+        offsets[centred] = []
+        for _ in range(100):
+            image, mask, label = single_object_scene(rng, size=64, centred=centred)
+            assert image.shape == (64, 64, 3) and image.dtype == np.uint8 and 0 <= label < 4
+            ys, xs = np.nonzero(mask)
+            assert len(ys) > 16 * 16 / 4  # a whole shape of at least 16 px (a triangle: ~1/3)
+            offsets[centred].append(max(abs(ys.min() + ys.max() - 63),
+                                        abs(xs.min() + xs.max() - 63)) / 2)
+    anywhere, centred = np.array(offsets[False]), np.array(offsets[True])
+    assert np.mean(centred <= 2) > 0.2 > 0.05 > np.mean(anywhere <= 2)
+    assert np.median(centred) + 3 < np.median(anywhere)
 
 
 def test_multi_object_scenes_are_crops_of_the_generators_scenes(tmp_path):
