@@ -113,6 +113,30 @@ def test_teacher_and_distillation_learn():
     assert all(not p.requires_grad for p in teacher.parameters())
 
 
+@pytest.mark.parametrize('every', [0, 2, 3])
+def test_distillation_mirrors_each_kind_of_scene_half_the_time(every):
+    seen = []
+
+    class RecordingTeacher(ShapeTeacher):
+        def hints(self, x):
+            seen.append(x.clone())
+            return super().hints(x)
+
+    single = torch.arange(64.).repeat(3, 64, 1)[None]  # left-to-right ramp: mirroring shows
+    scene = torch.arange(128.).repeat(3, 128, 1)[None]
+    settings = PretrainSettings(distill_iters=12, distill_batch_size=2, single_object_every=every)
+    distill_backbone(RecordingTeacher(), TINY_ARCH, scene, single, settings, lambda line: None)
+    for ramp in (single[0], scene[0]):
+        batches = [x for x in seen if x.shape[2:] == ramp.shape[1:]]
+        if ramp is single[0] and every == 0:
+            assert not batches
+            continue
+        mirrored = [bool((x == ramp.flip(2)).all()) for x in batches]
+        plain = [bool((x == ramp).all()) for x in batches]
+        assert all(m != p for m, p in zip(mirrored, plain))
+        assert sum(mirrored) == len(batches) // 2
+
+
 def test_pretrained_backbone_loads_into_a_dense_backbone(tmp_path):
     out = tmp_path / 'distilled.pth'
     lines = []

@@ -261,7 +261,7 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 def train_teacher(images: torch.Tensor, labels: torch.Tensor, settings: PretrainSettings,
                   log: Callable[[str], None], log_interval: int = 200) -> ShapeTeacher:
-    """Phase 1: :class:`ShapeTeacher` on single-object scenes (random mirror each step)."""
+    """Phase 1: :class:`ShapeTeacher` on single-object scenes, every other batch mirrored."""
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     teacher = ShapeTeacher()
@@ -292,7 +292,11 @@ def train_teacher(images: torch.Tensor, labels: torch.Tensor, settings: Pretrain
 def distill_backbone(teacher: ShapeTeacher, arch: Union[str, Mapping], scenes: torch.Tensor,
                      singles: torch.Tensor, settings: PretrainSettings,
                      log: Callable[[str], None], log_interval: int = 200) -> ConvNeXt:
-    """Phase 2: a ConvNeXt whose stage outputs predict the teacher's hints (mirrored at random).
+    """Phase 2: a ConvNeXt whose stage outputs predict the teacher's hints.
+
+    Every ``single_object_every``-th step draws single-object scenes, the others multi-object
+    ones; rounds of ``single_object_every`` steps alternate between plain and mirrored inputs, so
+    each kind is mirrored half the time.
 
     Returns:
         The ConvNeXt (``out_indices=(0, 1, 2, 3)``, layer scale 1.0 as the dense configs use).
@@ -319,7 +323,7 @@ def distill_backbone(teacher: ShapeTeacher, arch: Union[str, Mapping], scenes: t
         else:
             pool, count = scenes, settings.distill_batch_size
         x = pool[torch.randint(0, len(pool), (count,), generator=generator)]
-        if step % 2:
+        if (step // max(every, 1)) % 2:  # not step % 2: with every=2 one kind would never flip
             x = x.flip(3)
         with torch.no_grad():
             targets, _ = teacher.hints(x)
