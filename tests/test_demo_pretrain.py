@@ -25,7 +25,8 @@ TINY = dict(teacher_iters=3, distill_iters=3, teacher_batch_size=4, distill_batc
     (dict(single_object_every=-1), 'single_object_every'), (dict(lr=0), 'lr'),
     (dict(hint_weights=(1, 1, 1)), 'hint_weights'),
     (dict(hint_weights=(1, -1, 1, 1)), 'hint_weights'),
-    (dict(scene_crop=64), 'scene_crop'), (dict(warmup_iters=True), 'warmup_iters')])
+    (dict(scene_crop=160), 'scene_crop'), (dict(scene_crop=16), 'scene_crop'),
+    (dict(single_object_size=32), 'single_object_size'), (dict(warmup_iters=True), 'warmup_iters')])
 def test_pretrain_settings_reject_bad_values(kwargs, named):
     with pytest.raises(ValueError, match=named):
         PretrainSettings(**kwargs)

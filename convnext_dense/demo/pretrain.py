@@ -36,7 +36,7 @@ from torch import nn
 
 from ..backbone import ConvNeXt
 from .scene import SHAPE_CLASSES, render_scene
-from .shapes import JPEG_QUALITY, render_image
+from .shapes import IMAGE_SIZE_RANGE, JPEG_QUALITY, render_image
 
 PathLike = Union[str, os.PathLike]
 # ImageNet statistics, as the dense configs' data preprocessors use (RGB).
@@ -104,10 +104,12 @@ class PretrainSettings:
         if len(self.hint_weights) != 4 or any(not w >= 0 for w in self.hint_weights):
             raise ValueError(f'hint_weights must be 4 weights >= 0 (strides 4, 8, 16, 32), got '
                              f'{self.hint_weights!r}')
-        if self.single_object_size < 48 or self.scene_crop < 128:
-            raise ValueError(
-                'single_object_size must be >= 48 and scene_crop >= 128 (the smallest scene '
-                f'side), got {self.single_object_size!r}, {self.scene_crop!r}')
+        if self.single_object_size < 48:
+            raise ValueError(f'single_object_size must be >= 48, got {self.single_object_size!r}')
+        low, high = 32, IMAGE_SIZE_RANGE[0]
+        if not low <= self.scene_crop <= high:
+            raise ValueError(f'scene_crop must be in [{low}, {high}] (the generator\'s smallest '
+                             f'scene side is {high}), got {self.scene_crop!r}')
 
 
 def _normalise(image: np.ndarray) -> np.ndarray:
