@@ -36,7 +36,7 @@ from torch import nn
 
 from ..backbone import ConvNeXt
 from .scene import SHAPE_CLASSES, render_scene
-from .shapes import IMAGE_SIZE_RANGE, JPEG_QUALITY, render_image
+from .shapes import IMAGE_SIZE_RANGE, encode_image, render_image
 
 PathLike = Union[str, os.PathLike]
 # ImageNet statistics, as the dense configs' data preprocessors use (RGB).
@@ -114,10 +114,7 @@ class PretrainSettings:
 
 def _normalise(image: np.ndarray) -> np.ndarray:
     """An RGB uint8 image as the dense configs feed it: JPEG-stored like the dataset, normalised."""
-    ok, jpeg = cv2.imencode('.jpg', np.ascontiguousarray(image[..., ::-1]),
-                            [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    if not ok:
-        raise RuntimeError(f'cv2 could not encode a {image.shape} image')
+    jpeg = np.frombuffer(encode_image(image, '.jpg'), np.uint8)
     stored = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)[..., ::-1]
     return (stored.astype(np.float32) - MEAN) / STD
 

@@ -51,7 +51,9 @@ def render_image(seed: int, split: str, index: int) -> Scene:
     return render_scene(height, width, rng)
 
 
-def _encode(image: np.ndarray, ext: str) -> bytes:
+def encode_image(image: np.ndarray, ext: str) -> bytes:
+    """The bytes of an RGB (or single-channel) uint8 image as the dataset stores it (``ext``:
+    ``'.jpg'`` at ``JPEG_QUALITY`` or ``'.png'``)."""
     params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if ext == '.jpg' else []
     if image.ndim == 3:
         image = image[..., ::-1]  # cv2 writes BGR
@@ -117,11 +119,11 @@ def _write_split(root: Path, seed: int, split: str, count: int) -> Dict:
         scene = render_image(seed, split, index)
         height, width = scene.image.shape[:2]
         stem = f'shapes_{split}_{index:06d}'
-        jpeg = _encode(scene.image, '.jpg')
+        jpeg = encode_image(scene.image, '.jpg')
         (folders[0] / f'{stem}.jpg').write_bytes(jpeg)
         (folders[1] / f'{stem}.jpg').write_bytes(jpeg)
         label_map = scene.label_map()
-        (folders[2] / f'{stem}.png').write_bytes(_encode(label_map, '.png'))
+        (folders[2] / f'{stem}.png').write_bytes(encode_image(label_map, '.png'))
         image_id = index + 1
         images.append(dict(id=image_id, file_name=f'{stem}.jpg', height=height, width=width))
         image_anns = [_coco_annotation(inst.mask, inst.label, image_id, len(annotations) + i + 1)
