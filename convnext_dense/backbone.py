@@ -6,6 +6,7 @@ from mmengine.model import BaseModule
 from torch import nn
 
 from .archs import NUM_STAGES, STAGE_STRIDES, resolve_arch
+from . import float32_fallback
 from .fast_grads import channels_first
 from .layer_ids import default_num_layers, layer_id
 from .layers import ConvNeXtBlock, LayerNorm2d
@@ -102,9 +103,22 @@ class ConvNeXt(BaseModule):
         # Conv weights in channels-last too, or oneDNN converts them on every call.
         self.to(memory_format=torch.channels_last)
         self._freeze_stages()
+        self._layer_scale = layer_scale_init_value > 0
+        self._float32_copy = float32_fallback.Float32Copy()
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """Return one ``(N, C_i, H / s_i, W / s_i)`` map per index in ``out_indices``."""
+        """Return one ``(N, C_i, H / s_i, W / s_i)`` map per index in ``out_indices``.
+
+        bfloat16 (a cast model or CPU autocast) on a CPU without bf16 instructions is computed
+        in float32 and returned in the dtype asked for (see ``convnext_dense.float32_fallback``).
+        """
+        request = float32_fallback.emulated_bf16_request(self, x)
+        if request is not None:
+            return float32_fallback.run(self, x, request, ConvNeXt._forward, self._float32_copy,
+                                        self._layer_scale)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         # Channels-last makes every permute in the blocks a view instead of a copy; converting the
         # 3-channel input is cheaper than converting the stem's output.
         x = x.contiguous(memory_format=torch.channels_last)

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from . import cpu_support
 from .fast_grads import depthwise_conv, keep_pwconv2_context
 from .fused_ops import ONEDNN_LINEAR, InferenceWeights, fast_paths_enabled, fused_mlp, tracing
 
@@ -42,7 +43,8 @@ class ConvNeXtBlock(nn.Module):
     path into one multiply-add with the residual and uses a fast depthwise-conv backward on CPU;
     with ``with_cp`` it recomputes all but pwconv2 in the backward pass. On CPU, when nothing needs
     a gradient, the fused path runs two oneDNN matmuls with GELU and the residual add in their
-    epilogues (see ``convnext_dense.fused_ops``).
+    epilogues (see ``convnext_dense.fused_ops``); in bfloat16 only where the CPU has bf16
+    instructions (``convnext_dense.cpu_support``).
 
     Args:
         channels: Input and output channels.
@@ -106,7 +108,9 @@ class ConvNeXtBlock(nn.Module):
         if torch.is_grad_enabled() and (
                 x.requires_grad or any(p.requires_grad for p in self.parameters())):
             return False
-        return self._compute_dtype(x) in (torch.float32, torch.bfloat16)
+        dtype = self._compute_dtype(x)
+        # oneDNN packs bf16 weights only where the CPU has bf16 instructions.
+        return dtype == torch.float32 or (dtype == torch.bfloat16 and cpu_support.native_bf16())
 
     @staticmethod
     def _compute_dtype(x: torch.Tensor) -> torch.dtype:

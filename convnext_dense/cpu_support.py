@@ -1,0 +1,58 @@
+"""What this CPU and torch build can run natively, decided once per process.
+
+The backbone's fast paths ask here rather than assume the machine they were written on:
+oneDNN's packed bfloat16 matmuls exist only where the CPU has bf16 instructions (x86:
+AVX-512 BW/VL/DQ, AVX-NE-CONVERT or AMX; aarch64: its bf16 extension). Elsewhere (AVX2-only x86,
+such as many AMD EPYCs) torch emulates bfloat16 with slow reference kernels and oneDNN's
+bf16 weight packing raises, so the backbone computes in float32 there. Tests monkeypatch
+:func:`native_bf16` to force either answer.
+"""
+import functools
+import logging
+from typing import Dict
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=None)
+def native_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 natively on this CPU (torch's own check, asked once)."""
+    check = getattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', None)
+    return bool(torch.backends.mkldnn.is_available() and check is not None and check())
+
+
+def describe() -> Dict[str, object]:
+    """The facts a benchmark records: CPU model, ISA torch dispatches to, bf16/AMX flags, threads."""
+    flags = set()
+    model = 'unknown'
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8') as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(':')
+                key = key.strip()
+                if key == 'model name' and model == 'unknown':
+                    model = value.strip()
+                elif key in ('flags', 'Features') and not flags:
+                    flags = set(value.split())
+    except OSError:  # not Linux: the model and flags stay unknown
+        pass
+    return dict(
+        cpu_model=model,
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        native_bf16=native_bf16(),
+        flags=sorted(flags & {'avx2', 'avx512f', 'avx512bw', 'avx512vl', 'avx512dq',
+                              'avx512_bf16', 'avx_ne_convert', 'amx_bf16', 'amx_tile', 'bf16'}),
+        threads=torch.get_num_threads(),
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def warn_bf16_emulated() -> None:
+    """Say once per process that bfloat16 was asked for where the CPU has no bf16 kernels."""
+    logger.warning(
+        'bfloat16 is emulated on this CPU (%s, torch capability %s: oneDNN needs AVX-512 BW/VL/DQ, '
+        'AVX-NE-CONVERT or AMX for bf16), and float32 is faster here: the ConvNeXt backbone '
+        'computes in float32 and returns the dtype asked for.',
+        describe()['cpu_model'], torch.backends.cpu.get_cpu_capability())

@@ -1,0 +1,115 @@
+"""bfloat16 asked for on a CPU without bf16 instructions: compute in float32, return bfloat16.
+
+Where oneDNN has no bf16 kernels (see :mod:`convnext_dense.cpu_support`), torch runs bf16
+convolutions and matmuls through reference kernels, about ten times slower than float32 (a
+grouped 7x7 convolution even one group at a time). The backbone then computes in float32 and
+returns what the plain path would have returned:
+
+* under ``torch.autocast('cpu', dtype=torch.bfloat16)`` the parameters are float32 already:
+  autocast is switched off inside the backbone (training too, gradients included);
+* for a model cast to bfloat16 (inference only) a float32 copy of it runs instead; the copy
+  is kept, as much memory as the float32 model, until a parameter changes.
+"""
+import copy
+from typing import Callable, Optional, Tuple
+
+import torch
+from torch import nn
+
+from . import cpu_support
+from .fused_ops import fast_paths_enabled, tracing, version_key
+
+AUTOCAST, CAST = 'autocast', 'cast'
+
+
+def bf16_request(module: nn.Module, x: torch.Tensor) -> Optional[str]:
+    """:data:`CAST` for bfloat16 parameters or input, :data:`AUTOCAST` under CPU bf16 autocast."""
+    param = next(module.parameters(), None)
+    if x.dtype == torch.bfloat16 or (param is not None and param.dtype == torch.bfloat16):
+        return CAST
+    if torch.is_autocast_enabled('cpu') and torch.get_autocast_dtype('cpu') == torch.bfloat16:
+        return AUTOCAST
+    return None
+
+
+def emulated_bf16_request(module: nn.Module, x: torch.Tensor) -> Optional[str]:
+    """The bf16 request that this CPU would emulate and float32 serves better, else ``None``.
+
+    ``None`` too on other devices, with the fast paths off (the plain reference), under tracing,
+    and when training a bfloat16-cast model (the plain path handles it, slowly).
+    """
+    if x.device.type != 'cpu' or not fast_paths_enabled() or tracing():
+        return None
+    request = bf16_request(module, x)
+    if request is None or cpu_support.native_bf16():
+        return None
+    if request == CAST and torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in module.parameters())):
+        return None
+    cpu_support.warn_bf16_emulated()
+    return request
+
+
+def autocast_output_dtype(layer_scale: bool) -> torch.dtype:
+    """The plain path's output dtype under bf16 autocast: the float32 layer scale promotes it."""
+    return torch.float32 if layer_scale else torch.bfloat16
+
+
+class Float32Copy:
+    """A float32 copy of a module, rebuilt when a parameter of the original changes.
+
+    Copies and pickles of the owner start empty.
+    """
+
+    def __init__(self) -> None:
+        self._key: Optional[Tuple] = None
+        self._params: Tuple = ()
+        self._copy: Optional[nn.Module] = None
+
+    def get(self, module: nn.Module) -> nn.Module:
+        """The float32 copy of ``module``, in its train/eval mode."""
+        params = tuple(module.parameters())
+        key = version_key(params)
+        if (key is None or key != self._key or self._copy is None
+                or not all(p is q for p, q in zip(params, self._params))):
+            with torch.no_grad():
+                self._copy = copy.deepcopy(module).float()
+            self._key, self._params = key, params
+        if self._copy.training != module.training:
+            self._copy.train(module.training)
+        return self._copy
+
+    def clear(self) -> None:
+        """Drop the copy."""
+        self._key, self._params, self._copy = None, (), None
+
+    def __deepcopy__(self, memo) -> 'Float32Copy':
+        return Float32Copy()
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.clear()
+
+
+def run(module: nn.Module, x: torch.Tensor, request: str, forward: Callable,
+        float32_copy: Float32Copy, layer_scale: bool) -> Tuple[torch.Tensor, ...]:
+    """``forward`` of ``module`` (or of its float32 copy) in float32, outputs in the asked dtype.
+
+    Args:
+        module: The module whose parameters ``forward`` reads.
+        x: The input.
+        request: What :func:`emulated_bf16_request` returned.
+        forward: Takes ``(module, x)`` and returns a tuple of tensors.
+        float32_copy: Where the float32 copy of a bfloat16 module is kept.
+        layer_scale: Whether the blocks have a layer scale (decides autocast's output dtype).
+    """
+    if request == AUTOCAST:
+        with torch.autocast('cpu', enabled=False):
+            outs = forward(module, x.float())
+        dtype = autocast_output_dtype(layer_scale)
+    else:
+        outs = forward(float32_copy.get(module), x.float())
+        dtype = torch.bfloat16
+    return tuple(out.to(dtype) for out in outs)

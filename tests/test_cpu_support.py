@@ -1,0 +1,215 @@
+"""bfloat16 works on every CPU: natively where oneDNN has bf16, in float32 where it is emulated.
+
+The decision (:func:`convnext_dense.cpu_support.native_bf16`) is forced both ways here, so the
+float32 fallback is exercised on a CPU with bf16 too; ``test_real_avx2_cpu`` runs the real call
+on an emulated AVX2-only CPU (an AMD EPYC, under qemu's user-mode emulation).
+"""
+import logging
+import os.path as osp
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import convnext_dense.cpu_support as cpu_support
+from convnext_dense import ConvNeXt
+from convnext_dense.fused_ops import InferenceWeights, fast_paths
+from convnext_dense.layers import ConvNeXtBlock
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def _assert_rel(actual, expected, tol, what=''):
+    scale = expected.float().abs().max().clamp_min(1e-12)
+    err = ((actual.float() - expected.float()).abs().max() / scale).item()
+    assert err <= tol, f'{what}: relative error {err:.2e} > {tol:.0e}'
+
+
+def _model(tiny_arch, **kwargs):
+    model = ConvNeXt(arch=tiny_arch, layer_scale_init_value=1.0, **kwargs)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith('gamma'):
+                param.uniform_(0.2, 1.0)
+    return model.eval()
+
+
+@pytest.fixture
+def packed_dtypes(monkeypatch):
+    """The dtypes in which the blocks pack oneDNN weights (one entry per packing)."""
+    dtypes = []
+    original = InferenceWeights.get
+
+    def get(self, pwconv1, pwconv2, gamma, dtype):
+        dtypes.append(dtype)
+        return original(self, pwconv1, pwconv2, gamma, dtype)
+
+    monkeypatch.setattr(InferenceWeights, 'get', get)
+    return dtypes
+
+
+@pytest.fixture
+def emulated(monkeypatch):
+    """This process behaves as on a CPU without bf16 instructions."""
+    monkeypatch.setattr(cpu_support, 'native_bf16', lambda: False)
+    cpu_support.warn_bf16_emulated.cache_clear()
+    yield
+    cpu_support.warn_bf16_emulated.cache_clear()
+
+
+def test_decision_is_torchs_own_check_asked_once(monkeypatch):
+    cpu_support.native_bf16.cache_clear()
+    calls = []
+    real = torch.ops.mkldnn._is_mkldnn_bf16_supported
+    answer = bool(real())
+    monkeypatch.setattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported',
+                        lambda: calls.append(1) or answer, raising=False)
+    try:
+        assert cpu_support.native_bf16() is answer
+        assert cpu_support.native_bf16() is answer
+        assert len(calls) == 1
+    finally:
+        cpu_support.native_bf16.cache_clear()
+
+
+def test_no_onednn_means_no_native_bf16(monkeypatch):
+    cpu_support.native_bf16.cache_clear()
+    monkeypatch.setattr(torch.backends.mkldnn, 'is_available', lambda: False)
+    try:
+        assert cpu_support.native_bf16() is False  # e.g. a build without MKLDNN
+    finally:
+        cpu_support.native_bf16.cache_clear()
+
+
+def test_describe_records_what_benchmarks_need():
+    facts = cpu_support.describe()
+    assert facts['cpu_capability'] == torch.backends.cpu.get_cpu_capability()
+    assert facts['native_bf16'] == cpu_support.native_bf16()
+    assert facts['threads'] == torch.get_num_threads()
+    assert isinstance(facts['cpu_model'], str) and isinstance(facts['flags'], list)
+
+
+@pytest.mark.parametrize('mode', ['cast', 'autocast'])
+def test_emulated_bf16_inference_runs_in_float32(tiny_arch, mode, emulated, packed_dtypes,
+                                                 caplog):
+    model = _model(tiny_arch)
+    x = torch.randn(2, 3, 64, 96)
+    with torch.inference_mode(), fast_paths(False):
+        reference = model(x)
+    if mode == 'cast':
+        model, x = model.to(torch.bfloat16), x.to(torch.bfloat16)
+    with caplog.at_level(logging.WARNING, logger='convnext_dense.cpu_support'):
+        with torch.inference_mode(), torch.autocast('cpu', torch.bfloat16, mode == 'autocast'):
+            first, again = model(x), model(x)
+            with fast_paths(False):
+                plain = model(x)  # the reference kernels: slow, but they work everywhere
+    assert packed_dtypes and set(packed_dtypes) == {torch.float32}
+    assert sum('bfloat16 is emulated' in r.getMessage() for r in caplog.records) == 1
+    for out, out_again, out_plain, ref in zip(first, again, plain, reference):
+        assert out.dtype == out_plain.dtype and out.is_contiguous()
+        assert torch.equal(out, out_again)
+        _assert_rel(out, ref, 1e-2, f'{mode} vs float32')  # only the output rounding
+        _assert_rel(out, out_plain, 5e-2, f'{mode} vs the plain bf16 path')
+
+
+def test_emulated_cast_model_keeps_a_float32_copy_until_a_parameter_changes(tiny_arch,
+                                                                            emulated):
+    model = _model(tiny_arch).to(torch.bfloat16)
+    x = torch.randn(1, 3, 64, 64, dtype=torch.bfloat16)
+    with torch.no_grad():
+        model(x)
+        copy_before = model._float32_copy.get(model)
+        model(x)
+        assert model._float32_copy.get(model) is copy_before
+        model.stages[1][0].pwconv1.weight.add_(1.0)
+        changed = model(x)
+    assert model._float32_copy.get(model) is not copy_before
+    fresh = _model(tiny_arch)
+    fresh.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
+    with torch.no_grad():
+        expected = fresh(x.float())
+    for got, want in zip(changed, expected):
+        assert torch.equal(got, want.to(torch.bfloat16))
+
+
+def test_emulated_autocast_training_runs_in_float32(tiny_arch, emulated):
+    model = _model(tiny_arch, drop_path_rate=0.2).train()
+    x = torch.randn(2, 3, 64, 64)
+    grads = []
+    for autocast in (True, False):
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(3)
+        with torch.autocast('cpu', torch.bfloat16, enabled=autocast):
+            outs = model(x)
+        sum((o.float() ** 2).mean() for o in outs).backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    for name, grad in grads[1].items():  # the same float32 numbers as without autocast
+        assert torch.equal(grads[0][name], grad), name
+
+
+def test_emulated_cast_model_training_takes_the_plain_path(tiny_arch, emulated):
+    model = _model(tiny_arch).to(torch.bfloat16).train()
+    outs = model(torch.randn(1, 3, 64, 64, dtype=torch.bfloat16))
+    assert all(o.dtype == torch.bfloat16 for o in outs)
+    sum(o.float().sum() for o in outs).backward()
+    assert model.stages[0][0].pwconv1.weight.grad.dtype == torch.bfloat16
+    assert model._float32_copy._copy is None
+
+
+def test_block_alone_never_packs_bf16_weights_on_such_a_cpu(emulated, packed_dtypes):
+    block = ConvNeXtBlock(16, layer_scale_init_value=1.0).eval()
+    x = torch.randn(1, 16, 9, 9)
+    with torch.inference_mode(), torch.autocast('cpu', torch.bfloat16):
+        out = block(x)
+    assert packed_dtypes == [] and out.dtype == torch.float32
+
+
+def test_native_bf16_takes_the_fused_bf16_path(tiny_arch, native_bf16_only, packed_dtypes):
+    model = _model(tiny_arch)
+    with torch.inference_mode(), torch.autocast('cpu', torch.bfloat16):
+        model(torch.randn(1, 3, 64, 64))
+    assert set(packed_dtypes) == {torch.bfloat16} and model._float32_copy._copy is None
+
+
+AVX2_SCRIPT = r'''
+import sys, types, torch
+package = types.ModuleType('convnext_dense'); package.__path__ = ['convnext_dense']
+sys.modules['convnext_dense'] = package
+from convnext_dense import cpu_support
+from convnext_dense.backbone import ConvNeXt
+from convnext_dense.fused_ops import fast_paths
+print(torch.backends.cpu.get_cpu_capability(), cpu_support.native_bf16())
+torch.manual_seed(0)
+model = ConvNeXt(arch=dict(depths=(1, 1, 1, 1), channels=(8, 16, 32, 64)),
+                 layer_scale_init_value=1.0).eval()
+x = torch.randn(1, 3, 32, 32)
+with torch.inference_mode():
+    reference = model(x)
+    with fast_paths(False):
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(reference, model(x)))
+    with torch.autocast('cpu', torch.bfloat16):
+        autocast = model(x)
+    cast = model.to(torch.bfloat16)(x.to(torch.bfloat16))
+for ref, a, c in zip(reference, autocast, cast):
+    scale = ref.abs().max()
+    assert (a.float() - ref).abs().max() <= 1e-2 * scale, 'autocast'
+    assert (c.float() - ref).abs().max() <= 1e-2 * scale and c.dtype == torch.bfloat16, 'cast'
+print('ok')
+'''
+
+
+@pytest.mark.slow
+def test_real_avx2_cpu():
+    """The whole bf16 request on a CPU that has AVX2 and nothing newer, emulated by qemu."""
+    qemu = shutil.which('qemu-x86_64')
+    if qemu is None:
+        pytest.skip('needs qemu-x86_64 (Debian: apt-get install qemu-user) to emulate an '
+                    'AVX2-only CPU')
+    result = subprocess.run([qemu, '-cpu', 'EPYC-Rome-v2', sys.executable, '-c', AVX2_SCRIPT],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.split()
+    assert lines[:2] == ['AVX2', 'False'] and lines[-1] == 'ok', result.stdout
+    assert 'bfloat16 is emulated on this CPU' in result.stderr
