@@ -165,3 +165,10 @@ class ConvNeXt(BaseModule):
     def layer_decay_id(self, param_name: str, decay_type: str, num_layers: int) -> int:
         """Layer id of a backbone parameter (name relative to the backbone) for layer decay."""
         return layer_id(param_name, decay_type, num_layers)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Every load_state_dict path (mmengine's load_checkpoint behind load_from, init_detector,
+        # init_model; torch) passes here: take any ConvNeXt naming and refuse a partial backbone.
+        from .weights.self_load import adopt_backbone_keys
+        adopt_backbone_keys(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -14,8 +14,10 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from .checkpoint_runner import StrictLoadRunner
 from .data_checks import check_data_paths, explain_annotation_errors
 from .resume_safety import remove_interrupted_writes
+from .weights.sources import resolve_source
 
 TASK_SCOPES = ('mmdet', 'mmseg')
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
@@ -148,16 +150,35 @@ def drop_persistent_workers_without_workers(cfg: Config) -> None:
 
 
 def build_runner(cfg: Config) -> Runner:
-    """Build the Runner named by ``runner_type`` (default mmengine's Runner)."""
+    """Build the Runner named by ``runner_type``, by default :class:`StrictLoadRunner`."""
     adapt_to_device(cfg)
     drop_persistent_workers_without_workers(cfg)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    return StrictLoadRunner.from_cfg(cfg)
+
+
+def prepare_load_from(cfg: Config, mode: str) -> None:
+    """Fetch ``load_from`` first (an offline machine fails in seconds, saying where to put it).
+
+    When training starts from ``load_from`` (fine-tuning), the backbone comes from that checkpoint
+    in full, so its ``init_cfg`` Pretrained weights would only be downloaded and overwritten: they
+    are skipped.
+    """
+    if not cfg.get('load_from') or cfg.get('resume'):
+        return
+    resolve_source(cfg.load_from)
+    backbone = cfg.get('model', {}).get('backbone') or {}
+    init_cfg = backbone.get('init_cfg')
+    if mode == 'train' and isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+        print_log(f'load_from={cfg.load_from} fills the backbone: its init_cfg Pretrained '
+                  f'({init_cfg.get("checkpoint")}) is not loaded.', logger='current')
+        backbone.init_cfg = None
 
 
 def run(cfg: Config, mode: str):
     """Check the data, build the runner and train or test; returns what the runner returns."""
+    prepare_load_from(cfg, mode)
     check_data_paths(cfg, mode)
     if mode == 'train':
         add_non_finite_loss_check(cfg)

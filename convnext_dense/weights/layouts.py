@@ -222,13 +222,16 @@ def _describe(naming: str, inside: Mapping[str, str], full_prefix: str, containe
     return name
 
 
-def convert_with_report(checkpoint: Mapping, prefix: Optional[str] = None) -> Conversion:
+def convert_with_report(checkpoint: Mapping, prefix: Optional[str] = None,
+                        dense: bool = False) -> Conversion:
     """Convert a ConvNeXt checkpoint of any supported layout to backbone parameter names.
 
     Args:
         checkpoint: A state dict, or a checkpoint dict holding one under ``state_dict`` / ``model``.
         prefix: Keys to take, e.g. ``'backbone.'`` (stripped); None detects ``backbone.`` and
             ``convnext.``. Keys outside the prefix are dropped and reported.
+        dense: The keys are known to come from a dense backbone (a whole detector / segmenter):
+            an mmpretrain ``norm3`` is then an output norm, never a classifier's final norm.
 
     Returns:
         A :class:`Conversion`. Applied to its own ``state_dict`` it returns that dict unchanged.
@@ -247,7 +250,8 @@ def convert_with_report(checkpoint: Mapping, prefix: Optional[str] = None) -> Co
             f'official, Hugging Face, timm or mmpretrain ConvNeXt layouts '
             f'(keys look like {_preview(list(inside))})')
     norm_ids = {int(m.group(1)) for k in inside for m in [re.fullmatch(r'norm(\d)\..+', k)] if m}
-    classification = naming == 'mmpretrain' and _mmpretrain_is_classification(norm_ids, others)
+    classification = (naming == 'mmpretrain' and not dense
+                      and _mmpretrain_is_classification(norm_ids, others))
 
     converted: Dict[str, torch.Tensor] = {}
     mapped: Dict[str, str] = {}

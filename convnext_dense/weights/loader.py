@@ -77,15 +77,11 @@ def load_pretrained(backbone: nn.Module, checkpoint: Checkpoint,
     configured = (tuple(backbone.depths), tuple(backbone.channels))
     plan = plan_load(expected, conversion.state_dict, configured, conversion.unmapped,
                      source=f'{where} ({conversion.layout} layout)')
-    result = backbone.load_state_dict(plan.state_dict, strict=False)
-    not_loaded = set(result.missing_keys) - set(plan.fresh_norms)
-    if not_loaded or result.unexpected_keys:  # plan_load guarantees this; a guard against drift
-        raise RuntimeError(f'load_state_dict left {sorted(not_loaded)} missing and '
-                           f'{result.unexpected_keys} unexpected')
-    with torch.no_grad():
-        for key in plan.fresh_norms:
-            param = backbone.get_parameter(key)
-            param.fill_(1.0 if key.endswith('.weight') else 0.0)
+    weights = dict(plan.state_dict)
+    current = backbone.state_dict()
+    for key in plan.fresh_norms:  # output norms a classification checkpoint lacks: 1 and 0
+        weights[key] = torch.full_like(current[key], 1.0 if key.endswith('.weight') else 0.0)
+    backbone.load_state_dict(weights, strict=True)
     print_log(format_report(conversion, where, plan), logger='current')
     for target, original in conversion.mapped.items():
         print_log(f'  {original} -> {target}', logger='current', level=logging.DEBUG)

@@ -1,0 +1,143 @@
+"""Load a whole detector / segmenter checkpoint of any layout and source, strictly.
+
+Two purposes, two rules:
+
+* ``'evaluate'`` (``tools/test.py``): every parameter and buffer of the model must come from the
+  checkpoint with the right shape, or nothing is loaded and the error lists what does not fit.
+* ``'finetune'`` (``load_from`` in training): the backbone must be filled completely (same
+  error); neck and head tensors that are missing or mis-shaped in the checkpoint — the usual case
+  for a dataset with another number of classes — keep their initial values and are listed in one
+  log block, as are checkpoint keys the model does not have.
+"""
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Union
+
+from mmengine.logging import print_log
+from torch import nn
+
+from .key_report import KeyMismatch, compare_keys
+from .layouts import unwrap_state_dict
+from .model_layouts import BACKBONE, LAYOUT_HF_UPERNET, convert_model_state_dict
+from .safe_load import load_state_file
+from .sources import resolve_source
+
+PURPOSES = ('evaluate', 'finetune')
+# BatchNorm's batch counter does not change what a model computes; old files may lack it.
+_IGNORED_MISSING = ('num_batches_tracked',)
+
+Source = Union[str, os.PathLike, Mapping]
+
+
+@dataclass(frozen=True)
+class ModelCheckpoint:
+    """A whole-model checkpoint, read and renamed to this package's names.
+
+    Attributes:
+        state_dict: Model tensors under mmdet / mmseg + official backbone names.
+        meta: The checkpoint's ``meta`` (for Hugging Face directories: ``dataset_meta`` with the
+            classes of ``config.json``'s ``id2label``).
+        layout: The detected layout.
+        where: Where it was read from, for messages.
+        renamed: New key -> original key for the keys that changed name.
+    """
+
+    state_dict: Dict[str, object]
+    meta: Dict[str, object]
+    layout: str
+    where: str
+    renamed: Dict[str, str] = field(default_factory=dict)
+
+
+def read_model_checkpoint(source: Source) -> ModelCheckpoint:
+    """Resolve (file, URL, Hugging Face directory or hub id), load safely and rename a checkpoint.
+
+    Raises:
+        FileNotFoundError: the source cannot be found or fetched (the message says where to put it).
+        ValueError: unsafe or corrupt file.
+    """
+    if isinstance(source, Mapping):
+        obj, where, path = source, 'the given checkpoint', None
+    else:
+        path = resolve_source(source)
+        where = f"checkpoint '{os.fspath(source)}'"
+        if str(path) != os.fspath(source):
+            where += f' ({path})'
+        obj = load_state_file(path)
+    state_dict, _ = unwrap_state_dict(obj)
+    meta = dict(obj['meta']) if isinstance(obj.get('meta'), Mapping) else {}
+    conversion = convert_model_state_dict(state_dict, meta)
+    if path is not None and conversion.layout == LAYOUT_HF_UPERNET:
+        meta.setdefault('dataset_meta', _hf_dataset_meta(path.parent / 'config.json'))
+    return ModelCheckpoint(conversion.state_dict, meta, conversion.layout, where,
+                           conversion.renamed)
+
+
+def _hf_dataset_meta(config_json: Path) -> Dict[str, object]:
+    if not config_json.is_file():
+        return {}
+    id2label = json.loads(config_json.read_text()).get('id2label') or {}
+    return {'classes': tuple(id2label[k] for k in sorted(id2label, key=int))}
+
+
+def load_model_checkpoint(model: nn.Module, source: Source, purpose: str = 'evaluate'
+                          ) -> ModelCheckpoint:
+    """Load a whole-model checkpoint into ``model`` under the rules of ``purpose``.
+
+    Args:
+        model: The detector / segmenter (not a DDP wrapper).
+        source: File, URL, Hugging Face directory, hub id, or a checkpoint dict.
+        purpose: ``'evaluate'`` (everything must fit) or ``'finetune'`` (the backbone must fit;
+            neck / head misfits keep their init and are logged).
+
+    Returns:
+        The checkpoint that was read.
+
+    Raises:
+        ValueError: unknown purpose; the checkpoint does not fit (message names the layout and
+            lists missing / unexpected / mis-shaped keys by module); unsafe or corrupt file.
+        FileNotFoundError: the source cannot be found or fetched.
+    """
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose '{purpose}' is not one of {PURPOSES}")
+    checkpoint = read_model_checkpoint(source)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    mismatch = compare_keys(expected, checkpoint.state_dict, _IGNORED_MISSING)
+    blocking = mismatch if purpose == 'evaluate' else _backbone_part(mismatch)
+    if blocking:
+        raise ValueError(_refusal(checkpoint, blocking, purpose))
+    weights = {k: v for k, v in checkpoint.state_dict.items()
+               if k in expected and k not in {key for key, _, _ in mismatch.misshaped}}
+    model.load_state_dict(weights, strict=False)
+    summary = (f'Loaded {checkpoint.where} ({checkpoint.layout} layout) for {purpose}: '
+               f'{len(weights)} of {len(expected)} model tensors')
+    if checkpoint.renamed:
+        summary += f', {len(checkpoint.renamed)} renamed from the checkpoint\'s names'
+    if mismatch:
+        summary += ('.\nNot from the checkpoint (neck / head tensors keep their initial values; '
+                    'checkpoint keys the model has no place for are ignored):\n'
+                    + '\n'.join(mismatch.lines()))
+    print_log(summary, logger='current')
+    return checkpoint
+
+
+def _backbone_part(mismatch: KeyMismatch) -> KeyMismatch:
+    def ours(key: str) -> bool:
+        return key.startswith(BACKBONE)
+    return KeyMismatch(tuple(filter(ours, mismatch.missing)), tuple(filter(ours, mismatch.unexpected)),
+                       tuple(m for m in mismatch.misshaped if ours(m[0])))
+
+
+def _refusal(checkpoint: ModelCheckpoint, mismatch: KeyMismatch, purpose: str) -> str:
+    rule = ('to evaluate, every parameter and buffer of the model must come from the checkpoint'
+            if purpose == 'evaluate' else
+            'to fine-tune, the whole backbone must come from the checkpoint')
+    lines = [f'{checkpoint.where} ({checkpoint.layout} layout) does not fit this model ({rule}); '
+             'nothing was loaded:'] + mismatch.lines()
+    if mismatch.missing and not any(k.startswith(BACKBONE) for k in checkpoint.state_dict):
+        lines.append('  the checkpoint has no backbone.* keys: a backbone-only (classification) '
+                     "checkpoint belongs in model.backbone.init_cfg=dict(type='Pretrained', "
+                     'checkpoint=...)')
+    return '\n'.join(lines)

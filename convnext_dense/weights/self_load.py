@@ -1,0 +1,77 @@
+"""What the ConvNeXt backbone does when a state dict is loaded into it (or into a model holding it).
+
+``ConvNeXt._load_from_state_dict`` calls :func:`adopt_backbone_keys` for every load path that goes
+through ``load_state_dict`` — mmengine's ``load_checkpoint`` (``load_from``, ``init_detector``,
+``init_model``, ``Pretrained`` init of a whole model), the Runner's resume, plain PyTorch. Keys in
+any ConvNeXt naming (official, mmpretrain, Hugging Face, timm) are renamed in place to the
+backbone's, and a load that would leave any backbone tensor at its initial value is refused: the
+caller gets an error instead of a model with a partly random backbone.
+"""
+import re
+from typing import Dict, List
+
+from torch import nn
+
+from .fit import describe_arch, infer_arch
+from .key_report import compare_keys
+from .layouts import convert_with_report, detect_naming
+
+_OUTPUT_NORM = re.compile(r'norm([0-3])\.(weight|bias)')
+
+
+def adopt_backbone_keys(backbone: nn.Module, state_dict: Dict[str, object], prefix: str) -> None:
+    """Rename ``state_dict``'s keys under ``prefix`` to the backbone's names, in place, or refuse.
+
+    Args:
+        backbone: A :class:`convnext_dense.ConvNeXt`.
+        state_dict: The dict ``_load_from_state_dict`` received (mutated in place: children read
+            their keys from it afterwards).
+        prefix: The backbone's key prefix in it (``'backbone.'`` in a detector, ``''`` alone).
+
+    Raises:
+        ValueError: the keys do not fill every backbone parameter with the right shape; the
+            message names the layout found and lists missing, unexpected and mis-shaped keys by
+            module.
+    """
+    originals = [k for k in state_dict if k.startswith(prefix)]
+    where = f"the ConvNeXt backbone{f' at {prefix!r}' if prefix else ''}"
+    if not originals:
+        raise ValueError(
+            f'the state dict holds no weights for {where}: loading it would leave the whole '
+            'backbone at its random init. A classification checkpoint belongs in '
+            "backbone init_cfg=dict(type='Pretrained', checkpoint=...), not in load_from")
+    inside = {k[len(prefix):]: state_dict[k] for k in originals}
+    if detect_naming(list(inside)) is None:
+        raise ValueError(f'the weights for {where} are not a ConvNeXt in any known naming '
+                         f'(keys look like {sorted(inside)[:4]})')
+    conversion = convert_with_report(inside, prefix='', dense=True)
+    converted = dict(conversion.state_dict)
+    for key in conversion.unmapped:
+        converted[key] = inside[key]
+    expected = {k: v.shape for k, v in backbone.state_dict().items()}
+    for key in [k for k in converted if _OUTPUT_NORM.fullmatch(k) and k not in expected]:
+        del converted[key]  # output norm of a stage this backbone does not output
+    mismatch = compare_keys({prefix + k: v for k, v in expected.items()},
+                            {prefix + k: v for k, v in converted.items()})
+    if mismatch:
+        raise ValueError('\n'.join(
+            [f'checkpoint ({conversion.layout} layout) does not fill {where}; nothing was loaded:']
+            + _hints(converted, backbone, [k[len(prefix):] for k in mismatch.missing])
+            + mismatch.lines()))
+    for key in originals:
+        del state_dict[key]
+    state_dict.update({prefix + k: v for k, v in converted.items()})
+
+
+def _hints(converted, backbone, missing) -> List[str]:
+    lines = []
+    held = infer_arch(converted)
+    configured = (tuple(backbone.depths), tuple(backbone.channels))
+    if held != configured and any(c is not None for c in held[1]):
+        lines.append(f'  the checkpoint holds a ConvNeXt with {describe_arch(*held)}; the '
+                     f'backbone is configured as {describe_arch(*configured)}')
+    if missing and all(_OUTPUT_NORM.fullmatch(k) for k in missing):
+        lines.append('  only output norms are missing: this is a classification backbone; load '
+                     "it with init_cfg=dict(type='Pretrained', checkpoint=...), which starts them "
+                     'at weight 1, bias 0')
+    return lines
