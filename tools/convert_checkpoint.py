@@ -1,33 +1,74 @@
-"""Convert a ConvNeXt checkpoint of any layout to the convnext_dense backbone layout.
+"""Convert a ConvNeXt checkpoint: to backbone weights, to a Hugging Face UperNet, or to mmseg.
 
 SRC may be a file, an http(s) URL, a Hugging Face model directory or a hub id; the layout
-(official, Hugging Face, timm, mmpretrain, full mmdet / mmseg checkpoint) is detected from the keys.
+(official, Hugging Face, timm, mmpretrain, full mmdet / mmseg checkpoint, Hugging Face
+UperNetForSemanticSegmentation) is detected from the keys.
 
 Example:
     python tools/convert_checkpoint.py facebook/convnext-base-224-22k convnext_base_22k.safetensors
     python tools/convert_checkpoint.py convnext_base_22k_224.pth convnext_base_22k.pth --format pth
+    python tools/convert_checkpoint.py work_dirs/upernet/iter_160000.pth hf_upernet --to hf-upernet
+    python tools/convert_checkpoint.py openmmlab/upernet-convnext-tiny upernet_t.pth --to mmseg
 """
 import argparse
 import sys
 
 from convnext_dense.weights import convert_file, format_report
 from convnext_dense.weights.export import FORMATS
+from convnext_dense.weights.hf_upernet import (classes_from_meta, mapping_lines, save_hf_upernet,
+                                               save_mmseg_checkpoint)
+from convnext_dense.weights.model_loader import read_model_checkpoint
+
+TARGETS = ('backbone', 'hf-upernet', 'mmseg')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('src', help='checkpoint file, URL, Hugging Face directory or hub id')
-    parser.add_argument('dst', help='output file')
+    parser.add_argument('dst', help='output file (a directory for --to hf-upernet)')
+    parser.add_argument('--to', choices=TARGETS, default='backbone',
+                        help='backbone weights alone (default); a Hugging Face '
+                             'UperNetForSemanticSegmentation directory; an mmseg checkpoint')
     parser.add_argument('--format', choices=FORMATS, default=None,
-                        help='output format (default: pth for .pth/.pt/.bin, else safetensors)')
+                        help='backbone output format (default: pth for .pth/.pt/.bin, else '
+                             'safetensors)')
     parser.add_argument('--prefix', default=None,
-                        help="take only keys under this prefix, e.g. 'backbone.' (default: detect)")
+                        help="backbone: take only keys under this prefix, e.g. 'backbone.' "
+                             '(default: detect)')
+    parser.add_argument('--pool-scales', type=int, nargs='+', default=[1, 2, 3, 6],
+                        help='hf-upernet: the decode head\'s pyramid pooling scales '
+                             '(default: 1 2 3 6)')
+    parser.add_argument('--verbose', action='store_true', help='print every key mapped')
     return parser.parse_args(argv)
+
+
+def _whole_model(args) -> None:
+    checkpoint = read_model_checkpoint(args.src)
+    classes = classes_from_meta(checkpoint.meta)
+    print(f'Read {checkpoint.where}, layout: {checkpoint.layout}; '
+          f'{len(checkpoint.state_dict)} tensors, classes: '
+          f'{", ".join(classes) if classes else "none in the checkpoint (LABEL_i)"}')
+    if args.to == 'hf-upernet':
+        dst, mapped = save_hf_upernet(checkpoint.state_dict, args.dst, classes, args.pool_scales)
+        renamed = {k: v for k, v in mapped.items() if k != v}
+        print(f'mapped {len(mapped)} tensors to Hugging Face names ({len(renamed)} renamed):')
+        print('\n'.join(mapping_lines(renamed, 0 if args.verbose else 12)))
+        print(f'wrote {dst}/config.json and {dst}/model.safetensors '
+              '(UperNetForSemanticSegmentation.from_pretrained loads it)')
+    else:
+        renamed = checkpoint.renamed
+        print(f'renamed {len(renamed)} keys to mmseg / convnext_dense names:')
+        print('\n'.join(mapping_lines(renamed, 0 if args.verbose else 12)))
+        dst = save_mmseg_checkpoint(checkpoint.state_dict, args.dst, classes, checkpoint.where)
+        print(f'wrote {len(checkpoint.state_dict)} tensors to {dst}')
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        if args.to != 'backbone':
+            _whole_model(args)
+            return 0
         conversion, where = convert_file(args.src, args.dst, args.format, args.prefix)
     except (ValueError, FileNotFoundError) as err:
         print(f'error: {err}', file=sys.stderr)

@@ -5,7 +5,8 @@
 _base_ = ['mmdet::convnext/mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py',
           '../_base_/convnext-b-in22k.py']
 
-custom_imports = dict(imports=['convnext_dense'], allow_failed_imports=False)
+custom_imports = dict(imports=['convnext_dense', 'convnext_dense.model_checkpoints'],
+                      allow_failed_imports=False)
 
 model = dict(
     backbone=dict(_delete_=True, **_base_.convnext_b_in22k, drop_path_rate=0.6),

@@ -6,7 +6,8 @@
 _base_ = ['mmseg::convnext/convnext-base_upernet_8xb2-amp-160k_ade20k-640x640.py',
           '../_base_/convnext-b-in22k.py']
 
-custom_imports = dict(imports=['convnext_dense'], allow_failed_imports=False)
+custom_imports = dict(imports=['convnext_dense', 'convnext_dense.model_checkpoints'],
+                      allow_failed_imports=False)
 
 model = dict(
     backbone=dict(_delete_=True, **_base_.convnext_b_in22k, drop_path_rate=0.4),

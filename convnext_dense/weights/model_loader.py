@@ -70,9 +70,21 @@ def read_model_checkpoint(source: Source) -> ModelCheckpoint:
     meta = dict(obj['meta']) if isinstance(obj.get('meta'), Mapping) else {}
     conversion = convert_model_state_dict(state_dict, meta)
     if path is not None and conversion.layout == LAYOUT_HF_UPERNET:
-        meta.setdefault('dataset_meta', _hf_dataset_meta(path.parent / 'config.json'))
+        config_json = path.parent / 'config.json'
+        if not config_json.is_file() and not Path(os.fspath(source)).exists():
+            config_json = _hub_config(os.fspath(source)) or config_json
+        meta.setdefault('dataset_meta', _hf_dataset_meta(config_json))
     return ModelCheckpoint(conversion.state_dict, meta, conversion.layout, where,
                            conversion.renamed)
+
+
+def _hub_config(repo_id: str) -> Optional[Path]:
+    """The hub repository's config.json (for its labels), or None if it cannot be had."""
+    try:
+        from huggingface_hub import hf_hub_download
+        return Path(hf_hub_download(repo_id, 'config.json'))
+    except Exception:  # noqa: BLE001  (labels are optional; the weights were found)
+        return None
 
 
 def _hf_dataset_meta(config_json: Path) -> Dict[str, object]:

@@ -1,0 +1,147 @@
+"""Hugging Face UperNetForSemanticSegmentation (ConvNeXt) <-> mmseg UperNet, logits compared.
+
+transformers is the reference: a small random UperNet with every parameter and BatchNorm statistic
+perturbed, saved with ``save_pretrained``, is loaded into the matching mmseg config (the demo
+UperNet: depths 1-1-3-1, channels 32-256, head 64, auxiliary 32, 5 classes), and both models'
+logits on the same normalised input are compared in fp32, eval mode, whole-image inference.
+"""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from model_checkpoints import SEG_CONFIG, demo_cfg
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ('background', 'circle', 'triangle', 'square', 'star')
+TOLERANCE = 1e-4
+INPUT_SHAPE = (2, 3, 96, 128)
+
+
+def _hf_upernet(seed: int = 0):
+    from transformers import ConvNextConfig, UperNetConfig, UperNetForSemanticSegmentation
+    from transformers.utils import logging as hf_logging
+    hf_logging.set_verbosity_error()
+    torch.manual_seed(seed)
+    config = UperNetConfig(
+        backbone_config=ConvNextConfig(depths=[1, 1, 3, 1], hidden_sizes=[32, 64, 128, 256],
+                                       layer_scale_init_value=1.0,
+                                       out_features=['stage1', 'stage2', 'stage3', 'stage4']),
+        hidden_size=64, auxiliary_channels=32, auxiliary_in_channels=128,
+        id2label=dict(enumerate(CLASSES)), label2id={c: i for i, c in enumerate(CLASSES)})
+    model = UperNetForSemanticSegmentation(config)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.1 * torch.randn_like(param))
+        for name, buffer in model.named_buffers():
+            if name.endswith('running_mean'):
+                buffer.copy_(0.1 * torch.randn_like(buffer))
+            elif name.endswith('running_var'):
+                buffer.copy_(0.5 + torch.rand_like(buffer))
+    return model.eval()
+
+
+def _hf_logits(model, x):
+    with torch.no_grad():
+        return model(pixel_values=x).logits
+
+
+def _mmseg_logits(model, x):
+    shape = tuple(x.shape[2:])
+    metas = [dict(img_shape=shape, ori_shape=shape, pad_shape=shape)] * x.shape[0]
+    with torch.no_grad():
+        return model.encode_decode(x, metas)
+
+
+@pytest.fixture(scope='module')
+def hf_dir(tmp_path_factory):
+    model = _hf_upernet()
+    path = tmp_path_factory.mktemp('hf') / 'upernet-convnext-demo'
+    model.save_pretrained(path)
+    x = torch.randn(*INPUT_SHAPE, generator=torch.Generator().manual_seed(1))
+    return path, x, _hf_logits(model, x)
+
+
+@pytest.fixture(scope='module')
+def mmseg_from_hf(hf_dir):
+    from mmseg.apis import init_model
+    path, x, reference = hf_dir
+    model = init_model(demo_cfg(SEG_CONFIG), str(path), device='cpu').eval()
+    return model
+
+
+def test_hf_directory_loads_through_init_model(hf_dir, mmseg_from_hf):
+    _, x, reference = hf_dir
+    logits = _mmseg_logits(mmseg_from_hf, x)
+    assert logits.shape == reference.shape
+    difference = (logits - reference).abs().max().item()
+    print(f'max |mmseg - HF| logit difference: {difference:.3g} (logits up to {reference.abs().max():.3g})')
+    assert difference < TOLERANCE
+    assert tuple(mmseg_from_hf.dataset_meta['classes']) == CLASSES
+
+
+def test_round_trip_back_to_hf(hf_dir, mmseg_from_hf, tmp_path):
+    from transformers import UperNetForSemanticSegmentation
+    _, x, reference = hf_dir
+    mmseg_file = tmp_path / 'upernet.pth'
+    torch.save({'state_dict': mmseg_from_hf.state_dict(),
+                'meta': {'dataset_meta': {'classes': CLASSES}}}, mmseg_file)
+    out = tmp_path / 'hf_again'
+    result = subprocess.run([sys.executable, str(ROOT / 'tools' / 'convert_checkpoint.py'),
+                             str(mmseg_file), str(out), '--to', 'hf-upernet', '--verbose'],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 'decode_head.conv_seg.weight -> decode_head.classifier.weight' in result.stdout
+    again = UperNetForSemanticSegmentation.from_pretrained(out).eval()
+    assert again.config.id2label == dict(enumerate(CLASSES))
+    difference = (_hf_logits(again, x) - reference).abs().max().item()
+    print(f'max |HF(converted back) - HF| logit difference: {difference:.3g}')
+    assert difference < TOLERANCE
+    own_logits = _mmseg_logits(mmseg_from_hf, x)
+    assert (_hf_logits(again, x) - own_logits).abs().max().item() < TOLERANCE
+
+
+def test_hf_directory_to_mmseg_checkpoint(hf_dir, tmp_path):
+    from mmseg.apis import init_model
+    path, x, reference = hf_dir
+    out = tmp_path / 'from_hf.pth'
+    result = subprocess.run([sys.executable, str(ROOT / 'tools' / 'convert_checkpoint.py'),
+                             str(path), str(out), '--to', 'mmseg', '--verbose'],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 'Hugging Face UperNetForSemanticSegmentation' in result.stdout
+    assert 'backbone.embeddings.patch_embeddings.weight -> backbone.downsample_layers.0.0.weight' \
+        in result.stdout
+    checkpoint = torch.load(out, weights_only=True)
+    assert checkpoint['meta']['dataset_meta']['classes'] == CLASSES
+    model = init_model(demo_cfg(SEG_CONFIG), str(out), device='cpu').eval()
+    assert (_mmseg_logits(model, x) - reference).abs().max().item() < TOLERANCE
+
+
+def test_switch_is_explicit():
+    code = ('import convnext_dense, convnext_dense.model_checkpoints as m; from mmengine.runner '
+            'import CheckpointLoader as C; print(m.enabled())')
+    before = ('import convnext_dense; from mmengine.runner import CheckpointLoader as C; '
+              "print(C._schemes[''].__name__)")
+    out = [subprocess.run([sys.executable, '-c', c], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120).stdout.strip().splitlines()[-1] for c in (before, code)]
+    assert out == ['load_local_checkpoint', 'True']
+
+
+@pytest.mark.slow
+def test_hf_directory_through_tools_test(hf_dir, tmp_path):
+    from convnext_dense.demo import generate_shapes_dataset
+    generate_shapes_dataset(tmp_path / 'shapes', seed=5, num_train=2, num_val=2)
+    path, _, _ = hf_dir
+    data_root = tmp_path / 'shapes' / 'ade'
+    result = subprocess.run(
+        [sys.executable, str(ROOT / 'tools' / 'test.py'), SEG_CONFIG, str(path), '--work-dir',
+         str(tmp_path / 'w'), '--cfg-options', f'test_dataloader.dataset.data_root={data_root}',
+         'test_dataloader.num_workers=0'],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert 'Hugging Face UperNetForSemanticSegmentation (ConvNextBackbone) layout) for evaluate' in log
+    assert 'mIoU:' in log
