@@ -19,6 +19,7 @@ CASCADE_B = 'configs/cascade_mask_rcnn/cascade-mask-rcnn_convnext-b-in22k_fpn_4c
 MASK_RCNN_B = 'configs/mask_rcnn/mask-rcnn_convnext-b-in22k_fpn_ms-crop-3x_coco.py'
 UPERNET_B = 'configs/upernet/upernet_convnext-b-in22k_8xb2-160k_ade20k-640x640.py'
 OFFICIAL_22K = 'https://dl.fbaipublicfiles.com/convnext/convnext_{}_22k_224.pth'
+OFFICIAL_1K = 'https://dl.fbaipublicfiles.com/convnext/convnext_{}_1k_224.pth'
 
 
 def _load(relative_path: str) -> Config:
@@ -47,8 +48,8 @@ def test_config_builds_model_with_consistent_channels(path):
     assert backbone_cfg.type == 'convnext_dense.ConvNeXt'
     if 'demo' not in path:
         arch = backbone_cfg.arch
-        assert backbone_cfg.init_cfg == dict(type='Pretrained',
-                                             checkpoint=OFFICIAL_22K.format(arch))
+        weights = OFFICIAL_1K if '-in1k_' in path else OFFICIAL_22K
+        assert backbone_cfg.init_cfg == dict(type='Pretrained', checkpoint=weights.format(arch))
     model = _build_model(cfg)  # init_weights is not called: nothing is downloaded
     channels = list(model.backbone.out_channels)
     if runner_setup.task_scope(cfg) == 'mmdet':

@@ -1,0 +1,15 @@
+# UperNet, ConvNeXt-T from the ImageNet-1k weights, 160k iterations, ADE20K 512x512.
+# Published by the ConvNeXt authors: 46.0 mIoU single-scale / 46.7 multi-scale + flip. The rest
+# (drop path 0.4, AdamW 1e-4, stage-wise decay 0.9 over 6 layers, slide test 512 / 341, resize
+# to 2048x512, TTA ratios 0.5-1.75 with flip) is mmseg's stock config.
+_base_ = ['mmseg::convnext/convnext-tiny_upernet_8xb2-amp-160k_ade20k-512x512.py',
+          '../_base_/convnext-in1k.py']
+
+custom_imports = dict(imports=['convnext_dense', 'convnext_dense.model_checkpoints'],
+                      allow_failed_imports=False)
+
+model = dict(backbone=dict(
+    _delete_=True, **_base_.convnext_in1k, arch='tiny', drop_path_rate=0.4,
+    init_cfg=dict(type='Pretrained', checkpoint=_base_.checkpoint_tiny)))
+optim_wrapper = dict(constructor='convnext_dense.LayerDecayOptimizerConstructor')
+auto_scale_lr = dict(enable=False, base_batch_size=16)
