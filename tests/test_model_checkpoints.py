@@ -200,3 +200,17 @@ def test_tools_train_finetunes_from_another_class_count(seg_data, tmp_path):
     assert 'mmdet 3.x / mmseg 1.x model zoo' in log
     assert 'decode_head.conv_seg: weight [3, 64, 1, 1] in the checkpoint, [5, 64, 1, 1]' in log
     assert 'auxiliary_head.conv_seg: weight [3, 32, 1, 1]' in log
+
+
+def test_classification_backbone_starts_output_norms_fresh(detector_source):
+    state, _ = detector_source
+    backbone = build(demo_cfg(DET_CONFIG)).backbone
+    weights = {k[len('backbone.'):]: v for k, v in state.items()
+               if k.startswith('backbone.') and not k.startswith('backbone.norm')}
+    backbone.load_state_dict(weights)
+    assert torch.equal(backbone.norm2.weight, torch.ones_like(backbone.norm2.weight))
+    assert torch.equal(backbone.norm2.bias, torch.zeros_like(backbone.norm2.bias))
+    assert torch.equal(backbone.stages[2][0].dwconv.weight, state['backbone.stages.2.0.dwconv.weight'])
+    del weights['stages.0.0.gamma']
+    with pytest.raises(ValueError, match='stages.0.0: gamma'):
+        backbone.load_state_dict(weights)

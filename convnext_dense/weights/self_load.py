@@ -5,11 +5,14 @@ through ``load_state_dict`` — mmengine's ``load_checkpoint`` (``load_from``, `
 ``init_model``, ``Pretrained`` init of a whole model), the Runner's resume, plain PyTorch. Keys in
 any ConvNeXt naming (official, mmpretrain, Hugging Face, timm) are renamed in place to the
 backbone's, and a load that would leave any backbone tensor at its initial value is refused: the
-caller gets an error instead of a model with a partly random backbone.
+caller gets an error instead of a model with a partly random backbone. The one exception is a
+classification backbone (no output norms at all, every other tensor present): its output norms
+start fresh at weight 1, bias 0, as with ``init_cfg=dict(type='Pretrained', ...)``.
 """
 import re
 from typing import Dict, List
 
+import torch
 from torch import nn
 
 from .fit import describe_arch, infer_arch
@@ -38,7 +41,7 @@ def adopt_backbone_keys(backbone: nn.Module, state_dict: Dict[str, object], pref
     if not originals:
         raise ValueError(
             f'the state dict holds no weights for {where}: loading it would leave the whole '
-            'backbone at its random init. A classification checkpoint belongs in '
+            'backbone at its random init. A backbone-only (classification) checkpoint belongs in '
             "backbone init_cfg=dict(type='Pretrained', checkpoint=...), not in load_from")
     inside = {k[len(prefix):]: state_dict[k] for k in originals}
     if detect_naming(list(inside)) is None:
@@ -51,6 +54,13 @@ def adopt_backbone_keys(backbone: nn.Module, state_dict: Dict[str, object], pref
     expected = {k: v.shape for k, v in backbone.state_dict().items()}
     for key in [k for k in converted if _OUTPUT_NORM.fullmatch(k) and k not in expected]:
         del converted[key]  # output norm of a stage this backbone does not output
+    norms = [k for k in expected if _OUTPUT_NORM.fullmatch(k)]
+    if norms and not any(k in converted for k in norms):
+        # A classification backbone (no output norms at all, everything else checked below): the
+        # norms start fresh at weight 1, bias 0, as Pretrained init does.
+        current = backbone.state_dict()
+        converted.update({k: torch.full_like(current[k], 1.0 if k.endswith('weight') else 0.0)
+                          for k in norms})
     mismatch = compare_keys({prefix + k: v for k, v in expected.items()},
                             {prefix + k: v for k, v in converted.items()})
     if mismatch:
@@ -71,7 +81,6 @@ def _hints(converted, backbone, missing) -> List[str]:
         lines.append(f'  the checkpoint holds a ConvNeXt with {describe_arch(*held)}; the '
                      f'backbone is configured as {describe_arch(*configured)}')
     if missing and all(_OUTPUT_NORM.fullmatch(k) for k in missing):
-        lines.append('  only output norms are missing: this is a classification backbone; load '
-                     "it with init_cfg=dict(type='Pretrained', checkpoint=...), which starts them "
-                     'at weight 1, bias 0')
+        lines.append('  only some output norms are missing: the checkpoint is a dense model with '
+                     'other out_indices; set out_indices to match')
     return lines
