@@ -214,3 +214,9 @@ def test_classification_backbone_starts_output_norms_fresh(detector_source):
     del weights['stages.0.0.gamma']
     with pytest.raises(ValueError, match='stages.0.0: gamma'):
         backbone.load_state_dict(weights)
+
+
+def test_missing_local_file_is_not_looked_up_on_the_hub():
+    from convnext_dense.weights.sources import resolve_source
+    with pytest.raises(FileNotFoundError, match="checkpoint file 'work_dirs/nothing/epoch_3.pth' does not exist"):
+        resolve_source('work_dirs/nothing/epoch_3.pth')

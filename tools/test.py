@@ -9,7 +9,8 @@ from convnext_dense import runner_setup
 def parse_args():
     parser = argparse.ArgumentParser(description='Test a ConvNeXt detector or segmenter')
     parser.add_argument('config', help='config file, or mmdet::/mmseg:: name')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint: file, URL, Hugging Face directory or hub id '
+                        '(any layout the README lists; loaded strictly)')
     parser.add_argument('--work-dir', help='where the evaluation log goes')
     parser.add_argument('--out', help='keep raw predictions (.pkl for mmdet, a dir for mmseg)')
     parser.add_argument('--show-dir', help='draw predictions on the test images into this dir')

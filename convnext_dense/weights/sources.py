@@ -20,6 +20,8 @@ import torch
 HF_WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
 CONNECT_TIMEOUT_S = 10.0
 _HUB_ID = re.compile(r'[A-Za-z0-9][\w.-]*/[\w.-]+')
+# A missing path with one of these endings is a missing file, not a hub id ('work_dirs/x.pth').
+_FILE_SUFFIXES = ('.pth', '.pt', '.bin', '.safetensors', '.ckpt')
 # torch.hub's convention: a file named "<name>-<sha256 prefix>.<ext>" is checked on download.
 _HASH_IN_NAME = re.compile(r'-([a-f0-9]{8,})\.')
 
@@ -49,8 +51,10 @@ def resolve_source(source: Source) -> Path:
         return path
     if path.is_dir():
         return _weights_in_directory(path)
-    if _HUB_ID.fullmatch(text):
+    if _HUB_ID.fullmatch(text) and path.suffix not in _FILE_SUFFIXES:
         return download_from_hub(text)
+    if path.suffix in _FILE_SUFFIXES:
+        raise FileNotFoundError(f"checkpoint file '{text}' does not exist")
     raise FileNotFoundError(
         f"checkpoint '{text}' is not an existing file or directory, an http(s) URL, or a Hugging "
         "Face hub id ('org/name')")
