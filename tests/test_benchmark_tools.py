@@ -34,6 +34,10 @@ def test_benchmark_cli_writes_table_and_json(tmp_path):
     infer = [row for row in results['rows'] if row['case']['task'] == 'infer']
     assert infer and all(row['agrees'] for row in infer)
     assert results['command'].startswith('python tools/benchmark.py --arch {')
+    machine = results['machine']  # what makes figures from different CPUs comparable
+    assert machine['cpu_capability'] == torch.backends.cpu.get_cpu_capability()
+    assert isinstance(machine['native_bf16'], bool) and isinstance(machine['cpu_flags'], list)
+    assert f"({machine['cpu_capability']}, bf16 " in result.stdout
 
 
 def test_with_cp_step_needs_less_memory():
@@ -75,6 +79,9 @@ def test_plan_and_goals():
                           'cp_memory_ratio': 0.3}])
     assert [(g['metric'], g['met']) for g in goals] == [
         ('ratio_vs_huggingface', False), ('cp_memory_ratio', True), ('cp_time_ratio', True)]
+    bf16 = [{'group': 'infer bf16 eager 512x512', 'ratio_vs_huggingface': 0.9}]
+    assert not check_goals(bf16, native_bf16=True)[0]['met']  # bf16 kernels: <= 0.80
+    assert check_goals(bf16, native_bf16=False)[0]['met']  # emulated: no slower than the peer
     with pytest.raises(ValueError, match='variants'):
         BenchmarkConfig(variants=('fast',))
     with pytest.raises(ValueError, match="precision 'bf16-cast' is for inference"):
@@ -84,5 +91,17 @@ def test_plan_and_goals():
 @pytest.mark.slow
 def test_whole_model_segmenter_runs(tmp_path):
     from convnext_dense.benchmark.whole_model import run_whole_models
-    rows = run_whole_models(['segmenter'], [(64, 64)], modes=('infer',), repeats=1, warmup=0)
-    assert rows[0]['task'] == 'segmenter' and rows[0]['ours_s'] > 0 and rows[0]['ratio'] > 0
+    rows = run_whole_models(['segmenter'], [(64, 64)], modes=('infer',), repeats=2, warmup=0,
+                            clock='cpu')
+    row = rows[0]
+    assert row['task'] == 'segmenter' and row['ours_s'] > 0 and row['ratio'] > 0
+    assert len(row['ours_times_s']) == len(row['huggingface_times_s']) == 2
+    assert row['ours_spread'] >= 0 and row['same_head_work'] and row['clock'] == 'cpu'
+
+
+@pytest.mark.slow
+def test_whole_model_detector_records_its_head_work():
+    from convnext_dense.benchmark.whole_model import run_whole_models
+    row = run_whole_models(['detector'], [(64, 96)], modes=('infer',), repeats=1, warmup=0)[0]
+    assert row['work']['ours']['detections'] == 2 * 100  # max_per_img for each of 2 images
+    assert row['same_head_work'], row['work']  # same weights, so the same detections kept

@@ -77,6 +77,9 @@ def parse_args(argv=None):
     parser.add_argument('--whole-model-modes', nargs='+', default=['infer', 'train'],
                         choices=['infer', 'train'])
     parser.add_argument('--json', help='write all results here')
+    parser.add_argument('--onnx', nargs='+', choices=['backbone', 'segmenter', 'detector'],
+                        help='onnxruntime vs PyTorch eager, fp32, 1 thread and all cores: the '
+                             'backbone at the first --sizes, the demo segmenter / detector')
     return parser.parse_args(argv)
 
 
@@ -99,22 +102,35 @@ def main(argv=None) -> int:
                                  matmul_shapes=args.matmul_shapes)
         results = run_benchmark(config, log)
         results['summary'] = summarize(results)
-        results['goals'] = check_goals(results['summary'])
+        results['goals'] = check_goals(results['summary'],
+                                       results['machine']['native_bf16'])
         print(f"Machine: {format_machine(results)}\n")
         print(format_summary(results['summary'], results['goals']) + '\n')
         print(format_table(results))
     if args.whole_model:
+        from convnext_dense.benchmark.runner import machine_info
         from convnext_dense.benchmark.whole_model import run_whole_models
+        if 'machine' not in results:
+            results.update(machine=machine_info('cpu'), clock=args.clock)
+            print(f"Machine: {format_machine(results)}")
         rows = run_whole_models(args.whole_model, args.sizes, args.whole_model_modes,
                                 args.repeats, args.warmup, args.clock, log)
         results['whole_model'] = rows
-        print('\n| whole model | step | size | ours s | Hugging Face backbone s | ratio |')
-        print('|---|---|---|---|---|---|')
+        print('\n| whole model | step | size | ours s (spread) | Hugging Face backbone s (spread) '
+              '| ratio | same head work |')
+        print('|---|---|---|---|---|---|---|')
         for row in rows:
-            hf = '' if 'huggingface_s' not in row else f"{row['huggingface_s']:.3f}"
+            hf = ('' if 'huggingface_s' not in row else
+                  f"{row['huggingface_s']:.3f} ({row['huggingface_spread']:.1%})")
             ratio = '' if 'ratio' not in row else f"{row['ratio']:.3f}"
             print(f"| {row['task']} | {row['mode']} | {row['size'][0]}x{row['size'][1]} | "
-                  f"{row['ours_s']:.3f} | {hf} | {ratio} |")
+                  f"{row['ours_s']:.3f} ({row['ours_spread']:.1%}) | {hf} | {ratio} | "
+                  f"{row.get('same_head_work', '')} {row['work'].get('ours') or ''} |")
+    if args.onnx:
+        from convnext_dense.benchmark.onnx_speed import format_rows, run_onnx_speed
+        results['onnx'] = run_onnx_speed(args.onnx, args.sizes[0], args.repeats, args.warmup,
+                                         args.clock, args.arch, log)
+        print('\n' + format_rows(results['onnx']))
     results['command'] = ' '.join(['python', 'tools/benchmark.py'] + list(
         sys.argv[1:] if argv is None else argv))
     write_json(results, args.json)

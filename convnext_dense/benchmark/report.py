@@ -3,21 +3,23 @@ import json
 import os
 from typing import Dict, List, Optional, Sequence
 
-# The issue's goals: (summary group, field, limit).
+# The goals: (summary group, field, limit on a CPU with native bf16, limit where it is emulated).
+# Without bf16 instructions bf16 only has to be no slower than the peer's bf16.
 GOALS = (
-    ('infer fp32 eager 512x512', 'ratio_vs_huggingface', 0.93),
-    ('train fp32 eager 512x512', 'ratio_vs_huggingface', 0.93),
-    ('infer bf16 eager 512x512', 'ratio_vs_huggingface', 0.80),
-    ('train fp32 with_cp 800x1216', 'cp_memory_ratio', 0.50),
-    ('train fp32 with_cp 800x1216', 'cp_time_ratio', 1.35),
+    ('infer fp32 eager 512x512', 'ratio_vs_huggingface', 0.90, 0.90),
+    ('train fp32 eager 512x512', 'ratio_vs_huggingface', 0.90, 0.90),
+    ('infer bf16 eager 512x512', 'ratio_vs_huggingface', 0.80, 1.00),
+    ('train fp32 with_cp 800x1216', 'cp_memory_ratio', 0.50, 0.50),
+    ('train fp32 with_cp 800x1216', 'cp_time_ratio', 1.35, 1.35),
 )
 
 
-def check_goals(summary: Sequence[Dict]) -> List[Dict]:
-    """Each goal whose group was measured: value, limit and whether it is met."""
+def check_goals(summary: Sequence[Dict], native_bf16: bool = True) -> List[Dict]:
+    """Each goal whose group was measured: value, limit (for this CPU class) and whether it is met."""
     by_group = {entry['group']: entry for entry in summary}
     checked = []
-    for group, key, limit in GOALS:
+    for group, key, native_limit, emulated_limit in GOALS:
+        limit = native_limit if native_bf16 else emulated_limit
         value = by_group.get(group, {}).get(key)
         if value is not None:
             checked.append({'group': group, 'metric': key, 'value': value, 'limit': limit,
@@ -71,13 +73,16 @@ def format_summary(summary: Sequence[Dict], goals: Sequence[Dict]) -> str:
 
 
 def format_machine(results: Dict) -> str:
-    """One line: processor, cores and threads, torch, load averages, matmul peaks."""
+    """One line: processor, ISA and bf16 support, cores and threads, torch, load, matmul peaks."""
     machine = results['machine']
     peaks = ', '.join(f"{dtype} {peak['gflops']:.0f} GFLOP/s"
                       for dtype, peak in results.get('matmul_peak', {}).items())
     load = machine.get('load_average', ())
     after = machine.get('load_average_after', ())
-    return (f"{machine.get('gpu') or machine['processor']}; {machine['cores']} cores, "
+    isa = (f"{machine.get('cpu_capability', '?')}, bf16 "
+           f"{'native' if machine.get('native_bf16') else 'emulated'}, flags "
+           f"{' '.join(machine.get('cpu_flags', ())) or 'none'}")
+    return (f"{machine.get('gpu') or machine['processor']} ({isa}); {machine['cores']} cores, "
             f"{machine['threads']} threads; torch {machine['torch']}; matmul peak {peaks}; "
             f"load average {' '.join(f'{x:.1f}' for x in load)} before, "
             f"{' '.join(f'{x:.1f}' for x in after)} after; clock {results.get('clock', 'wall')}")

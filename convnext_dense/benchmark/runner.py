@@ -12,6 +12,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from .. import cpu_support
 from ..fused_ops import fast_paths
 from .cases import Case, build_model, make_images, make_step, prepare, tf32
 from .flops import count_macs
@@ -139,24 +140,17 @@ def build_models(config: BenchmarkConfig, log: Callable[[str], None]) -> Dict[st
 
 
 def machine_info(device: str) -> Dict:
-    """CPU / GPU, core count, torch version, threads."""
-    info = {'platform': platform.platform(), 'processor': _cpu_name(), 'cores': os.cpu_count(),
-            'threads': torch.get_num_threads(), 'torch': torch.__version__, 'device': device,
-            'load_average': load_average()}
+    """CPU / GPU, ISA torch dispatches to, bf16 / AMX flags, core count, torch version, threads."""
+    cpu = cpu_support.describe()
+    info = {'platform': platform.platform(),
+            'processor': cpu['cpu_model'] if cpu['cpu_model'] != 'unknown' else
+            platform.processor(),
+            'cpu_capability': cpu['cpu_capability'], 'native_bf16': cpu['native_bf16'],
+            'cpu_flags': cpu['flags'], 'cores': os.cpu_count(), 'threads': cpu['threads'],
+            'torch': torch.__version__, 'device': device, 'load_average': load_average()}
     if device == 'cuda':
         info['gpu'] = torch.cuda.get_device_name()
     return info
-
-
-def _cpu_name() -> str:
-    try:
-        with open('/proc/cpuinfo') as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = lambda _: None,

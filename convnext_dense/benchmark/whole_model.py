@@ -24,13 +24,23 @@ TASK_CONFIGS = {
 
 
 def build_task_model(config_path: str) -> torch.nn.Module:
-    """The config's model with random weights (nothing downloaded), in its registry's scope."""
+    """The config's model with random weights (nothing downloaded), in its registry's scope.
+
+    A detector keeps every detection (score threshold 0), so the count does not depend on how
+    random weights happen to score.
+    """
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
     from ..runner_setup import task_scope
     cfg = Config.fromfile(config_path)
     cfg.model.backbone.init_cfg = None
+    rcnn = cfg.model.get('test_cfg', {}).get('rcnn')
+    if rcnn is not None:
+        # Random weights score near the 0.05 threshold, where the last-digit differences between
+        # two backbones decide how many boxes survive (4 against 0 seen): with no threshold both
+        # keep max_per_img per image, so their box and mask heads do the same work.
+        rcnn.score_thr = 0.0
     scope = task_scope(cfg)
     init_default_scope(scope)
     registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
@@ -61,15 +71,24 @@ def make_batch(model: torch.nn.Module, size: Tuple[int, int], batch_size: int = 
     return dict(inputs=inputs, data_samples=samples)
 
 
-def _steps(model: torch.nn.Module, batch: Dict) -> Dict[str, Callable[[], None]]:
+def _steps(model: torch.nn.Module, batch: Dict, work: Dict) -> Dict[str, Callable[[], None]]:
+    """Inference and training steps; each records the head work it did in ``work``.
+
+    Every step starts from the same seed, so both backbones' models sample the same proposals
+    and RoIs in training; inference records the detections kept (detector) per step.
+    """
     def infer():
         model.eval()
+        torch.manual_seed(0)
         with torch.inference_mode():
-            model.test_step(copy.deepcopy(batch))
+            results = model.test_step(copy.deepcopy(batch))
+        if hasattr(results[0], 'pred_instances'):
+            work['detections'] = sum(len(r.pred_instances) for r in results)
 
     def train():
         model.train()
         model.zero_grad(set_to_none=True)
+        torch.manual_seed(0)
         data = model.data_preprocessor(copy.deepcopy(batch), True)
         losses = model(**data, mode='loss')
         loss, _ = model.parse_losses(losses)
@@ -83,8 +102,9 @@ def run_whole_models(tasks: Sequence[str], sizes: Sequence[Tuple[int, int]],
                      log: Callable[[str], None] = lambda _: None) -> list:
     """Time each task model with our backbone and with Hugging Face's, interleaved.
 
-    Returns rows ``{'task', 'mode', 'size', 'ours_s', 'huggingface_s', 'ratio'}`` (no peer
-    columns when transformers is missing).
+    Returns rows ``{'task', 'mode', 'size', 'ours_s', 'huggingface_s', 'ratio'}`` with each
+    side's spread (interquartile range over the median) and times, and ``same_head_work``: both
+    models kept as many detections (no peer columns when transformers is missing).
     """
     rows = []
     for task in tasks:
@@ -104,14 +124,20 @@ def run_whole_models(tasks: Sequence[str], sizes: Sequence[Tuple[int, int]],
             batches = {name: make_batch(model, size) for name, model in models.items()}
             for mode in modes:
                 log(f'whole model: {task} {mode} {size[0]}x{size[1]}')
-                steps = {name: _steps(model, batches[name])[mode]
+                work = {name: {} for name in models}
+                steps = {name: _steps(model, batches[name], work[name])[mode]
                          for name, model in models.items()}
                 timings = time_interleaved(steps, repeats, warmup, clock=CLOCKS[clock])
                 row = {'task': task, 'mode': mode, 'size': list(size),
-                       'ours_s': timings['ours'].median}
+                       'ours_s': timings['ours'].median, 'ours_spread': timings['ours'].spread,
+                       'ours_times_s': timings['ours'].times, 'repeats': repeats,
+                       'clock': clock, 'work': work}
                 if 'huggingface' in timings:
                     row['huggingface_s'] = timings['huggingface'].median
+                    row['huggingface_spread'] = timings['huggingface'].spread
+                    row['huggingface_times_s'] = timings['huggingface'].times
                     row['ratio'] = row['ours_s'] / row['huggingface_s']
+                    row['same_head_work'] = work['ours'] == work['huggingface']
                 rows.append(row)
     return rows
 
