@@ -16,6 +16,24 @@ import torch
 logger = logging.getLogger(__name__)
 
 
+# Block width from which, on x86 CPUs without AVX-512, torch's BLAS (MKL) matmul with an in-place
+# GELU beats oneDNN's fused matmuls: oneDNN's AVX2 kernels are 7-10 % slower on the wide layers
+# and the fused epilogue saves less there (one pass per 4C multiply-adds); at 128 channels the
+# epilogue wins by 20 % (ConvNeXt-B block MLPs at 512x512, one thread, with AVX2 kernels only).
+BLAS_MLP_MIN_CHANNELS = 256
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_capability() -> str:
+    """The instruction set torch's own kernels dispatch to ('AVX2', 'AVX512', ...), asked once."""
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def onednn_mlp(channels: int) -> bool:
+    """Whether a fused float32 block of ``channels`` runs oneDNN's fused matmuls (else BLAS)."""
+    return not (cpu_capability() == 'AVX2' and channels >= BLAS_MLP_MIN_CHANNELS)
+
+
 @functools.lru_cache(maxsize=None)
 def native_bf16() -> bool:
     """Whether oneDNN runs bfloat16 natively on this CPU (torch's own check, asked once)."""
@@ -40,7 +58,7 @@ def describe() -> Dict[str, object]:
         pass
     return dict(
         cpu_model=model,
-        cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        cpu_capability=cpu_capability(),
         native_bf16=native_bf16(),
         flags=sorted(flags & {'avx2', 'avx512f', 'avx512bw', 'avx512vl', 'avx512dq',
                               'avx512_bf16', 'avx_ne_convert', 'amx_bf16', 'amx_tile', 'bf16'}),

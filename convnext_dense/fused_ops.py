@@ -76,20 +76,39 @@ HIDDEN_CHUNK_BYTES = 8 << 20
 _MIN_CHUNK_ROWS = 256
 
 
+def blas_mlp_chunk(x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor,
+                   weight2: torch.Tensor, bias2: torch.Tensor,
+                   shortcut: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """:func:`fused_mlp` on 2-D ``x`` with plain ``(out, in)`` weights, through torch's BLAS matmul.
+
+    The bias of the first layer rides in the matmul (``addmm``), GELU runs in place, and the
+    second matmul accumulates into ``shortcut + bias2``: one pass over the hidden activations
+    more than oneDNN's epilogues, but on AVX2-only CPUs MKL's matmul is faster than oneDNN's
+    for wide layers (see :func:`convnext_dense.cpu_support.onednn_mlp`).
+    """
+    hidden = torch.addmm(bias1, x, weight1.t())
+    torch.ops.aten.gelu_(hidden)
+    if shortcut is None:
+        return torch.addmm(bias2, hidden, weight2.t())
+    return torch.add(shortcut, bias2).addmm_(hidden, weight2.t())
+
+
 def fused_mlp(x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor, weight2: torch.Tensor,
-              bias2: torch.Tensor, shortcut: Optional[torch.Tensor] = None) -> torch.Tensor:
+              bias2: torch.Tensor, shortcut: Optional[torch.Tensor] = None,
+              onednn: bool = True) -> torch.Tensor:
     """``gelu(x @ weight1.T + bias1) @ weight2.T + bias2 (+ shortcut)`` over the last dim of ``x``.
 
     Rows are taken in chunks whose GELU activations stay within :data:`HIDDEN_CHUNK_BYTES`, each
-    through :func:`linear_gelu`, then :func:`linear` or :func:`linear_add`. In float32 the result
-    equals one call over all rows; in bfloat16, where oneDNN may pick another kernel for fewer
-    rows, it can differ by a rounding.
+    through :func:`linear_gelu`, then :func:`linear` or :func:`linear_add` (``onednn``), or
+    through :func:`blas_mlp_chunk`. In float32 the result equals one call over all rows; in
+    bfloat16, where oneDNN may pick another kernel for fewer rows, it can differ by a rounding.
 
     Args:
         x: ``(..., C)`` input, contiguous.
-        weight1, bias1, weight2, bias2: The two layers (packed weights from
-            :class:`InferenceWeights`).
+        weight1, bias1, weight2, bias2: The two layers (from :class:`InferenceWeights`: packed
+            for oneDNN, or plain for BLAS).
         shortcut: Added to the result (contiguous, the result's shape and dtype), or ``None``.
+        onednn: oneDNN's fused matmuls (packed weights), else torch's BLAS matmul.
 
     Returns:
         ``(..., C_out)`` in ``x``'s dtype.
@@ -101,10 +120,13 @@ def fused_mlp(x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor, weigh
     step = max(_MIN_CHUNK_ROWS, HIDDEN_CHUNK_BYTES // (bias1.numel() * x.element_size()))
 
     def chunk(start: int) -> torch.Tensor:
+        part = None if shortcut is None else shortcut[start:start + step]
+        if not onednn:
+            return blas_mlp_chunk(x[start:start + step], weight1, bias1, weight2, bias2, part)
         hidden = linear_gelu(x[start:start + step], weight1, bias1)
-        if shortcut is None:
+        if part is None:
             return linear(hidden, weight2, bias2)
-        return linear_add(hidden, weight2, bias2, shortcut[start:start + step])
+        return linear_add(hidden, weight2, bias2, part)
 
     if rows <= step:
         out = chunk(0)
@@ -151,12 +173,17 @@ class InferenceWeights:
         self._weights: Tuple[torch.Tensor, ...] = ()
 
     def get(self, pwconv1: torch.nn.Linear, pwconv2: torch.nn.Linear,
-            gamma: Optional[torch.Tensor], dtype: torch.dtype) -> Tuple[torch.Tensor, ...]:
-        """``(weight1, bias1, weight2, bias2)`` for the fused path in ``dtype``."""
+            gamma: Optional[torch.Tensor], dtype: torch.dtype,
+            onednn: bool = True) -> Tuple[torch.Tensor, ...]:
+        """``(weight1, bias1, weight2, bias2)`` for the fused path in ``dtype``.
+
+        ``onednn``: weights packed in oneDNN's layout, else plain ``(out, in)`` for BLAS.
+        """
         params = (pwconv1.weight, pwconv1.bias, pwconv2.weight, pwconv2.bias, gamma)
         key = version_key(params)
+        key = None if key is None else key + (dtype, onednn)
         # The same parameter objects too: a replaced parameter could reuse a freed address.
-        if (key is not None and key + (dtype,) == self._key
+        if (key is not None and key == self._key
                 and all(p is q for p, q in zip(params, self._params))):
             return self._weights
         with torch.no_grad():
@@ -164,13 +191,12 @@ class InferenceWeights:
             if gamma is not None:
                 weight2 = weight2.float() * gamma.float()[:, None]
                 bias2 = bias2.float() * gamma.float()
-            weight1, bias1, weight2, bias2 = (
-                t.to(dtype).contiguous() for t in (weight1, bias1, weight2, bias2))
-            # oneDNN's blocked layout, once, instead of a reorder inside every call.
-            weights = (torch.ops.mkldnn._reorder_linear_weight(weight1), bias1,
-                       torch.ops.mkldnn._reorder_linear_weight(weight2), bias2)
+            weights = tuple(t.to(dtype).contiguous() for t in (weight1, bias1, weight2, bias2))
+            if onednn:  # oneDNN's blocked layout, once, instead of a reorder inside every call
+                weights = (torch.ops.mkldnn._reorder_linear_weight(weights[0]), weights[1],
+                           torch.ops.mkldnn._reorder_linear_weight(weights[2]), weights[3])
         if key is not None:
-            self._key, self._params, self._weights = key + (dtype,), params, weights
+            self._key, self._params, self._weights = key, params, weights
         return weights
 
     def clear(self) -> None:

@@ -43,8 +43,9 @@ class ConvNeXtBlock(nn.Module):
     path into one multiply-add with the residual and uses a fast depthwise-conv backward on CPU;
     with ``with_cp`` it recomputes all but pwconv2 in the backward pass. On CPU, when nothing needs
     a gradient, the fused path runs two oneDNN matmuls with GELU and the residual add in their
-    epilogues (see ``convnext_dense.fused_ops``); in bfloat16 only where the CPU has bf16
-    instructions (``convnext_dense.cpu_support``).
+    epilogues (see ``convnext_dense.fused_ops``; in bfloat16 only where the CPU has bf16
+    instructions, and for wide blocks on AVX2-only CPUs BLAS matmuls instead, as
+    ``convnext_dense.cpu_support`` decides).
 
     Args:
         channels: Input and output channels.
@@ -120,16 +121,17 @@ class ConvNeXtBlock(nn.Module):
 
     def _fused_forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = self._compute_dtype(x)
-        weight1, bias1, weight2, bias2 = self._inference_weights.get(
-            self.pwconv1, self.pwconv2, self.gamma, dtype)
+        onednn = dtype != torch.float32 or cpu_support.onednn_mlp(x.shape[1])
+        weights = self._inference_weights.get(self.pwconv1, self.pwconv2, self.gamma, dtype,
+                                              onednn)
         y = self.norm(self.dwconv(x).permute(0, 2, 3, 1))  # (N, C, H, W) -> (N, H, W, C)
         y = y.to(dtype)
         # The plain path's dtype: under autocast, bf16 branch times float32 gamma is float32.
         out_dtype = x.dtype if self.gamma is None else torch.promote_types(x.dtype, self.gamma.dtype)
         shortcut = x.permute(0, 2, 3, 1)
         if out_dtype == dtype and shortcut.is_contiguous():
-            return fused_mlp(y, weight1, bias1, weight2, bias2, shortcut).permute(0, 3, 1, 2)
-        return x.to(out_dtype) + fused_mlp(y, weight1, bias1, weight2, bias2).permute(0, 3, 1, 2)
+            return fused_mlp(y, *weights, shortcut, onednn).permute(0, 3, 1, 2)
+        return x.to(out_dtype) + fused_mlp(y, *weights, None, onednn).permute(0, 3, 1, 2)
 
     def train(self, mode: bool = True) -> 'ConvNeXtBlock':
         """Switch mode; entering training drops the cached inference weights."""

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import convnext_dense.cpu_support as cpu_support
+import convnext_dense.fused_ops as fused_ops
 from convnext_dense import ConvNeXt
 from convnext_dense.fused_ops import InferenceWeights, fast_paths
 from convnext_dense.layers import ConvNeXtBlock
@@ -42,9 +43,9 @@ def packed_dtypes(monkeypatch):
     dtypes = []
     original = InferenceWeights.get
 
-    def get(self, pwconv1, pwconv2, gamma, dtype):
+    def get(self, pwconv1, pwconv2, gamma, dtype, *args):
         dtypes.append(dtype)
-        return original(self, pwconv1, pwconv2, gamma, dtype)
+        return original(self, pwconv1, pwconv2, gamma, dtype, *args)
 
     monkeypatch.setattr(InferenceWeights, 'get', get)
     return dtypes
@@ -171,6 +172,41 @@ def test_native_bf16_takes_the_fused_bf16_path(tiny_arch, native_bf16_only, pack
     with torch.inference_mode(), torch.autocast('cpu', torch.bfloat16):
         model(torch.randn(1, 3, 64, 64))
     assert set(packed_dtypes) == {torch.bfloat16} and model._float32_copy._copy is None
+
+
+def test_blas_mlp_for_wide_blocks_on_avx2_only(monkeypatch):
+    monkeypatch.setattr(cpu_support, 'cpu_capability', lambda: 'AVX2')
+    assert cpu_support.onednn_mlp(128) and not cpu_support.onednn_mlp(256)
+    assert not cpu_support.onednn_mlp(1024)
+    for capability in ('AVX512', 'SVE256', 'DEFAULT'):  # measured on AVX-512; kept elsewhere
+        monkeypatch.setattr(cpu_support, 'cpu_capability', lambda: capability)
+        assert cpu_support.onednn_mlp(1024)
+
+
+@pytest.mark.parametrize('onednn', [True, False])
+def test_both_matmul_routes_match_plain_in_chunks(tiny_arch, onednn, monkeypatch):
+    monkeypatch.setattr(cpu_support, 'onednn_mlp', lambda channels: onednn)
+    rows = {'onednn': [], 'blas': []}
+    for name, route in (('onednn', 'linear_gelu'), ('blas', 'blas_mlp_chunk')):
+        original = getattr(fused_ops, route)
+        monkeypatch.setattr(fused_ops, route, lambda h, *a, _o=original, _n=name:
+                            rows[_n].append(h.shape[0]) or _o(h, *a))
+    model = _model(tiny_arch, out_indices=(1, 3))
+    x = torch.randn(2, 3, 67, 93)  # stage 0: 2 * 16 * 23 = 736 rows
+    with torch.inference_mode(), fast_paths(False):
+        plain = model(x)
+    with torch.inference_mode():
+        whole = model(x)
+        monkeypatch.setattr(fused_ops, '_MIN_CHUNK_ROWS', 1)
+        monkeypatch.setattr(fused_ops, 'HIDDEN_CHUNK_BYTES', 100 * 64 * 4)  # 100 rows at stage 0
+        chunked = model(x)
+    used, unused = ('onednn', 'blas') if onednn else ('blas', 'onednn')
+    assert rows[used] and not rows[unused]
+    assert rows[used][:5] == [736, 176, 40, 40, 8]  # one call per block: stages 0, 1, 2, 2, 3
+    assert rows[used][5:13] == [100] * 7 + [36]
+    for a, b, p in zip(whole, chunked, plain):
+        _assert_rel(a, p, 1e-5, f'onednn={onednn} vs plain')
+        _assert_rel(b, p, 1e-5, f'onednn={onednn} in chunks vs plain')
 
 
 AVX2_SCRIPT = r'''
