@@ -330,3 +330,26 @@ def test_torch_compile_traces_the_plain_ops_without_graph_breaks(tiny_arch):
     with torch.no_grad():
         for got, want in zip(compiled(x), _outputs(model, x, False)):
             _assert_rel(got, want, what='compiled')
+
+
+def test_weight_gradient_tiles_follow_the_l2_cache(monkeypatch):
+    size = fast_grads.l2_cache_bytes()
+    assert size > 0 and fast_grads._TILE_FLOATS == max(16 * 1024, size // 16)
+
+    def no_sysconf(name):
+        raise ValueError(name)
+
+    monkeypatch.setattr(fast_grads.os, 'sysconf', no_sysconf)
+    sysfs = '/sys/devices/system/cpu/cpu0/cache'
+    expected = fast_grads._DEFAULT_L2_BYTES
+    for index in range(8):
+        try:
+            with open(f'{sysfs}/index{index}/level') as level:
+                if level.read().strip() == '2':
+                    with open(f'{sysfs}/index{index}/size') as text:
+                        text = text.read().strip()
+                    expected = int(text[:-1]) * {'K': 1024, 'M': 1 << 20}[text[-1]]
+                    break
+        except OSError:
+            break
+    assert fast_grads.l2_cache_bytes() == expected  # read from /sys, or the 1 MiB default
