@@ -42,9 +42,11 @@ def native_bf16() -> bool:
 
 
 def describe() -> Dict[str, object]:
-    """The facts a benchmark records: CPU model, ISA torch dispatches to, bf16/AMX flags, threads."""
+    """The facts a benchmark records: CPU model, ISA torch dispatches to, bf16/AMX flags, torch
+    threads, hardware threads per core."""
     flags = set()
     model = 'unknown'
+    counts = {}
     try:
         with open('/proc/cpuinfo', encoding='utf-8') as cpuinfo:
             for line in cpuinfo:
@@ -54,7 +56,9 @@ def describe() -> Dict[str, object]:
                     model = value.strip()
                 elif key in ('flags', 'Features') and not flags:
                     flags = set(value.split())
-    except OSError:  # not Linux: the model and flags stay unknown
+                elif key in ('siblings', 'cpu cores') and key not in counts:
+                    counts[key] = int(value)
+    except (OSError, ValueError):  # not Linux: the model and flags stay unknown
         pass
     return dict(
         cpu_model=model,
@@ -63,6 +67,9 @@ def describe() -> Dict[str, object]:
         flags=sorted(flags & {'avx2', 'avx512f', 'avx512bw', 'avx512vl', 'avx512dq',
                               'avx512_bf16', 'avx_ne_convert', 'amx_bf16', 'amx_tile', 'bf16'}),
         threads=torch.get_num_threads(),
+        # 2 where the logical CPUs are hyper-threads sharing cores (None where unknown).
+        threads_per_core=(counts['siblings'] // counts['cpu cores']
+                          if counts.get('cpu cores') and 'siblings' in counts else None),
     )
 
 

@@ -90,6 +90,7 @@ def test_describe_records_what_benchmarks_need():
     assert facts['native_bf16'] == cpu_support.native_bf16()
     assert facts['threads'] == torch.get_num_threads()
     assert isinstance(facts['cpu_model'], str) and isinstance(facts['flags'], list)
+    assert facts['threads_per_core'] in (None, 1, 2, 4)
 
 
 @pytest.mark.parametrize('mode', ['cast', 'autocast'])

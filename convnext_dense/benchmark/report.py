@@ -82,7 +82,9 @@ def format_machine(results: Dict) -> str:
     isa = (f"{machine.get('cpu_capability', '?')}, bf16 "
            f"{'native' if machine.get('native_bf16') else 'emulated'}, flags "
            f"{' '.join(machine.get('cpu_flags', ())) or 'none'}")
-    return (f"{machine.get('gpu') or machine['processor']} ({isa}); {machine['cores']} cores, "
+    per_core = machine.get('threads_per_core')
+    return (f"{machine.get('gpu') or machine['processor']} ({isa}); {machine['cores']} logical CPUs"
+            f"{'' if per_core is None else f' ({per_core} per core)'}, "
             f"{machine['threads']} threads; torch {machine['torch']}; matmul peak {peaks}; "
             f"load average {' '.join(f'{x:.1f}' for x in load)} before, "
             f"{' '.join(f'{x:.1f}' for x in after)} after; clock {results.get('clock', 'wall')}")

@@ -147,6 +147,7 @@ def machine_info(device: str) -> Dict:
             platform.processor(),
             'cpu_capability': cpu['cpu_capability'], 'native_bf16': cpu['native_bf16'],
             'cpu_flags': cpu['flags'], 'cores': os.cpu_count(), 'threads': cpu['threads'],
+            'threads_per_core': cpu['threads_per_core'],
             'torch': torch.__version__, 'device': device, 'load_average': load_average()}
     if device == 'cuda':
         info['gpu'] = torch.cuda.get_device_name()

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Union
 
+from .. import cpu_support
 from .plots import plot_curves, plot_gallery, read_scalars
 from .runs import format_cfg_options, last_checkpoint, read_test_metrics, run_tool
 from .shapes import DEFAULT_OUT_DIR, generate_shapes_dataset
@@ -270,6 +271,10 @@ class DemoPipeline:
     def run(self) -> DemoResult:
         """All steps; returns the summary line and where the pictures are."""
         start = time.perf_counter()
+        cpu = cpu_support.describe()
+        self.echo(f"machine: {cpu['cpu_model']}, {cpu['cpu_capability']}, bf16 "
+                  f"{'native' if cpu['native_bf16'] else 'emulated'}, {os.cpu_count()} logical "
+                  f"CPUs, {cpu['threads_per_core'] or '?'} per core (the demo's times depend on it)")
         self.generate_data()
         self.echo('[2/5] pre-training the backbone on rendered shapes (the demo\'s '
                   'ImageNet-22k): a conv-BN-ReLU teacher, then hint distillation')
