@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): Makefile setup.py requirements/constraints.txt requirements/runtime.txt requirements/tests.txt
+$(STAMP): Makefile setup.py requirements/constraints.txt requirements/runtime.txt requirements/tests.txt requirements/deploy.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install $(PINS) torch
 	# mmcv's setup.py imports pkg_resources: setuptools<70 must be there before it builds.
@@ -23,7 +23,9 @@ $(STAMP): Makefile setup.py requirements/constraints.txt requirements/runtime.tx
 	$(PIP) install $(PINS) -r requirements/runtime.txt
 	$(PIP) install $(PINS) --no-build-isolation --no-deps -e .
 	$(PIP) install $(PINS) -r requirements/tests.txt
-	$(PY) -c "import mmcv.ops, mmdet, mmseg, convnext_dense"
+	# The `deploy` extra (onnx, onnxruntime): the export tests run it.
+	$(PIP) install $(PINS) -r requirements/deploy.txt
+	$(PY) -c "import mmcv.ops, mmdet, mmseg, convnext_dense, onnxruntime"
 	touch $(STAMP)
 
 test: install

@@ -23,6 +23,10 @@ setup(
         # mmengine finds mmdet::/mmseg:: base configs through pkg_resources (gone in setuptools 81).
         'setuptools<81',
     ],
-    extras_require={'tests': ['pytest', 'pytest-timeout', 'transformers']},
+    extras_require={
+        'tests': ['pytest', 'pytest-timeout', 'transformers'],
+        # ONNX export and onnxruntime inference (tools/export.py, tools/onnx_demo.py).
+        'deploy': ['onnx', 'onnxruntime', 'onnxconverter-common'],
+    },
     license='Apache-2.0',
 )

@@ -1,0 +1,188 @@
+"""Backbone and UperNet exported to ONNX give PyTorch eager's outputs under onnxruntime.
+
+Demo-size models (the demo configs, random weights) on generated demo images; the references
+are the backbone's forward and mmseg's own ``encode_decode`` / ``inference_model``.
+"""
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+from mmseg.apis import inference_model
+
+from convnext_dense import fused_ops
+from convnext_dense.demo.shapes import generate_shapes_dataset
+from convnext_dense.deploy import ExportError, OnnxModel, export_model
+from convnext_dense.deploy.export import build_model
+from convnext_dense.deploy.graphs import TwoStageGraph
+from convnext_dense.deploy.precision import FP32_OPS
+from deploy_helpers import DET_CONFIG, ROOT, SEG_CONFIG, random_checkpoint, with_data_root
+
+LOGIT_TOL = 1e-4
+
+
+@pytest.fixture(scope='module')
+def shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp('deploy_seg') / 'shapes'
+    generate_shapes_dataset(root, seed=0, num_train=1, num_val=4)
+    return root
+
+
+@pytest.fixture(scope='module')
+def upernet(shapes, tmp_path_factory):
+    work = tmp_path_factory.mktemp('upernet_onnx')
+    config = with_data_root(SEG_CONFIG, 'seg', shapes, work / 'config.py')
+    checkpoint = random_checkpoint(config, work / 'model.pth')
+    return config, checkpoint, work
+
+
+def _max_diff(outputs, references):
+    return max(float(np.abs(out - ref.numpy()).max()) for out, ref in zip(outputs, references))
+
+
+@pytest.mark.parametrize('dynamic', [False, True])
+def test_backbone_feature_maps_match_eager(upernet, tmp_path, dynamic):
+    config, checkpoint, _ = upernet
+    export_model(config, checkpoint, tmp_path, shape=(128, 160), dynamic=dynamic,
+                 part='backbone')
+    graph = onnx.load(str(tmp_path / 'model.onnx')).graph
+    assert not any('mkldnn' in node.op_type.lower() for node in graph.node)
+    assert len(graph.output) == 4
+    model, _, _ = build_model(config, checkpoint)
+    runtime = OnnxModel(tmp_path)
+    sizes = [(128, 160), (96, 224)] if dynamic else [(128, 160)]
+    for height, width in sizes:
+        images = torch.randn(1, 3, height, width)
+        with torch.no_grad():
+            reference = model.backbone(images)  # eager, with its fast paths
+        outputs = list(runtime.run(images.numpy()).values())
+        assert [o.shape for o in outputs] == [tuple(r.shape) for r in reference]
+        print(f'backbone {height}x{width}: max abs diff {_max_diff(outputs, reference):.2e}')
+        assert _max_diff(outputs, reference) <= LOGIT_TOL
+    if not dynamic:
+        with pytest.raises(ValueError, match=r'exported for \(128, 160\)'):
+            runtime.run(np.zeros((1, 3, 96, 96), np.float32))
+
+
+@pytest.mark.parametrize('dynamic', [False, True])
+def test_segmenter_logits_match_encode_decode(upernet, tmp_path, dynamic):
+    config, checkpoint, _ = upernet
+    export_model(config, checkpoint, tmp_path, dynamic=dynamic)  # shape: the slide window
+    model, _, _ = build_model(config, checkpoint)
+    runtime = OnnxModel(tmp_path)
+    assert runtime.meta['input']['shape'] == (None if dynamic else [128, 128])
+    for height, width in ([(128, 128), (150, 171)] if dynamic else [(128, 128)]):
+        images = torch.randn(1, 3, height, width)
+        metas = [dict(img_shape=(height, width), pad_shape=(height, width))]
+        with torch.no_grad():
+            reference = model.encode_decode(images, metas)
+        out = runtime.run(images.numpy())['seg_logits']
+        assert out.shape == tuple(reference.shape)
+        print(f'segmenter {height}x{width}: max abs diff {_max_diff([out], [reference]):.2e}')
+        assert _max_diff([out], [reference]) <= LOGIT_TOL
+
+
+def test_segmenter_slide_masks_match_mmseg_on_demo_images(upernet, shapes, tmp_path):
+    config, checkpoint, _ = upernet
+    export_model(config, checkpoint, tmp_path)
+    model, cfg, _ = build_model(config, checkpoint)
+    model.cfg = cfg
+    runtime = OnnxModel(tmp_path)
+    same = total = 0
+    images = sorted((shapes / 'ade' / 'images' / 'validation').glob('*.jpg'))
+    assert len({cv2.imread(str(i)).shape for i in images}) >= 2  # several sizes, one window
+    for image in images:
+        with torch.no_grad():
+            reference = inference_model(model, str(image)).pred_sem_seg.data
+        predicted = runtime.predict(image).pred_sem_seg.data
+        assert predicted.shape == reference.shape
+        same += (predicted == reference).sum().item()
+        total += reference.numel()
+    print(f'segmentation masks: {same / total:.6f} of {total} pixels identical')
+    assert same / total >= 0.999
+
+
+@pytest.mark.parametrize('part', ['backbone', 'model'])
+def test_fp16_keeps_layer_norm_in_fp32_and_stays_close(upernet, tmp_path, part):
+    config, checkpoint, _ = upernet
+    export_model(config, checkpoint, tmp_path / 'fp32', part=part, shape=(128, 128))
+    export_model(config, checkpoint, tmp_path / 'fp16', part=part, shape=(128, 128), fp16=True)
+    graph = onnx.load(str(tmp_path / 'fp16' / 'model.onnx')).graph
+    fp16_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
+    assert fp16_weights, 'no fp16 weights in the fp16 export'
+    norms = [node for node in graph.node if node.op_type == 'LayerNormalization']
+    assert norms and 'LayerNormalization' in FP32_OPS
+    weights = {t.name: t.data_type for t in graph.initializer}
+    for node in norms:  # LayerNorm's scale and bias stay fp32, so does its compute
+        assert all(weights.get(name, onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT
+                   for name in node.input[1:]), node.name
+    images = np.random.default_rng(0).standard_normal((1, 3, 128, 128)).astype(np.float32)
+    full = OnnxModel(tmp_path / 'fp32').run(images)
+    half = OnnxModel(tmp_path / 'fp16').run(images)
+    for name in full:
+        scale = float(np.abs(full[name]).max())
+        diff = float(np.abs(full[name] - half[name]).max())
+        print(f'fp16 vs fp32 {part} {name}: max abs diff {diff:.3e} (max |fp32| {scale:.3e})')
+        assert np.isfinite(half[name]).all()
+        assert diff <= 0.02 * scale
+
+
+def test_onnx_demo_draws_a_prediction(upernet, shapes, tmp_path):
+    config, checkpoint, _ = upernet
+    export_model(config, checkpoint, tmp_path / 'onnx')
+    image = sorted((shapes / 'ade' / 'images' / 'validation').glob('*.jpg'))[0]
+    result = subprocess.run(
+        [sys.executable, 'tools/onnx_demo.py', str(image), str(tmp_path / 'onnx'), '--out-dir',
+         str(tmp_path / 'drawn')], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    drawn = cv2.imread(str(tmp_path / 'drawn' / f'{image.stem}.png'))
+    assert drawn is not None and drawn.shape == cv2.imread(str(image)).shape
+
+
+def test_export_needs_a_shape_for_a_detector(tmp_path):
+    result = subprocess.run(
+        [sys.executable, 'tools/export.py', str(DET_CONFIG), str(tmp_path / 'none.pth'),
+         '--out', str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert 'none.pth not found' in result.stderr
+
+
+def test_unexportable_module_is_named(tmp_path):
+    from mmcv.ops import DeformConv2dPack
+    model, _, _ = build_model(DET_CONFIG, None)
+    model.neck.fpn_convs[0].conv = DeformConv2dPack(64, 64, 3, padding=1)
+    from convnext_dense.deploy.export import _check_modules
+    with pytest.raises(ExportError, match=r"'neck.fpn_convs.0.conv' \(DeformConv2dPack\)"):
+        _check_modules(model)
+
+
+def test_trace_failure_names_the_module(tmp_path, monkeypatch):
+    model, cfg, scope = build_model(SEG_CONFIG, None)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError('unsupported operator aten::foo')
+    monkeypatch.setattr(model.decode_head.bottleneck, 'forward', broken)
+    from convnext_dense.deploy import export as export_module
+    monkeypatch.setattr(export_module, 'build_model', lambda *args: (model, cfg, scope))
+    with pytest.raises(ExportError, match=r"in module 'segmenter.decode_head.bottleneck' "
+                                          r"\(ConvModule\): RuntimeError: unsupported"):
+        export_model(SEG_CONFIG, None, tmp_path)
+
+
+def test_soft_nms_is_refused_by_name():
+    model, _, _ = build_model(DET_CONFIG, None)
+    model.roi_head.test_cfg.nms = dict(type='soft_nms', iou_threshold=0.5)
+    with pytest.raises(ExportError, match='rcnn test_cfg: nms .*soft_nms'):
+        TwoStageGraph(model)
+
+
+def test_fused_paths_are_off_in_the_export(upernet, tmp_path):
+    config, checkpoint, _ = upernet
+    assert fused_ops.fast_paths_enabled()
+    export_model(config, checkpoint, tmp_path, part='backbone', shape=(64, 64))
+    assert fused_ops.fast_paths_enabled()  # restored after the export
+    ops = {node.op_type for node in onnx.load(str(tmp_path / 'model.onnx')).graph.node}
+    assert 'LayerNormalization' in ops and not any('mkldnn' in op.lower() for op in ops)

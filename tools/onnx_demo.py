@@ -1,0 +1,36 @@
+"""Draw an exported (tools/export.py) detector's or segmenter's predictions, run by onnxruntime.
+
+Example:
+    python tools/onnx_demo.py data/demo_shapes/coco/val/shapes_val_000000.jpg \
+        work_dirs/onnx/mask_rcnn --out-dir work_dirs/onnx_demo
+"""
+import argparse
+import sys
+
+from convnext_dense.deploy.runtime import draw_prediction
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('image', help='image file')
+    parser.add_argument('model_dir', help='folder written by tools/export.py')
+    parser.add_argument('--out-dir', default='work_dirs/onnx_demo',
+                        help='where the drawing goes (default: work_dirs/onnx_demo)')
+    parser.add_argument('--score-thr', type=float, default=0.3,
+                        help='detections below this score are not drawn (default: 0.3)')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        out_file = draw_prediction(args.image, args.model_dir, args.out_dir, args.score_thr)
+    except (FileNotFoundError, ValueError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
+    print(f'wrote {out_file}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
