@@ -7,7 +7,7 @@ evaluation (test / val) needs every tensor of the model from the checkpoint; tra
 their init. The checkpoint may be a file, URL, Hugging Face directory or hub id, in any layout
 that module knows. ``--resume`` is mmengine's own path (the checkpoint is this run's).
 """
-from mmengine.model import is_model_wrapper
+from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner import Runner
 
 from .weights.model_loader import load_model_checkpoint
@@ -37,7 +37,9 @@ class StrictLoadRunner(Runner):
         """Resume as mmengine does; load ``load_from`` strictly."""
         if self._has_loaded or self._resume or self._load_from is None:
             return super().load_or_resume()
-        model = self.model.module if is_model_wrapper(self.model) else self.model
+        model = self.model
+        while is_model_wrapper(model) or isinstance(model, BaseTTAModel):  # DDP, --tta
+            model = model.module
         checkpoint = load_model_checkpoint(model, self._load_from, self._load_purpose)
         self.call_hook('after_load_checkpoint',
                        checkpoint={'state_dict': checkpoint.state_dict, 'meta': checkpoint.meta})
