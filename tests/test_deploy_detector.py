@@ -6,6 +6,7 @@ of several sizes, exported with ``--dynamic``; the reference is mmdet's own ``in
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import onnx
 import pytest
@@ -122,6 +123,17 @@ def test_mask_rcnn_masks_agree_with_pytorch(mask_rcnn):
     assert torch.allclose(ref.scores[:count], out.scores[:count], atol=1e-4)
     agree = (ref.masks[:count] == out.masks[:count]).float().mean().item()
     assert agree >= 0.999, agree
+
+
+def test_onnx_demo_draws_detections(mask_rcnn, tmp_path):
+    _, _, onnx_dir, images = mask_rcnn
+    result = subprocess.run(
+        [sys.executable, 'tools/onnx_demo.py', str(images[0]), str(onnx_dir), '--out-dir',
+         str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    drawn = cv2.imread(str(tmp_path / f'{images[0].stem}.png'))
+    assert drawn is not None and drawn.shape == cv2.imread(str(images[0])).shape
+    assert not np.array_equal(drawn, cv2.imread(str(images[0])))  # something was drawn
 
 
 @pytest.mark.slow

@@ -142,12 +142,19 @@ def test_onnx_demo_draws_a_prediction(upernet, shapes, tmp_path):
     assert drawn is not None and drawn.shape == cv2.imread(str(image)).shape
 
 
-def test_export_needs_a_shape_for_a_detector(tmp_path):
+def test_export_reports_a_missing_checkpoint(tmp_path):
     result = subprocess.run(
         [sys.executable, 'tools/export.py', str(DET_CONFIG), str(tmp_path / 'none.pth'),
          '--out', str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert 'none.pth not found' in result.stderr
+
+
+def test_detector_export_needs_a_shape(tmp_path):
+    with pytest.raises(ValueError, match=r'--shape H W'):
+        export_model(DET_CONFIG, None, tmp_path)
+    with pytest.raises(ValueError, match=r'shape \(16, 16\) must be two sizes'):
+        export_model(DET_CONFIG, None, tmp_path, shape=(16, 16))
 
 
 def test_unexportable_module_is_named(tmp_path):

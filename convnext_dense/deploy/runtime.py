@@ -203,8 +203,9 @@ def draw_prediction(image: PathLike, model_dir: PathLike, out_dir: PathLike,
         from mmseg.registry import VISUALIZERS
         visualizer_cfg, draw_args = dict(type='SegLocalVisualizer'), dict(with_labels=True)
     visualizer = VISUALIZERS.build(dict(visualizer_cfg, name=f'onnx_demo_{id(model)}'))
-    visualizer.dataset_meta = {'classes': model.meta['classes'],
-                               'palette': model.meta['palette']}
+    palette = model.meta['palette']  # JSON lists; the visualizers take (r, g, b) tuples
+    visualizer.dataset_meta = {'classes': tuple(model.meta['classes']),
+                               'palette': [tuple(c) for c in palette] if palette else None}
     out_file = Path(out_dir) / f'{Path(image).stem}.png'
     out_file.parent.mkdir(parents=True, exist_ok=True)
     picture = mmcv.imread(str(image), channel_order='rgb')
