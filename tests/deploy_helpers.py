@@ -16,7 +16,7 @@ CASCADE_CONFIG = ROOT / ('configs/cascade_mask_rcnn/'
 
 
 def with_data_root(config: Path, task: str, shapes_root: Path, out_file: Path) -> Path:
-    """``config`` reading the generated shapes dataset at ``shapes_root``, written to ``out_file``."""
+    """``config`` reading the shapes dataset at ``shapes_root``, written to ``out_file``."""
     cfg = load_config(str(config))
     if task == 'det':
         root = f'{shapes_root}/coco/'

@@ -35,7 +35,7 @@ UNEXPORTABLE = {
 
 
 def build_model(config: PathLike, checkpoint: Optional[PathLike]):
-    """The config's model in eval mode with ``checkpoint``'s weights; returns ``(model, cfg, scope)``."""
+    """The config's model in eval mode with ``checkpoint``'s weights: ``(model, cfg, scope)``."""
     cfg = load_config(str(config))
     scope = task_scope(cfg)
     cfg.model.backbone.init_cfg = None  # the weights come from `checkpoint`
@@ -182,6 +182,7 @@ def _trace(graph, inputs: dict, outputs, dynamic_axes, onnx_file: Path) -> None:
             place = (f' in module {where[-1][0]!r} ({where[-1][1]})' if where and where[-1][0]
                      else '')
             first = str(err).strip().splitlines()[0] if str(err).strip() else ''
+            first = first.split('  [Caused by')[0]  # the exporter appends a graph dump
             raise ExportError(f'ONNX export failed{place}: {type(err).__name__}: {first}') \
                 from err
 

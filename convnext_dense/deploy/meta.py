@@ -1,4 +1,4 @@
-"""``deploy.json``: what a runner needs beside ``model.onnx`` (input policy, normalisation, classes)."""
+"""``deploy.json``: what a runner needs beside ``model.onnx`` (input policy, mean/std, classes)."""
 import json
 from pathlib import Path
 from typing import Optional, Sequence, Tuple

@@ -54,8 +54,8 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
 
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
                 iou_threshold: float) -> torch.Tensor:
-    """mmcv's ``batched_nms`` (one NMS, boxes of each ``idxs`` group shifted apart); kept indices."""
-    # max over the boxes and 0: the same as mmcv's boxes.max() for clipped boxes, defined when empty.
+    """mmcv's ``batched_nms`` (one NMS, each ``idxs`` group shifted apart); the kept indices."""
+    # max over the boxes and 0: mmcv's boxes.max() for clipped boxes, and defined when empty.
     max_coordinate = torch.cat([boxes.reshape(-1), boxes.new_zeros(1)]).max()
     offsets = idxs.to(boxes) * (max_coordinate + 1)
     return nms(boxes + offsets[:, None], scores, iou_threshold)

@@ -67,7 +67,7 @@ class OnnxModel:
 
     # -- pre-processing -------------------------------------------------------------------
     def load(self, image: Union[PathLike, np.ndarray]) -> dict:
-        """The config's test pipeline on an image file (or a BGR array): ``inputs``, ``data_samples``."""
+        """Run the config's test pipeline on an image file or BGR array."""
         from mmcv.transforms import Compose
         from mmengine.registry import init_default_scope
         init_default_scope(self.meta['scope'])
