@@ -1,7 +1,14 @@
 """tools/benchmark.py --onnx: onnxruntime against eager on the same module (not a timed test)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from convnext_dense.benchmark.onnx_speed import format_rows, run_onnx_speed
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_onnx_speed_times_both_sides_at_one_thread_and_all_cores():
@@ -18,3 +25,15 @@ def test_onnx_speed_times_both_sides_at_one_thread_and_all_cores():
 def test_onnx_speed_refuses_an_unknown_target():
     with pytest.raises(ValueError, match=r"\['resnet'\] are not among"):
         run_onnx_speed(['resnet'], (64, 64), repeats=1, warmup=0, clock='cpu')
+
+
+def test_benchmark_tool_onnx_option_writes_rows(tmp_path):
+    out = tmp_path / 'onnx.json'
+    result = subprocess.run(
+        [sys.executable, 'tools/benchmark.py', '--tasks', '--onnx', 'segmenter', '--repeats', '1',
+         '--warmup', '0', '--clock', 'cpu', '--json', str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    rows = json.loads(out.read_text())['onnx']
+    assert [row['target'] for row in rows] == ['segmenter', 'segmenter']
+    assert '| segmenter | 128x128 | 1 | cpu |' in result.stdout
