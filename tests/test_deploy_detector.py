@@ -3,6 +3,7 @@
 Demo-size models with spread random weights (tests/deploy_helpers.py) on generated demo images
 of several sizes, exported with ``--dynamic``; the reference is mmdet's own ``inference_detector``.
 """
+import json
 import subprocess
 import sys
 
@@ -134,6 +135,20 @@ def test_onnx_demo_draws_detections(mask_rcnn, tmp_path):
     drawn = cv2.imread(str(tmp_path / f'{images[0].stem}.png'))
     assert drawn is not None and drawn.shape == cv2.imread(str(images[0])).shape
     assert not np.array_equal(drawn, cv2.imread(str(images[0])))  # something was drawn
+
+
+def test_onnx_parity_tool_reports_matches_and_ap(mask_rcnn, shapes):
+    config, checkpoint, onnx_dir, _ = mask_rcnn
+    result = subprocess.run(
+        [sys.executable, 'tools/onnx_parity.py', str(config), str(checkpoint), str(onnx_dir),
+         str(shapes / 'coco' / 'val'), '--limit', '2', '--ann-file',
+         str(shapes / 'coco' / 'annotations' / 'instances_val.json')],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    report = json.loads(result.stdout[result.stdout.rindex('{\n  "images"'):])
+    assert report['images'] == 2 and report['count'] == 200 and report['unmatched'] == 0
+    assert report['worst_iou'] >= 0.99 and report['max_score_diff'] <= 1e-3
+    assert report['pytorch_bbox_mAP'] == pytest.approx(report['onnx_bbox_mAP'], abs=0.002)
 
 
 @pytest.mark.slow
