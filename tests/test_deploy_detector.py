@@ -151,6 +151,18 @@ def test_onnx_parity_tool_reports_matches_and_ap(mask_rcnn, shapes):
     assert report['pytorch_bbox_mAP'] == pytest.approx(report['onnx_bbox_mAP'], abs=0.002)
 
 
+def test_no_detection_gives_empty_results(tmp_path):
+    # Background wins everywhere: the graph's NMS, RoIAlign and mask head see zero boxes.
+    model, _, _ = build_model(DET_CONFIG, None)
+    model.roi_head.bbox_head.fc_cls.bias.data[-1] = 30.0
+    torch.save({'state_dict': model.state_dict()}, tmp_path / 'model.pth')
+    export_model(DET_CONFIG, tmp_path / 'model.pth', tmp_path / 'onnx', shape=(128, 160),
+                 dynamic=True)
+    image = np.random.default_rng(0).integers(0, 256, (150, 170, 3), dtype=np.uint8)
+    result = OnnxModel(tmp_path / 'onnx').predict(image).pred_instances
+    assert len(result) == 0 and result.masks.shape == (0, 150, 170)
+
+
 @pytest.mark.slow
 def test_cascade_mask_rcnn_matches_pytorch(shapes, tmp_path):
     config = small_cascade_config(tmp_path / 'cascade.py')
