@@ -218,5 +218,6 @@ def test_classification_backbone_starts_output_norms_fresh(detector_source):
 
 def test_missing_local_file_is_not_looked_up_on_the_hub():
     from convnext_dense.weights.sources import resolve_source
-    with pytest.raises(FileNotFoundError, match="checkpoint file 'work_dirs/nothing/epoch_3.pth' does not exist"):
+    with pytest.raises(FileNotFoundError, match="'work_dirs/nothing/epoch_3.pth' is not an existing "
+                                                "file or directory.*not looked up as a hub id"):
         resolve_source('work_dirs/nothing/epoch_3.pth')

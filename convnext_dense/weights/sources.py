@@ -54,7 +54,8 @@ def resolve_source(source: Source) -> Path:
     if _HUB_ID.fullmatch(text) and path.suffix not in _FILE_SUFFIXES:
         return download_from_hub(text)
     if path.suffix in _FILE_SUFFIXES:
-        raise FileNotFoundError(f"checkpoint file '{text}' does not exist")
+        raise FileNotFoundError(f"checkpoint '{text}' is not an existing file or directory (a "
+                                f"missing {path.suffix} file is not looked up as a hub id)")
     raise FileNotFoundError(
         f"checkpoint '{text}' is not an existing file or directory, an http(s) URL, or a Hugging "
         "Face hub id ('org/name')")
