@@ -130,18 +130,46 @@ def test_switch_is_explicit():
     assert out == ['load_local_checkpoint', 'True']
 
 
+def _hf_predictions(model, image_paths):
+    """HF's argmax on each image, normalised as the mmseg config's data preprocessor does."""
+    import mmcv
+    mean = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
+    std = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
+    out = {}
+    for path in image_paths:
+        rgb = mmcv.imread(str(path))[:, :, ::-1].copy()  # mmseg's loader (cv2), BGR -> RGB
+        x = (torch.from_numpy(rgb).permute(2, 0, 1).float() - mean) / std
+        out[path.stem] = _hf_logits(model, x[None]).argmax(1)[0]
+    return out
+
+
 @pytest.mark.slow
 def test_hf_directory_through_tools_test(hf_dir, tmp_path):
+    """tools/test.py on the HF directory predicts what transformers predicts, pixel for pixel."""
+    import numpy as np
+    from PIL import Image
+    from transformers import UperNetForSemanticSegmentation
     from convnext_dense.demo import generate_shapes_dataset
     generate_shapes_dataset(tmp_path / 'shapes', seed=5, num_train=2, num_val=2)
     path, _, _ = hf_dir
     data_root = tmp_path / 'shapes' / 'ade'
     result = subprocess.run(
         [sys.executable, str(ROOT / 'tools' / 'test.py'), SEG_CONFIG, str(path), '--work-dir',
-         str(tmp_path / 'w'), '--cfg-options', f'test_dataloader.dataset.data_root={data_root}',
-         'test_dataloader.num_workers=0'],
+         str(tmp_path / 'w'), '--out', str(tmp_path / 'pred'), '--cfg-options',
+         f'test_dataloader.dataset.data_root={data_root}', 'test_dataloader.num_workers=0',
+         'model.test_cfg.mode=whole'],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-3000:]
     assert 'Hugging Face UperNetForSemanticSegmentation (ConvNextBackbone) layout) for evaluate' in log
     assert 'mIoU:' in log
+    images = sorted((data_root / 'images' / 'validation').glob('*.jpg'))
+    reference = _hf_predictions(UperNetForSemanticSegmentation.from_pretrained(path).eval(), images)
+    assert len(reference) == 2
+    for name, expected in reference.items():
+        predicted = torch.from_numpy(np.asarray(Image.open(tmp_path / 'pred' / f'{name}.png')))
+        assert predicted.shape == expected.shape
+        agreement = (predicted.long() == expected).float().mean().item()
+        print(f'{name}: tools/test.py and transformers agree on {agreement:.4%} of pixels')
+        assert agreement > 0.999  # ties within 1e-4 may round either way
+        assert len(expected.unique()) > 1  # not one class everywhere
