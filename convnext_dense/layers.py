@@ -43,8 +43,8 @@ class ConvNeXtBlock(nn.Module):
     path into one multiply-add with the residual and uses a fast depthwise-conv backward on CPU;
     with ``with_cp`` it recomputes all but pwconv2 in the backward pass. On CPU, when nothing needs
     a gradient, the fused path runs two oneDNN matmuls with GELU and the residual add in their
-    epilogues (see ``convnext_dense.fused_ops``; in bfloat16 only where the CPU has bf16
-    instructions, and for wide blocks on AVX2-only CPUs BLAS matmuls instead, as
+    epilogues (see ``convnext_dense.fused_ops``; in bfloat16 only where oneDNN runs bf16 on this
+    CPU, and for wide blocks on AVX2-only CPUs BLAS matmuls instead, as
     ``convnext_dense.cpu_support`` decides).
 
     Args:
@@ -110,8 +110,8 @@ class ConvNeXtBlock(nn.Module):
                 x.requires_grad or any(p.requires_grad for p in self.parameters())):
             return False
         dtype = self._compute_dtype(x)
-        # oneDNN packs bf16 weights only where the CPU has bf16 instructions.
-        return dtype == torch.float32 or (dtype == torch.bfloat16 and cpu_support.native_bf16())
+        # oneDNN packs bf16 weights only where it can run bf16 on this CPU.
+        return dtype == torch.float32 or (dtype == torch.bfloat16 and cpu_support.onednn_bf16())
 
     @staticmethod
     def _compute_dtype(x: torch.Tensor) -> torch.dtype:

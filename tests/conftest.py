@@ -16,10 +16,14 @@ def tiny_arch():
 
 
 @pytest.fixture
-def native_bf16_only():
-    """Skip, naming the capability, on a CPU whose oneDNN has no bf16 kernels."""
+def onednn_bf16_kernels(monkeypatch):
+    """oneDNN's bf16 kernels, also where bf16 is not native (the backbone would avoid them there).
+
+    Skips, naming the capability, on a CPU where oneDNN cannot run bf16 at all.
+    """
     import convnext_dense.cpu_support as cpu_support
-    if not cpu_support.native_bf16():
-        pytest.skip('needs a CPU whose oneDNN has bf16 kernels (AVX-512 BW/VL/DQ, AVX-NE-CONVERT '
-                    f'or AMX); this one runs {torch.backends.cpu.get_cpu_capability()} without '
-                    'them (the float32 fallback is tested in test_cpu_support.py)')
+    if not cpu_support.onednn_bf16():
+        pytest.skip('needs a CPU where oneDNN runs bf16 (AVX-512 BW/VL/DQ, AVX-NE-CONVERT or AMX); '
+                    f'this one runs {torch.backends.cpu.get_cpu_capability()} without them '
+                    '(the float32 fallback is tested in test_cpu_support.py)')
+    monkeypatch.setattr(cpu_support, 'native_bf16', lambda: True)

@@ -60,26 +60,52 @@ def emulated(monkeypatch):
     cpu_support.warn_bf16_emulated.cache_clear()
 
 
-def test_decision_is_torchs_own_check_asked_once(monkeypatch):
-    cpu_support.native_bf16.cache_clear()
+def test_onednn_bf16_is_torchs_own_check_asked_once(monkeypatch):
+    cpu_support.onednn_bf16.cache_clear()
     calls = []
-    real = torch.ops.mkldnn._is_mkldnn_bf16_supported
-    answer = bool(real())
+    answer = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     monkeypatch.setattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported',
                         lambda: calls.append(1) or answer, raising=False)
     try:
-        assert cpu_support.native_bf16() is answer
-        assert cpu_support.native_bf16() is answer
+        assert cpu_support.onednn_bf16() is answer
+        assert cpu_support.onednn_bf16() is answer
         assert len(calls) == 1
     finally:
-        cpu_support.native_bf16.cache_clear()
+        cpu_support.onednn_bf16.cache_clear()
 
 
-def test_no_onednn_means_no_native_bf16(monkeypatch):
-    cpu_support.native_bf16.cache_clear()
+def test_no_onednn_means_no_bf16(monkeypatch):
     monkeypatch.setattr(torch.backends.mkldnn, 'is_available', lambda: False)
+    for check in (cpu_support.onednn_bf16, cpu_support.native_bf16):
+        check.cache_clear()
     try:
-        assert cpu_support.native_bf16() is False  # e.g. a build without MKLDNN
+        assert cpu_support.onednn_bf16() is False  # e.g. a build without MKLDNN
+        assert cpu_support.native_bf16() is False
+    finally:
+        for check in (cpu_support.onednn_bf16, cpu_support.native_bf16):
+            check.cache_clear()
+
+
+@pytest.mark.parametrize('machine, bf16, amx, ne_convert, native', [
+    ('x86_64', False, False, False, False),  # Skylake / Ice Lake: AVX-512, bf16 in software
+    ('x86_64', True, False, False, True),  # Cooper Lake, Zen 4: AVX512-BF16
+    ('x86_64', False, True, False, True),  # Sapphire Rapids: AMX
+    ('x86_64', False, False, True, True),  # AVX-NE-CONVERT
+    ('aarch64', False, False, False, True),  # torch's check already asks for the bf16 extension
+])
+def test_native_bf16_needs_bf16_arithmetic(monkeypatch, machine, bf16, amx, ne_convert, native):
+    monkeypatch.setattr(cpu_support, 'onednn_bf16', lambda: True)
+    monkeypatch.setattr(cpu_support.platform, 'machine', lambda: machine)
+    monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported', lambda: bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: amx, raising=False)
+    flags = frozenset({'avx2', 'avx512bw'} | ({'avx_ne_convert'} if ne_convert else set()))
+    monkeypatch.setattr(cpu_support, '_cpu_info', lambda: ('a CPU', flags, {}))
+    cpu_support.native_bf16.cache_clear()
+    try:
+        assert cpu_support.native_bf16() is native
+        monkeypatch.setattr(cpu_support, 'onednn_bf16', lambda: False)
+        cpu_support.native_bf16.cache_clear()
+        assert cpu_support.native_bf16() is False  # nothing runs without oneDNN's bf16
     finally:
         cpu_support.native_bf16.cache_clear()
 
@@ -88,6 +114,7 @@ def test_describe_records_what_benchmarks_need():
     facts = cpu_support.describe()
     assert facts['cpu_capability'] == torch.backends.cpu.get_cpu_capability()
     assert facts['native_bf16'] == cpu_support.native_bf16()
+    assert facts['onednn_bf16'] == cpu_support.onednn_bf16()
     assert facts['threads'] == torch.get_num_threads()
     assert isinstance(facts['cpu_model'], str) and isinstance(facts['flags'], list)
     assert facts['threads_per_core'] in (None, 1, 2, 4)
@@ -160,7 +187,9 @@ def test_emulated_cast_model_training_takes_the_plain_path(tiny_arch, emulated):
     assert model._float32_copy._copy is None
 
 
-def test_block_alone_never_packs_bf16_weights_on_such_a_cpu(emulated, packed_dtypes):
+def test_block_alone_never_packs_bf16_weights_where_onednn_has_no_bf16(monkeypatch,
+                                                                      packed_dtypes):
+    monkeypatch.setattr(cpu_support, 'onednn_bf16', lambda: False)
     block = ConvNeXtBlock(16, layer_scale_init_value=1.0).eval()
     x = torch.randn(1, 16, 9, 9)
     with torch.inference_mode(), torch.autocast('cpu', torch.bfloat16):
@@ -168,7 +197,7 @@ def test_block_alone_never_packs_bf16_weights_on_such_a_cpu(emulated, packed_dty
     assert packed_dtypes == [] and out.dtype == torch.float32
 
 
-def test_native_bf16_takes_the_fused_bf16_path(tiny_arch, native_bf16_only, packed_dtypes):
+def test_native_bf16_takes_the_fused_bf16_path(tiny_arch, onednn_bf16_kernels, packed_dtypes):
     model = _model(tiny_arch)
     with torch.inference_mode(), torch.autocast('cpu', torch.bfloat16):
         model(torch.randn(1, 3, 64, 64))
@@ -217,7 +246,7 @@ sys.modules['convnext_dense'] = package
 from convnext_dense import cpu_support
 from convnext_dense.backbone import ConvNeXt
 from convnext_dense.fused_ops import fast_paths
-print(torch.backends.cpu.get_cpu_capability(), cpu_support.native_bf16())
+print(torch.backends.cpu.get_cpu_capability(), cpu_support.onednn_bf16(), cpu_support.native_bf16())
 torch.manual_seed(0)
 model = ConvNeXt(arch=dict(depths=(1, 1, 1, 1), channels=(8, 16, 32, 64)),
                  layer_scale_init_value=1.0).eval()
@@ -248,5 +277,5 @@ def test_real_avx2_cpu():
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.split()
-    assert lines[:2] == ['AVX2', 'False'] and lines[-1] == 'ok', result.stdout
+    assert lines[:3] == ['AVX2', 'False', 'False'] and lines[-1] == 'ok', result.stdout
     assert 'bfloat16 is emulated on this CPU' in result.stderr

@@ -67,7 +67,7 @@ def test_fused_inference_matches_plain(tiny_arch, kwargs, size, batch):
 @pytest.mark.parametrize('mode', ['fp32', 'bf16-cast', 'bf16-autocast'])
 def test_fused_inference_in_row_chunks_matches_plain(tiny_arch, mode, monkeypatch, request):
     if mode != 'fp32':
-        request.getfixturevalue('native_bf16_only')  # the bf16 kernels themselves
+        request.getfixturevalue('onednn_bf16_kernels')  # the bf16 kernels themselves
     model = _trained_like(tiny_arch).eval()
     x = torch.randn(2, 3, 67, 93)  # stage 0: 2 * 16 * 23 = 736 rows
     reference = _outputs(model, x, False)
