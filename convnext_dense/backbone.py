@@ -5,8 +5,8 @@ import torch
 from mmengine.model import BaseModule
 from torch import nn
 
-from .archs import NUM_STAGES, STAGE_STRIDES, resolve_arch
 from . import float32_fallback
+from .archs import NUM_STAGES, STAGE_STRIDES, resolve_arch
 from .fast_grads import channels_first
 from .layer_ids import default_num_layers, layer_id
 from .layers import ConvNeXtBlock, LayerNorm2d
@@ -109,8 +109,8 @@ class ConvNeXt(BaseModule):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Return one ``(N, C_i, H / s_i, W / s_i)`` map per index in ``out_indices``.
 
-        bfloat16 (a cast model or CPU autocast) on a CPU without bf16 instructions is computed
-        in float32 and returned in the dtype asked for (see ``convnext_dense.float32_fallback``).
+        bfloat16 (a cast model or CPU autocast) on a CPU without bf16 arithmetic is computed in
+        float32 and returned in the dtype asked for (see ``convnext_dense.float32_fallback``).
         """
         request = float32_fallback.emulated_bf16_request(self, x)
         if request is not None:

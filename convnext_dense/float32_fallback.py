@@ -1,9 +1,10 @@
-"""bfloat16 asked for on a CPU without bf16 instructions: compute in float32, return bfloat16.
+"""bfloat16 asked for on a CPU without bf16 arithmetic: compute in float32, return bfloat16.
 
-Where oneDNN has no bf16 kernels (see :mod:`convnext_dense.cpu_support`), torch runs bf16
-convolutions and matmuls through reference kernels, about ten times slower than float32 (a
-grouped 7x7 convolution even one group at a time). The backbone then computes in float32 and
-returns what the plain path would have returned:
+Where the CPU has no bf16 arithmetic (see :mod:`convnext_dense.cpu_support`), oneDNN converts
+bf16 in software (AVX-512 without BF16: about 3x slower than float32) or, with AVX2 only, has no
+bf16 kernels and torch runs reference kernels (about 8x slower; a grouped 7x7 convolution one
+group at a time). The backbone then computes in float32 and returns what the plain path would
+have returned:
 
 * under ``torch.autocast('cpu', dtype=torch.bfloat16)`` the parameters are float32 already:
   autocast is switched off inside the backbone (training too, gradients included);
