@@ -39,7 +39,7 @@ def _model(tiny_arch, **kwargs):
 
 @pytest.fixture
 def packed_dtypes(monkeypatch):
-    """The dtypes in which the blocks pack oneDNN weights (one entry per packing)."""
+    """The dtypes in which the blocks prepare their fused-path weights (one entry per call)."""
     dtypes = []
     original = InferenceWeights.get
 
@@ -53,7 +53,7 @@ def packed_dtypes(monkeypatch):
 
 @pytest.fixture
 def emulated(monkeypatch):
-    """This process behaves as on a CPU without bf16 instructions."""
+    """This process behaves as on a CPU without bf16 arithmetic."""
     monkeypatch.setattr(cpu_support, 'native_bf16', lambda: False)
     cpu_support.warn_bf16_emulated.cache_clear()
     yield
