@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from . import cpu_support
-from .fused_ops import fast_paths_enabled, tracing, version_key
+from .fused_ops import ParameterCache, fast_paths_enabled, tracing
 
 AUTOCAST, CAST = 'autocast', 'cast'
 
@@ -39,10 +39,11 @@ def emulated_bf16_request(module: nn.Module, x: torch.Tensor) -> Optional[str]:
     ``None`` too on other devices, with the fast paths off (the plain reference), under tracing,
     and when training a bfloat16-cast model (the plain path handles it, slowly).
     """
-    if x.device.type != 'cpu' or not fast_paths_enabled() or tracing():
+    if (x.device.type != 'cpu' or cpu_support.native_bf16() or not fast_paths_enabled()
+            or tracing()):
         return None
     request = bf16_request(module, x)
-    if request is None or cpu_support.native_bf16():
+    if request is None:
         return None
     if request == CAST and torch.is_grad_enabled() and (
             x.requires_grad or any(p.requires_grad for p in module.parameters())):
@@ -56,42 +57,23 @@ def autocast_output_dtype(layer_scale: bool) -> torch.dtype:
     return torch.float32 if layer_scale else torch.bfloat16
 
 
-class Float32Copy:
+class Float32Copy(ParameterCache):
     """A float32 copy of a module, rebuilt when a parameter of the original changes.
 
     Copies and pickles of the owner start empty.
     """
 
-    def __init__(self) -> None:
-        self._key: Optional[Tuple] = None
-        self._params: Tuple = ()
-        self._copy: Optional[nn.Module] = None
-
     def get(self, module: nn.Module) -> nn.Module:
         """The float32 copy of ``module``, in its train/eval mode."""
         params = tuple(module.parameters())
-        key = version_key(params)
-        if (key is None or key != self._key or self._copy is None
-                or not all(p is q for p, q in zip(params, self._params))):
+        key, copied = self.cached(params)
+        if copied is None:
             with torch.no_grad():
-                self._copy = copy.deepcopy(module).float()
-            self._key, self._params = key, params
-        if self._copy.training != module.training:
-            self._copy.train(module.training)
-        return self._copy
-
-    def clear(self) -> None:
-        """Drop the copy."""
-        self._key, self._params, self._copy = None, (), None
-
-    def __deepcopy__(self, memo) -> 'Float32Copy':
-        return Float32Copy()
-
-    def __getstate__(self) -> dict:
-        return {}
-
-    def __setstate__(self, state: dict) -> None:
-        self.clear()
+                copied = copy.deepcopy(module).float()
+            self.keep(key, params, copied)
+        if copied.training != module.training:
+            copied.train(module.training)
+        return copied
 
 
 def run(module: nn.Module, x: torch.Tensor, request: str, forward: Callable,

@@ -155,7 +155,51 @@ def version_key(tensors: Sequence[Optional[torch.Tensor]]) -> Optional[Tuple]:
     return tuple(key)
 
 
-class InferenceWeights:
+class ParameterCache:
+    """Something derived from parameters, kept until one of them changes (base class).
+
+    A cached value is valid while every parameter keeps its version, storage, dtype and device
+    (see :func:`version_key`) and is the same object; parameters created under
+    ``torch.inference_mode`` keep no version counter, so their values are never kept. Copies and
+    pickles start empty.
+    """
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def cached(self, params: Tuple, extra: Tuple = ()) -> Tuple[Optional[Tuple], object]:
+        """``(key, value)``: the key for ``params`` (plus ``extra``) and the kept value, or
+        ``None`` as the value when it must be rebuilt (then :meth:`keep` it under that key)."""
+        key = version_key(params)
+        key = None if key is None else key + tuple(extra)
+        # The same parameter objects too: a replaced parameter could reuse a freed address.
+        if (key is not None and key == self._key and len(params) == len(self._params)
+                and all(p is q for p, q in zip(params, self._params))):
+            return key, self._value
+        return key, None
+
+    def keep(self, key: Optional[Tuple], params: Tuple, value: object) -> None:
+        """Keep ``value`` for ``params`` (nothing is kept without a key)."""
+        if key is not None:
+            self._key, self._params, self._value = key, params, value
+
+    def clear(self) -> None:
+        """Drop the kept value."""
+        self._key: Optional[Tuple] = None
+        self._params: Tuple = ()
+        self._value: object = None
+
+    def __deepcopy__(self, memo) -> 'ParameterCache':
+        return type(self)()  # rebuilt on demand (packed oneDNN tensors cannot be deep-copied)
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.clear()
+
+
+class InferenceWeights(ParameterCache):
     """A block's fused-path weights: pwconv1, and pwconv2 with ``gamma`` folded in, in one dtype.
 
     ``gamma * (g @ W2.T + b2) == g @ (gamma * W2).T + gamma * b2``: folding the layer scale into
@@ -167,11 +211,6 @@ class InferenceWeights:
     weights are rebuilt on every call (correct, slower). Copies and pickles start empty.
     """
 
-    def __init__(self) -> None:
-        self._key: Optional[Tuple] = None
-        self._params: Tuple = ()
-        self._weights: Tuple[torch.Tensor, ...] = ()
-
     def get(self, pwconv1: torch.nn.Linear, pwconv2: torch.nn.Linear,
             gamma: Optional[torch.Tensor], dtype: torch.dtype,
             onednn: bool = True) -> Tuple[torch.Tensor, ...]:
@@ -180,12 +219,9 @@ class InferenceWeights:
         ``onednn``: weights packed in oneDNN's layout, else plain ``(out, in)`` for BLAS.
         """
         params = (pwconv1.weight, pwconv1.bias, pwconv2.weight, pwconv2.bias, gamma)
-        key = version_key(params)
-        key = None if key is None else key + (dtype, onednn)
-        # The same parameter objects too: a replaced parameter could reuse a freed address.
-        if (key is not None and key == self._key
-                and all(p is q for p, q in zip(params, self._params))):
-            return self._weights
+        key, weights = self.cached(params, (dtype, onednn))
+        if weights is not None:
+            return weights
         with torch.no_grad():
             weight1, bias1, weight2, bias2 = params[:4]
             if gamma is not None:
@@ -195,19 +231,5 @@ class InferenceWeights:
             if onednn:  # oneDNN's blocked layout, once, instead of a reorder inside every call
                 weights = (torch.ops.mkldnn._reorder_linear_weight(weights[0]), weights[1],
                            torch.ops.mkldnn._reorder_linear_weight(weights[2]), weights[3])
-        if key is not None:
-            self._key, self._params, self._weights = key, params, weights
+        self.keep(key, params, weights)
         return weights
-
-    def clear(self) -> None:
-        """Drop the cached tensors."""
-        self._key, self._params, self._weights = None, (), ()
-
-    def __deepcopy__(self, memo) -> 'InferenceWeights':
-        return InferenceWeights()  # packed oneDNN tensors cannot be copied; rebuilt on demand
-
-    def __getstate__(self) -> dict:
-        return {}
-
-    def __setstate__(self, state: dict) -> None:
-        self.clear()

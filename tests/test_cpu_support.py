@@ -184,7 +184,7 @@ def test_emulated_cast_model_training_takes_the_plain_path(tiny_arch, emulated):
     assert all(o.dtype == torch.bfloat16 for o in outs)
     sum(o.float().sum() for o in outs).backward()
     assert model.stages[0][0].pwconv1.weight.grad.dtype == torch.bfloat16
-    assert model._float32_copy._copy is None
+    assert model._float32_copy._value is None
 
 
 def test_block_alone_never_packs_bf16_weights_where_onednn_has_no_bf16(monkeypatch,
@@ -201,7 +201,7 @@ def test_native_bf16_takes_the_fused_bf16_path(tiny_arch, onednn_bf16_kernels, p
     model = _model(tiny_arch)
     with torch.inference_mode(), torch.autocast('cpu', torch.bfloat16):
         model(torch.randn(1, 3, 64, 64))
-    assert set(packed_dtypes) == {torch.bfloat16} and model._float32_copy._copy is None
+    assert set(packed_dtypes) == {torch.bfloat16} and model._float32_copy._value is None
 
 
 def test_blas_mlp_for_wide_blocks_on_avx2_only(monkeypatch):
