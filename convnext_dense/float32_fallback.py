@@ -39,8 +39,9 @@ def emulated_bf16_request(module: nn.Module, x: torch.Tensor) -> Optional[str]:
     ``None`` too on other devices, with the fast paths off (the plain reference), under tracing,
     and when training a bfloat16-cast model (the plain path handles it, slowly).
     """
-    if (x.device.type != 'cpu' or cpu_support.native_bf16() or not fast_paths_enabled()
-            or tracing()):
+    # Tracing first: torch's tracer cannot record the capability check's first (uncached) call.
+    if (x.device.type != 'cpu' or not fast_paths_enabled() or tracing()
+            or cpu_support.native_bf16()):
         return None
     request = bf16_request(module, x)
     if request is None:
