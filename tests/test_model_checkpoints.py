@@ -50,7 +50,7 @@ def test_missing_backbone_key_is_refused_with_modules_and_layout(detector_source
     with pytest.raises(ValueError) as err:
         init_detector(demo_cfg(DET_CONFIG), str(path), device='cpu')
     message = str(err.value)
-    assert 'mmpretrain dense layout' in message
+    assert 'mmpretrain backbone names' in message
     assert 'missing keys (1)' in message and 'backbone.stages.2.1.dwconv: weight' in message
 
 
@@ -60,7 +60,7 @@ def test_checkpoint_without_backbone_is_refused(detector_source, tmp_path):
     path = tmp_path / 'heads_only.pth'
     torch.save({'state_dict': {k: v for k, v in state.items() if not k.startswith('backbone.')}},
                path)
-    with pytest.raises(ValueError, match='holds no weights for the ConvNeXt backbone'):
+    with pytest.raises(ValueError, match='the checkpoint has no backbone.. keys'):
         init_detector(demo_cfg(DET_CONFIG), str(path), device='cpu')
 
 
@@ -221,3 +221,35 @@ def test_missing_local_file_is_not_looked_up_on_the_hub():
     with pytest.raises(FileNotFoundError, match="'work_dirs/nothing/epoch_3.pth' is not an existing "
                                                 "file or directory.*not looked up as a hub id"):
         resolve_source('work_dirs/nothing/epoch_3.pth')
+
+
+def test_init_detector_refuses_a_checkpoint_missing_a_head_tensor(detector_source, tmp_path):
+    from mmdet.apis import init_detector
+    state, _ = detector_source
+    path = tmp_path / 'no_mask_logits.pth'
+    torch.save({'state_dict': {k: v for k, v in mmpretrain_names(state).items()
+                               if not k.startswith('roi_head.mask_head.conv_logits')}}, path)
+    with pytest.raises(ValueError) as err:
+        init_detector(demo_cfg(DET_CONFIG), str(path), device='cpu')
+    assert 'every parameter and buffer' in str(err.value)
+    assert 'roi_head.mask_head.conv_logits: weight, bias' in str(err.value)
+
+
+def test_init_model_refuses_another_class_count(tmp_path):
+    from mmseg.apis import init_model
+    state = perturbed_state(build(demo_cfg(SEG_CONFIG)), seed=4)
+    path = tmp_path / 'upernet.pth'
+    torch.save({'state_dict': state}, path)
+    with pytest.raises(ValueError, match=r'mis-shaped(.|\n)*decode_head.conv_seg: weight'):
+        init_model(demo_cfg(SEG_CONFIG, num_classes=3), str(path), device='cpu')
+
+
+def test_switch_leaves_models_without_convnext_to_mmengine(tmp_path):
+    import convnext_dense.model_checkpoints as switch
+    from mmengine.runner import load_checkpoint
+    assert switch.enabled()
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    path = tmp_path / 'first_layer_only.pth'
+    torch.save({'state_dict': {'0.weight': torch.ones(2, 2), '0.bias': torch.zeros(2)}}, path)
+    load_checkpoint(model, str(path))  # non-strict, as mmengine does for any other model
+    assert torch.equal(model[0].weight, torch.ones(2, 2))
