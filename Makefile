@@ -6,7 +6,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 PINS := -c requirements/constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast demo clean-venv
+.PHONY: install test demo clean-venv
 
 install: $(STAMP)
 

@@ -1,20 +1,27 @@
 """ConvNeXt as a dense-prediction backbone for OpenMMLab (mmdet 3.x and mmseg 1.x).
 
-Importing the package registers ``convnext_dense.ConvNeXt`` and the other modules in the
-``convnext_dense`` registry scope.
+Importing the package only registers ``convnext_dense.ConvNeXt``,
+``convnext_dense.LayerDecayOptimizerConstructor`` and ``convnext_dense.NonFiniteLossHook`` in the
+``convnext_dense`` registry scope; it changes no mmengine or torch setting. The process-wide
+checkpoint switch is :mod:`convnext_dense.model_checkpoints` (configs list it in
+``custom_imports``; ``tools/`` turn it on).
 """
-from . import resume_safety
-from .archs import ARCH_SETTINGS
-from .backbone import ConvNeXt
-from .hooks import NonFiniteLossHook
-from .layer_decay import LayerDecayOptimizerConstructor
+from .model.archs import ARCH_SETTINGS
+from .model.backbone import ConvNeXt
+from .model.layer_decay import LayerDecayOptimizerConstructor
 from .registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS
-from .swap import swap_backbone
-
-resume_safety.install()
+from .runtime.hooks import NonFiniteLossHook
 
 __version__ = '0.1.0'
 __all__ = [
     'ARCH_SETTINGS', 'ConvNeXt', 'LayerDecayOptimizerConstructor', 'MODELS', 'NonFiniteLossHook',
     'OPTIM_WRAPPER_CONSTRUCTORS', '__version__', 'swap_backbone'
 ]
+
+
+def __getattr__(name: str):
+    # swap_backbone is a tool over whole configs: imported when first asked for, not on import.
+    if name == 'swap_backbone':
+        from .swap import swap_backbone
+        return swap_backbone
+    raise AttributeError(f"module 'convnext_dense' has no attribute {name!r}")

@@ -1,28 +1,31 @@
-"""Opt-in switch: mmengine's checkpoint loading reads whole models of every layout, strictly.
+"""The package's one process-wide switch: safe, atomic, strict checkpoints of every layout.
 
-Importing this module (or calling :func:`enable`) changes two things in the process:
+``import convnext_dense`` only registers modules. Importing this module (or calling
+:func:`enable`; idempotent) changes, for the whole process:
 
-* mmengine's loader for local paths (``CheckpointLoader`` scheme ``''``, the one behind
-  ``load_from``, ``init_detector``, ``init_model`` and ``Pretrained`` init) also accepts a Hugging
-  Face model directory or hub id (``'openmmlab/upernet-convnext-tiny'``) and returns it as an
-  mmdet / mmseg checkpoint: keys renamed (:mod:`convnext_dense.weights.model_layouts`), classes
-  from ``config.json``'s ``id2label`` in ``meta['dataset_meta']``. Files are read as before,
-  weights-only (:func:`convnext_dense.resume_safety.load_local_checkpoint`).
-* mmengine's ``_load_checkpoint_to_model`` (behind ``load_checkpoint``, hence ``init_detector``,
-  ``init_model`` and mmengine / mmdet / mmseg inferencers) loads a checkpoint into a model that
-  holds a ``convnext_dense.ConvNeXt`` the way ``tools/test.py`` does: keys of any known layout
-  renamed, and every parameter and buffer must come from the checkpoint, or nothing is loaded and
-  the error lists what does not fit (:func:`convnext_dense.weights.model_loader.load_model_checkpoint`).
+* **torch's safe globals:** ``torch.load(weights_only=True)`` may read the few non-tensor objects
+  mmengine writes into training checkpoints (its log buffers), so ``--resume`` works on torch >= 2.6
+  (:func:`convnext_dense.runtime.checkpoint_safety.allow_mmengine_checkpoints`).
+* **mmengine's loader for local paths** (``CheckpointLoader`` scheme ``''``, behind ``load_from``,
+  ``init_detector``, ``init_model`` and ``Pretrained`` init): files are read weights-only (a file
+  that would run code is refused, nothing of it runs), and a Hugging Face model directory or hub id
+  (``'openmmlab/upernet-convnext-tiny'``) is read as a whole mmdet / mmseg checkpoint: keys renamed
+  (:mod:`convnext_dense.weights.model_layouts`), classes from ``config.json``'s ``id2label`` in
+  ``meta['dataset_meta']``.
+* **mmengine's ``'local'`` file backend:** every file it writes (checkpoints, ``last_checkpoint``)
+  goes to a temporary name first, then is renamed.
+* **mmengine's ``_load_checkpoint_to_model``** (behind ``load_checkpoint``, hence
+  ``init_detector``, ``init_model`` and the mmengine / mmdet / mmseg inferencers): a model that
+  holds a ``convnext_dense.ConvNeXt`` is loaded the way ``tools/test.py`` loads it, keys of any
+  known layout renamed, every parameter and buffer from the checkpoint or nothing loaded and an
+  error listing what does not fit
+  (:func:`convnext_dense.weights.model_loader.load_model_checkpoint`).
   Other models load as mmengine loads them.
 
-Nothing happens on ``import convnext_dense`` alone; the package's configs list this module in
-``custom_imports``::
+The package's configs list it in ``custom_imports``, and ``tools/`` turn it on::
 
     custom_imports = dict(imports=['convnext_dense', 'convnext_dense.model_checkpoints'],
                           allow_failed_imports=False)
-
-``tools/train.py`` and ``tools/test.py`` do not need it: their Runner reads every source itself
-(:class:`convnext_dense.checkpoint_runner.StrictLoadRunner`).
 """
 import functools
 import os
@@ -30,12 +33,14 @@ import re
 import sys
 from pathlib import Path
 
+from mmengine.fileio import register_backend
 from mmengine.runner import CheckpointLoader
 from mmengine.runner import checkpoint as mmengine_checkpoint
 from torch import nn
 
-from .backbone import ConvNeXt
-from .resume_safety import load_local_checkpoint
+from .model.backbone import ConvNeXt
+from .runtime.checkpoint_safety import (AtomicLocalBackend, allow_mmengine_checkpoints,
+                                        load_local_checkpoint)
 from .weights.model_loader import load_model_checkpoint, read_model_checkpoint
 
 _HUB_ID = re.compile(r'[A-Za-z0-9][\w.-]*/[\w.-]+')
@@ -45,7 +50,7 @@ _CONSUMERS = ('mmengine.infer.infer', 'mmdet.apis.det_inferencer', 'mmseg.apis.m
 
 
 def load_local_or_hf(filename: str, map_location=None) -> dict:
-    """mmengine loader for paths: a file as before; a HF directory or hub id as a whole model."""
+    """mmengine loader for paths: a file weights-only; a HF directory or hub id as a whole model."""
     path = Path(os.path.expanduser(filename))
     if path.is_file() or not (path.is_dir() or _HUB_ID.fullmatch(filename)):
         return load_local_checkpoint(filename, map_location)
@@ -76,7 +81,9 @@ def _strict_for_convnext_models(load_to_model):
 
 def enable() -> None:
     """Turn the switch on (idempotent): see the module docstring for what it changes."""
+    allow_mmengine_checkpoints()
     CheckpointLoader.register_scheme(prefixes='', loader=load_local_or_hf, force=True)
+    register_backend('local', AtomicLocalBackend, force=True, prefixes='')
     strict = _strict_for_convnext_models(mmengine_checkpoint._load_checkpoint_to_model)
     mmengine_checkpoint._load_checkpoint_to_model = strict
     for name in _CONSUMERS:

@@ -1,8 +1,7 @@
 """Shared fixtures: a tiny ConvNeXt that runs in milliseconds on CPU."""
 import pytest
 import torch
-
-TINY_ARCH = dict(depths=(1, 1, 2, 1), channels=(16, 32, 64, 128))
+from tiny import TINY_ARCH
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +20,7 @@ def onednn_bf16_kernels(monkeypatch):
 
     Skips, naming the capability, on a CPU where oneDNN cannot run bf16 at all.
     """
-    import convnext_dense.cpu_support as cpu_support
+    import convnext_dense.cpu_fast_paths.cpu_support as cpu_support
     if not cpu_support.onednn_bf16():
         pytest.skip('needs a CPU where oneDNN runs bf16 (AVX-512 BW/VL/DQ, AVX-NE-CONVERT or AMX); '
                     f'this one runs {torch.backends.cpu.get_cpu_capability()} without them '

@@ -6,7 +6,7 @@ import torch
 from mmengine.config import Config
 
 from convnext_dense.deploy.export import build_model
-from convnext_dense.runner_setup import load_config
+from convnext_dense.runtime.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DET_CONFIG = ROOT / 'configs/demo/mask-rcnn_convnext-demo_shapes.py'

@@ -1,6 +1,6 @@
 """Whole-model checkpoints for the loading tests, in the layouts users hold.
 
-The renames here are written from the published layouts (``shared/REFERENCE.md``, mmcv 1.x's
+The renames here are written from the published layouts (each library's module names, mmcv 1.x's
 ``save_checkpoint``) independently of ``convnext_dense.weights``.
 """
 import re

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TINY = dict(depths=(1, 1, 2, 1), channels=(16, 32, 64, 128))
+from tiny import TINY_ARCH as TINY
 BLOCK_OPENMMLAB = '''
 import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
@@ -29,11 +29,8 @@ def _run_python(code: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 def test_backbone_imports_and_runs_without_openmmlab():
     result = _run_python(BLOCK_OPENMMLAB + f'''
-sys.path.insert(0, 'tools')
-from benchmark_gpu import import_backbone_only
-import_backbone_only()
 import torch
-from convnext_dense.backbone import ConvNeXt
+from convnext_dense.model.backbone import ConvNeXt
 feats = ConvNeXt(arch={TINY!r})(torch.rand(1, 3, 64, 64))
 assert [f.shape[1] for f in feats] == [16, 32, 64, 128]
 print(sorted(m for m in sys.modules if m.split('.')[0] in ('mmcv', 'mmdet', 'mmseg')))

@@ -8,15 +8,15 @@ import pytest
 import torch
 
 from convnext_dense import ConvNeXt
-from convnext_dense.benchmark.cases import Case
-from convnext_dense.benchmark.flops import count_macs
-from convnext_dense.benchmark.memory import measure_step_memory
-from convnext_dense.benchmark.report import check_goals
-from convnext_dense.benchmark.runner import BenchmarkConfig, plan_groups
-from convnext_dense.benchmark.timing import time_interleaved
+from convnext_dense.extras.benchmark.cases import Case
+from convnext_dense.extras.benchmark.flops import count_macs
+from convnext_dense.extras.benchmark.memory import measure_step_memory
+from convnext_dense.extras.benchmark.report import check_goals
+from convnext_dense.extras.benchmark.runner import BenchmarkConfig, plan_groups
+from convnext_dense.extras.benchmark.timing import time_interleaved
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TINY = dict(depths=(1, 1, 2, 1), channels=(16, 32, 64, 128))
+from tiny import TINY_ARCH as TINY
 def test_benchmark_cli_writes_table_and_json(tmp_path):
     out = tmp_path / 'bench.json'
     result = subprocess.run(
@@ -90,7 +90,7 @@ def test_plan_and_goals():
 
 @pytest.mark.slow
 def test_whole_model_segmenter_runs(tmp_path):
-    from convnext_dense.benchmark.whole_model import run_whole_models
+    from convnext_dense.extras.benchmark.whole_model import run_whole_models
     rows = run_whole_models(['segmenter'], [(64, 64)], modes=('infer',), repeats=2, warmup=0,
                             clock='cpu')
     row = rows[0]
@@ -101,7 +101,7 @@ def test_whole_model_segmenter_runs(tmp_path):
 
 @pytest.mark.slow
 def test_whole_model_detector_records_its_head_work():
-    from convnext_dense.benchmark.whole_model import run_whole_models
+    from convnext_dense.extras.benchmark.whole_model import run_whole_models
     row = run_whole_models(['detector'], [(64, 96)], modes=('infer',), repeats=1, warmup=0)[0]
     assert row['work']['ours']['detections'] == 2 * 100  # max_per_img for each of 2 images
     assert row['same_head_work'], row['work']  # same weights, so the same detections kept

@@ -8,8 +8,8 @@ from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 
-from convnext_dense import runner_setup
-from convnext_dense.swap.smoke import detection_batch, segmentation_batch
+from convnext_dense.runtime import config, device
+from convnext_dense.extras.swap_survey.smoke import detection_batch, segmentation_batch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # Runnable configs; configs/_base_/ holds pieces they share, not configs of their own.
@@ -27,7 +27,7 @@ def _load(relative_path: str) -> Config:
 
 
 def _build_model(cfg: Config):
-    scope = runner_setup.task_scope(cfg)
+    scope = config.task_scope(cfg)
     init_default_scope(scope)
     registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
     return registry.build(cfg.model)
@@ -52,7 +52,7 @@ def test_config_builds_model_with_consistent_channels(path):
         assert backbone_cfg.init_cfg == dict(type='Pretrained', checkpoint=weights.format(arch))
     model = _build_model(cfg)  # init_weights is not called: nothing is downloaded
     channels = list(model.backbone.out_channels)
-    if runner_setup.task_scope(cfg) == 'mmdet':
+    if config.task_scope(cfg) == 'mmdet':
         assert list(cfg.model.neck.in_channels) == channels
     else:
         assert list(cfg.model.decode_head.in_channels) == channels
@@ -61,7 +61,7 @@ def test_config_builds_model_with_consistent_channels(path):
 
 def _train_and_infer(cfg: Config, batch):
     cfg.model.backbone.init_cfg = None
-    runner_setup.adapt_to_device(cfg)
+    device.adapt_to_device(cfg)
     model = _build_model(cfg)
     model.init_weights()
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)

@@ -1,8 +1,8 @@
 """bfloat16 works on every CPU: natively where oneDNN has bf16, in float32 where it is emulated.
 
-The decision (:func:`convnext_dense.cpu_support.native_bf16`) is forced both ways here, so the
-float32 fallback is exercised on a CPU with bf16 too; ``test_real_avx2_cpu`` runs the real call
-on an emulated AVX2-only CPU (an AMD EPYC, under qemu's user-mode emulation).
+The decision (:func:`convnext_dense.cpu_fast_paths.cpu_support.native_bf16`) is forced both ways
+here, so the float32 fallback is exercised on a CPU with bf16 too; ``test_real_avx2_cpu`` runs the
+real call on an emulated AVX2-only CPU (an AMD EPYC, under qemu's user-mode emulation).
 """
 import logging
 import os.path as osp
@@ -13,11 +13,11 @@ import sys
 import pytest
 import torch
 
-import convnext_dense.cpu_support as cpu_support
-import convnext_dense.fused_ops as fused_ops
+import convnext_dense.cpu_fast_paths.cpu_support as cpu_support
+import convnext_dense.cpu_fast_paths.fused_ops as fused_ops
 from convnext_dense import ConvNeXt
-from convnext_dense.fused_ops import InferenceWeights, fast_paths
-from convnext_dense.layers import ConvNeXtBlock
+from convnext_dense.cpu_fast_paths import InferenceWeights, fast_paths
+from convnext_dense.model.layers import ConvNeXtBlock
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -129,7 +129,7 @@ def test_emulated_bf16_inference_runs_in_float32(tiny_arch, mode, emulated, pack
         reference = model(x)
     if mode == 'cast':
         model, x = model.to(torch.bfloat16), x.to(torch.bfloat16)
-    with caplog.at_level(logging.WARNING, logger='convnext_dense.cpu_support'):
+    with caplog.at_level(logging.WARNING, logger='convnext_dense.cpu_fast_paths.cpu_support'):
         with torch.inference_mode(), torch.autocast('cpu', torch.bfloat16, mode == 'autocast'):
             first, again = model(x), model(x)
             with fast_paths(False):
@@ -243,9 +243,9 @@ AVX2_SCRIPT = r'''
 import sys, types, torch
 package = types.ModuleType('convnext_dense'); package.__path__ = ['convnext_dense']
 sys.modules['convnext_dense'] = package
-from convnext_dense import cpu_support
-from convnext_dense.backbone import ConvNeXt
-from convnext_dense.fused_ops import fast_paths
+from convnext_dense.cpu_fast_paths import cpu_support
+from convnext_dense.model.backbone import ConvNeXt
+from convnext_dense.cpu_fast_paths import fast_paths
 print(torch.backends.cpu.get_cpu_capability(), cpu_support.onednn_bf16(), cpu_support.native_bf16())
 torch.manual_seed(0)
 model = ConvNeXt(arch=dict(depths=(1, 1, 1, 1), channels=(8, 16, 32, 64)),

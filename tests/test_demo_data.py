@@ -11,9 +11,9 @@ from mmengine.registry import DefaultScope
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from convnext_dense.demo import shapes
-from convnext_dense.demo.scene import SHAPE_CLASSES, render_scene
-from convnext_dense.demo.shapes import generate_shapes_dataset, read_meta, render_image
+from convnext_dense.extras.demo import shapes
+from convnext_dense.extras.demo.scene import SHAPE_CLASSES, render_scene
+from convnext_dense.extras.demo.shapes import generate_shapes_dataset, read_meta, render_image
 
 NUM_TRAIN, NUM_VAL = 8, 4
 K = len(SHAPE_CLASSES)

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convnext_dense.demo import plots, runs, summary
+from convnext_dense.extras.demo import plots, runs, summary
 
 
 # ---- summary line -------------------------------------------------------------------------

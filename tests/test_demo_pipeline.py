@@ -9,12 +9,12 @@ import torch
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-from convnext_dense import runner_setup
-from convnext_dense.demo import SHAPE_CLASSES, plots
-from convnext_dense.demo.pipeline import DET_CONFIG, SEG_CONFIG, DemoPipeline, DemoSettings
-from convnext_dense.demo.pipeline import _data_options
-from convnext_dense.demo.shapes import IMAGE_SIZE_RANGE, generate_shapes_dataset
-from convnext_dense.demo.summary import parse_summary
+from convnext_dense.runtime import config, run
+from convnext_dense.extras.demo import SHAPE_CLASSES, plots
+from convnext_dense.extras.demo.pipeline import DET_CONFIG, SEG_CONFIG, DemoPipeline, DemoSettings
+from convnext_dense.extras.demo.pipeline import _data_options
+from convnext_dense.extras.demo.shapes import IMAGE_SIZE_RANGE, generate_shapes_dataset
+from convnext_dense.extras.demo.summary import parse_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = {'det': 'configs/mask_rcnn/mask-rcnn_convnext-b-in22k_fpn_ms-crop-3x_coco.py',
@@ -24,8 +24,8 @@ DEMO = {'det': f'configs/{DET_CONFIG}', 'seg': f'configs/{SEG_CONFIG}'}
 
 @pytest.mark.parametrize('task', ['det', 'seg'])
 def test_demo_config_is_the_real_config_with_demo_changes(task):
-    demo = runner_setup.load_config(str(ROOT / DEMO[task]))
-    real = runner_setup.load_config(str(ROOT / REAL[task]))
+    demo = config.load_config(str(ROOT / DEMO[task]))
+    real = config.load_config(str(ROOT / REAL[task]))
     # Inherited unchanged from the real B-22k config.
     assert demo.model.type == real.model.type
     assert demo.model.backbone.type == real.model.backbone.type == 'convnext_dense.ConvNeXt'
@@ -55,7 +55,7 @@ def test_demo_segmenter_is_tested_on_what_it_was_trained_on():
     # Padding a test image (to a multiple of 32) showed the model borders it never saw in its
     # 128 x 128 training crops, and it painted shapes along them. The test input stays unpadded
     # and slide windows are the training crop, which fits in every image of the dataset.
-    cfg = runner_setup.load_config(str(ROOT / DEMO['seg']))
+    cfg = config.load_config(str(ROOT / DEMO['seg']))
     train_crop = next(t['crop_size'] for t in cfg.train_pipeline if t['type'] == 'RandomCrop')
     assert cfg.model.test_cfg == dict(mode='slide', crop_size=train_crop, stride=(85, 85))
     assert max(train_crop) <= IMAGE_SIZE_RANGE[0]
@@ -79,13 +79,13 @@ def test_demo_config_overrides_length_from_the_command_line(task, tiny_shapes, t
     options.update({
         'train_cfg.max_iters': 1000, 'train_cfg.val_interval': 1000,
         'default_hooks.checkpoint.interval': 1000, 'model.backbone.init_cfg': None})
-    cfg = runner_setup.load_config(str(ROOT / DEMO[task]), options)
+    cfg = config.load_config(str(ROOT / DEMO[task]), options)
     assert (cfg.train_cfg.max_iters, cfg.default_hooks.checkpoint.interval) == (1000, 1000)
     assert cfg.model.backbone.init_cfg is None
     # The learning-rate schedule the runner builds ends at the overridden length, not the
     # config's: lr reaches 0 at iteration 1000.
     cfg.work_dir = str(tmp_path)
-    runner = runner_setup.build_runner(cfg)
+    runner = run.build_runner(cfg)
     runner.optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
     schedulers = runner.build_param_scheduler(cfg.param_scheduler)
     assert max(s.end for s in schedulers) == 1000

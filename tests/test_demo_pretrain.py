@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from convnext_dense import ConvNeXt
-from convnext_dense.demo.pretrain import (HINT_CHANNELS, MEAN, STD, PretrainSettings,
+from convnext_dense.extras.demo.pretrain import (HINT_CHANNELS, MEAN, STD, PretrainSettings,
                                           ShapeTeacher, distill_backbone, multi_object_scenes,
                                           pretrain_backbone, single_object_scene,
                                           single_object_scenes, train_teacher)
-from convnext_dense.demo.shapes import generate_shapes_dataset
+from convnext_dense.extras.demo.shapes import generate_shapes_dataset
 from convnext_dense.weights import load_pretrained
 
-from conftest import TINY_ARCH
+from tiny import TINY_ARCH
 
 TINY = dict(teacher_iters=3, distill_iters=3, teacher_batch_size=4, distill_batch_size=2,
             single_object_images=8, scene_images=4, warmup_iters=1)

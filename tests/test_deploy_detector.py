@@ -16,7 +16,7 @@ from mmdet.apis import inference_detector
 from mmdet.evaluation import CocoMetric
 from mmdet.structures.bbox import bbox_overlaps
 
-from convnext_dense.demo.shapes import generate_shapes_dataset
+from convnext_dense.extras.demo.shapes import generate_shapes_dataset
 from convnext_dense.deploy import OnnxModel, export_model
 from convnext_dense.deploy.export import build_model
 from deploy_helpers import (DET_CONFIG, ROOT, coco_image_ids, random_checkpoint,

@@ -13,8 +13,8 @@ import pytest
 import torch
 from mmseg.apis import inference_model
 
-from convnext_dense import fused_ops
-from convnext_dense.demo.shapes import generate_shapes_dataset
+from convnext_dense.cpu_fast_paths import fast_paths_enabled
+from convnext_dense.extras.demo.shapes import generate_shapes_dataset
 from convnext_dense.deploy import ExportError, OnnxModel, export_model
 from convnext_dense.deploy.export import build_model
 from convnext_dense.deploy.graphs import TwoStageGraph
@@ -188,8 +188,8 @@ def test_soft_nms_is_refused_by_name():
 
 def test_fused_paths_are_off_in_the_export(upernet, tmp_path):
     config, checkpoint, _ = upernet
-    assert fused_ops.fast_paths_enabled()
+    assert fast_paths_enabled()
     export_model(config, checkpoint, tmp_path, part='backbone', shape=(64, 64))
-    assert fused_ops.fast_paths_enabled()  # restored after the export
+    assert fast_paths_enabled()  # restored after the export
     ops = {node.op_type for node in onnx.load(str(tmp_path / 'model.onnx')).graph.node}
     assert 'LayerNormalization' in ops and not any('mkldnn' in op.lower() for op in ops)

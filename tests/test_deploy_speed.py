@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from convnext_dense.benchmark.onnx_speed import format_rows, run_onnx_speed
+from convnext_dense.extras.benchmark.onnx_speed import format_rows, run_onnx_speed
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from convnext_dense import runner_setup
-from convnext_dense.demo import generate_shapes_dataset
+from convnext_dense.runtime import run
+from convnext_dense.extras.demo import generate_shapes_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SEG_CONFIG = 'configs/demo/upernet_convnext-demo_shapes.py'
@@ -58,12 +58,12 @@ def test_close_process_group_destroys_the_group(tmp_path):
     store = torch.distributed.FileStore(str(tmp_path / 'store'), 1)
     torch.distributed.init_process_group('gloo', store=store, rank=0, world_size=1)
     try:
-        runner_setup.close_process_group()
+        run.close_process_group()
         assert not torch.distributed.is_initialized()
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-    runner_setup.close_process_group()  # and without a group it does nothing
+    run.close_process_group()  # and without a group it does nothing
 
 
 @pytest.mark.slow

@@ -12,13 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import convnext_dense.fast_grads as fast_grads
-import convnext_dense.fused_ops as fused_ops
-import convnext_dense.layers as layers
+import convnext_dense.cpu_fast_paths.fast_grads as fast_grads
+import convnext_dense.cpu_fast_paths.fused_ops as fused_ops
+import convnext_dense.model.layers as layers
 from convnext_dense import ConvNeXt
-from convnext_dense.benchmark.peers import build_huggingface, load_into_ours
-from convnext_dense.fast_grads import DepthwiseConv2d, channels_first, depthwise_weight_grad
-from convnext_dense.fused_ops import fast_paths, fast_paths_enabled
+from convnext_dense.extras.benchmark.peers import build_huggingface, load_into_ours
+from convnext_dense.cpu_fast_paths.fast_grads import (DepthwiseConv2d, channels_first,
+                                                      depthwise_weight_grad)
+from convnext_dense.cpu_fast_paths import fast_paths, fast_paths_enabled
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(),
                                 reason='the fused CPU path needs a torch build with oneDNN')

@@ -127,7 +127,7 @@ def test_switch_is_explicit():
               "print(C._schemes[''].__name__)")
     out = [subprocess.run([sys.executable, '-c', c], cwd=ROOT, capture_output=True, text=True,
                           timeout=120).stdout.strip().splitlines()[-1] for c in (before, code)]
-    assert out == ['load_local_checkpoint', 'True']
+    assert out == ['load_from_local', 'True']  # mmengine's own loader until the switch
 
 
 def _hf_predictions(model, image_paths):
@@ -149,7 +149,7 @@ def test_hf_directory_through_tools_test(hf_dir, tmp_path):
     import numpy as np
     from PIL import Image
     from transformers import UperNetForSemanticSegmentation
-    from convnext_dense.demo import generate_shapes_dataset
+    from convnext_dense.extras.demo import generate_shapes_dataset
     generate_shapes_dataset(tmp_path / 'shapes', seed=5, num_train=2, num_val=2)
     path, _, _ = hf_dir
     data_root = tmp_path / 'shapes' / 'ade'

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import convnext_dense  # noqa: F401  (weights_only loading of mmengine checkpoints)
-from convnext_dense.demo import generate_shapes_dataset
+import convnext_dense.model_checkpoints  # noqa: F401  (weights_only loading of mmengine files)
+from convnext_dense.extras.demo import generate_shapes_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SEG_CONFIG = 'configs/demo/upernet_convnext-demo_shapes.py'

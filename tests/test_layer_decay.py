@@ -15,7 +15,7 @@ from torch import nn
 
 from convnext_dense import ConvNeXt, LayerDecayOptimizerConstructor
 
-from conftest import TINY_ARCH
+from tiny import TINY_ARCH
 
 DECAYED = re.compile(r'(downsample_layers\.0\.0|downsample_layers\.[123]\.1|dwconv|pwconv[12]'
                      r'|neck|head)\.weight$')

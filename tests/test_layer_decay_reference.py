@@ -17,7 +17,7 @@ from mmseg.engine.optimizers import \
     LearningRateDecayOptimizerConstructor as MMSegConstructor
 from torch import nn
 
-from conftest import TINY_ARCH
+from tiny import TINY_ARCH
 from convnext_dense import ConvNeXt, LayerDecayOptimizerConstructor
 
 DET_CONFIG = 'cascade-mask-rcnn_convnext-s-p4-w7_fpn_4conv1fc-giou_amp-ms-crop-3x_coco.py'

@@ -124,7 +124,7 @@ SEG_CLASSES = ('background', 'circle', 'triangle', 'square', 'star')
 
 @pytest.fixture(scope='module')
 def seg_data(tmp_path_factory):
-    from convnext_dense.demo import generate_shapes_dataset
+    from convnext_dense.extras.demo import generate_shapes_dataset
     root = tmp_path_factory.mktemp('shapes')
     generate_shapes_dataset(root, seed=5, num_train=4, num_val=2)
     return root / 'ade'

@@ -17,6 +17,9 @@ import time
 import pytest
 from mmengine.config import Config
 
+from convnext_dense.runtime.cli_options import enable_tta
+from convnext_dense.runtime.config import load_config
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 MS_RATIOS = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 DET_TEST = dict(scale=(1333, 800))
@@ -118,11 +121,6 @@ def test_test_time_settings_are_the_official_ones(name):
                          ids=lambda n: osp.basename(n)[:40])
 def test_multi_scale_column_runs_whole_image_inference(name):
     """The README's `--tta --cfg-options model.test_cfg.mode=whole` reaches the wrapped model."""
-    try:  # the package layout being moved: runtime/ replaces runner_setup
-        from convnext_dense.runtime.cli_options import enable_tta
-        from convnext_dense.runtime.config import load_config
-    except ImportError:
-        from convnext_dense.runner_setup import enable_tta, load_config
     cfg = load_config(osp.join(ROOT, 'configs', name), {'model.test_cfg.mode': 'whole'})
     enable_tta(cfg)
     assert cfg.model.type == 'SegTTAModel' and cfg.model.module.test_cfg.mode == 'whole'

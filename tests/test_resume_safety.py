@@ -7,8 +7,9 @@ import pytest
 import torch
 from mmengine.fileio import get_file_backend
 
-import convnext_dense  # noqa: F401  (installs the allowlist and the atomic backend)
-from convnext_dense.resume_safety import AtomicLocalBackend, remove_interrupted_writes
+import convnext_dense.model_checkpoints  # noqa: F401  (allowlist, safe loading, atomic writes)
+from convnext_dense.atomic_files import remove_interrupted_writes
+from convnext_dense.runtime.checkpoint_safety import AtomicLocalBackend
 from toy_runner import toy_runner
 
 
@@ -29,7 +30,7 @@ def test_plain_torch_load_refuses_mmengine_checkpoints(trained_work_dir):
 
 def test_fresh_process_loads_mmengine_checkpoints(trained_work_dir):
     """No HistoryBuffer exists yet in a new process (resume starts that way)."""
-    code = ('import sys, torch, convnext_dense; '
+    code = ('import sys, torch, convnext_dense.model_checkpoints; '
             'print(sorted(torch.load(sys.argv[1])["message_hub"]["log_scalars"])[:1])')
     result = subprocess.run([sys.executable, '-c', code, str(trained_work_dir / 'epoch_2.pth')],
                             capture_output=True, text=True)

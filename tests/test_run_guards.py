@@ -5,8 +5,9 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from convnext_dense import runner_setup
-from convnext_dense.data_checks import DataError, check_data_paths, explain_annotation_errors
+from convnext_dense.runtime import cli_options, run
+from convnext_dense.runtime.data_checks import (DataError, check_data_paths,
+                                                explain_annotation_errors)
 from toy_runner import ToyModel, toy_runner
 
 
@@ -54,8 +55,8 @@ def test_last_good_checkpoint_stays_usable(tmp_path):
 
 def test_tools_add_the_hook_once():
     cfg = Config(dict(custom_hooks=[dict(type='EMAHook')]))
-    runner_setup.add_non_finite_loss_check(cfg)
-    runner_setup.add_non_finite_loss_check(cfg)
+    run.add_non_finite_loss_check(cfg)
+    run.add_non_finite_loss_check(cfg)
     assert [hook['type'] for hook in cfg.custom_hooks] == ['EMAHook', 'convnext_dense.NonFiniteLossHook']
 
 
@@ -117,7 +118,7 @@ def test_segmentation_out_dir_exists_before_any_rank_writes(tmp_path):
     # mmseg's IoUMetric makes output_dir on rank 0 only; every rank writes its PNGs into it.
     cfg = Config(dict(default_scope='mmseg', test_evaluator=dict(type='IoUMetric')))
     out = tmp_path / 'nested' / 'predictions'
-    runner_setup.add_result_dump(cfg, str(out))
+    cli_options.add_result_dump(cfg, str(out))
     assert out.is_dir()
     assert cfg.test_evaluator.output_dir == str(out) and cfg.test_evaluator.keep_results
 
@@ -125,6 +126,6 @@ def test_segmentation_out_dir_exists_before_any_rank_writes(tmp_path):
 def test_detection_out_must_be_a_pickle(tmp_path):
     cfg = Config(dict(default_scope='mmdet', test_evaluator=dict(type='CocoMetric')))
     with pytest.raises(ValueError, match=r"--out '.*results.json' must end with .pkl"):
-        runner_setup.add_result_dump(cfg, str(tmp_path / 'results.json'))
-    runner_setup.add_result_dump(cfg, str(tmp_path / 'results.pkl'))
+        cli_options.add_result_dump(cfg, str(tmp_path / 'results.json'))
+    cli_options.add_result_dump(cfg, str(tmp_path / 'results.pkl'))
     assert [e['type'] for e in cfg.test_evaluator] == ['CocoMetric', 'DumpDetResults']

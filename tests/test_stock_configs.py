@@ -5,8 +5,8 @@ from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 
-from convnext_dense.configs import stock_config_path
-from convnext_dense.swap.smoke import detection_batch, segmentation_batch
+from convnext_dense.runtime.config import stock_config_path
+from convnext_dense.extras.swap_survey.smoke import detection_batch, segmentation_batch
 
 STOCK_CONFIGS = {
     'mmdet': 'mmdet::convnext/mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py',
@@ -26,7 +26,7 @@ def test_registry_builds_scoped_type(scope, tiny_arch):
     init_default_scope(scope)
     registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
     backbone = registry.build(dict(type='convnext_dense.ConvNeXt', arch=tiny_arch))
-    assert type(backbone).__module__ == 'convnext_dense.backbone'
+    assert type(backbone).__module__ == 'convnext_dense.model.backbone'
     assert len(backbone(torch.rand(1, 3, 64, 64))) == 4
 
 

@@ -4,11 +4,11 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-from conftest import TINY_ARCH
+from tiny import TINY_ARCH
 from convnext_dense import swap_backbone
-from convnext_dense.configs import stock_config_path
+from convnext_dense.runtime.config import stock_config_path
 from convnext_dense.swap import plan_swap
-from convnext_dense.swap.probe import registry_of
+from convnext_dense.runtime.config import task_registry
 
 FASTER_RCNN = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
 RETINANET = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
@@ -36,7 +36,7 @@ def _unscoped(value):
 def _build(cfg):
     scope = cfg.default_scope
     with DefaultScope.overwrite_default_scope(scope):
-        return registry_of(scope).build(cfg.model)
+        return task_registry(scope).build(cfg.model)
 
 
 # The stages each model reads, as the issue states them: Faster R-CNN's FPN all four, RetinaNet's

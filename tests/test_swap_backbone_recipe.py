@@ -2,11 +2,11 @@
 import pytest
 from mmengine.config import Config
 
-from conftest import TINY_ARCH
+from tiny import TINY_ARCH
 from convnext_dense import swap_backbone
-from convnext_dense.configs import stock_config_path
+from convnext_dense.runtime.config import stock_config_path
 from convnext_dense.swap import plan_swap
-from convnext_dense.swap.smoke import prepare_step
+from convnext_dense.extras.swap_survey.smoke import prepare_step
 
 RETINANET = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
 CAFFE_FASTER_RCNN = 'mmdet::faster_rcnn/faster-rcnn_r50-caffe_fpn_1x_coco.py'

@@ -2,8 +2,8 @@
 import pytest
 from mmengine.config import Config
 
-from conftest import TINY_ARCH
-from convnext_dense.configs import stock_config_path
+from tiny import TINY_ARCH
+from convnext_dense.runtime.config import stock_config_path
 from convnext_dense.swap import SwapRefused, plan_swap
 
 FASTER_RCNN = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'

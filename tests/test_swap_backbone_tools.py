@@ -5,8 +5,9 @@ import os.path as osp
 import pytest
 from mmengine.config import Config
 
-from convnext_dense.configs import stock_config_path
-from convnext_dense.swap.sweep import backbone_family, check_config, stock_configs, summarize
+from convnext_dense.runtime.config import stock_config_path
+from convnext_dense.extras.swap_survey.sweep import (backbone_family, check_config, stock_configs,
+                                                     summarize)
 
 TOOLS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools')
 RPN_C4 = 'mmdet::rpn/rpn_r50-caffe-c4_1x_coco.py'

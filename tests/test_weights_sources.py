@@ -15,6 +15,7 @@ import torch
 from convnext_dense import ConvNeXt
 from convnext_dense.weights import load_pretrained, resolve_source
 from convnext_dense.weights.sources import url_cache_path
+from tiny import TINY_ARCH
 from weights_reference import ARCH, build_hf_classifier, official_from_hf
 
 OFFICIAL_URL = 'https://dl.fbaipublicfiles.com/convnext/convnext_base_22k_224.pth'
@@ -122,16 +123,15 @@ def _hf_cache_snapshot(hf_home, repo_id, files):
         writer(snapshot / name)
 
 
-_HUB_SCRIPT = textwrap.dedent('''
+_HUB_SCRIPT = textwrap.dedent(f'''
     import json, sys, time
     from convnext_dense import ConvNeXt
     from convnext_dense.weights import load_pretrained
-    results = {}
+    results = {{}}
     for repo_id in sys.argv[1:]:
         start = time.monotonic()
         try:
-            arch = dict(depths=(1, 1, 2, 1), channels=(16, 32, 64, 128))
-            layout = load_pretrained(ConvNeXt(arch=arch), repo_id).layout
+            layout = load_pretrained(ConvNeXt(arch={TINY_ARCH!r}), repo_id).layout
             results[repo_id] = dict(ok=True, layout=layout)
         except FileNotFoundError as err:
             results[repo_id] = dict(ok=False, error=str(err))
@@ -152,7 +152,8 @@ def _run_hub_script(env_overrides, repo_ids):
 @pytest.mark.slow
 def test_hub_id_offline_uses_cache_or_fails_fast(tmp_path, hf_model):
     hf_home = tmp_path / 'hf_home'
-    config = {'model_type': 'convnext', 'depths': [1, 1, 2, 1], 'hidden_sizes': [16, 32, 64, 128]}
+    config = {'model_type': 'convnext', 'depths': list(TINY_ARCH['depths']),
+              'hidden_sizes': list(TINY_ARCH['channels'])}
     _hf_cache_snapshot(hf_home, 'someone/convnext-cached', {
         'config.json': lambda p: p.write_text(json.dumps(config)),
         'pytorch_model.bin': lambda p: torch.save(hf_model.state_dict(), p)})

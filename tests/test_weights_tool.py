@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from convnext_dense import ConvNeXt
-from convnext_dense.weights import (convert_file, convert_with_report, load_pretrained,
-                                    load_state_file)
+from convnext_dense.convert import convert_file
+from convnext_dense.weights import convert_with_report, load_pretrained, load_state_file
 from weights_reference import (ARCH, build_hf_classifier, channel_layer_norm, dense_norms,
                                detector_from_hf, hf_stage_outputs, mmpretrain_cls_from_hf,
                                save_hf_dirs)

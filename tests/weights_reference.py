@@ -1,8 +1,9 @@
 """Reference checkpoints for the weights tests, derived from a small Hugging Face ConvNeXt.
 
-The key maps below are written from ``shared/REFERENCE.md`` independently of
-``convnext_dense.weights.layouts``: they go from Hugging Face names to each other layout, the
-package goes the other way, and the numerics are compared against Hugging Face's own forward.
+The key maps below are written from each library's own module names (official ConvNeXt, Hugging
+Face ConvNext, timm, mmpretrain) independently of ``convnext_dense.weights.layouts``: they go
+from Hugging Face names to each other layout, the package goes the other way, and the numerics
+are compared against Hugging Face's own forward.
 """
 import re
 import shutil
@@ -12,8 +13,10 @@ from typing import Dict, List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-HF_DEPTHS = [1, 1, 2, 1]
-HF_CHANNELS = [16, 32, 64, 128]
+from tiny import TINY_ARCH
+
+HF_DEPTHS = list(TINY_ARCH['depths'])
+HF_CHANNELS = list(TINY_ARCH['channels'])
 ARCH = dict(depths=tuple(HF_DEPTHS), channels=tuple(HF_CHANNELS))
 NUM_LABELS = 5
 
@@ -64,7 +67,7 @@ def channel_layer_norm(x: torch.Tensor, weight: Optional[torch.Tensor] = None,
     return F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], weight, bias, 1e-6).permute(0, 3, 1, 2)
 
 
-# --- key maps from HF to the other layouts (REFERENCE.md) ---------------------------------
+# --- key maps from HF to the other layouts ------------------------------------------------
 
 _HF_TO_OFFICIAL = [
     (r'convnext\.embeddings\.patch_embeddings\.', 'downsample_layers.0.0.'),

@@ -13,9 +13,9 @@ import argparse
 import json
 import sys
 
-from convnext_dense.benchmark.report import (check_goals, format_machine, format_summary,
+from convnext_dense.extras.benchmark.report import (check_goals, format_machine, format_summary,
                                              format_table, write_json)
-from convnext_dense.benchmark.runner import PRECISION_FAMILIES, VARIANTS, BenchmarkConfig
+from convnext_dense.extras.benchmark.runner import PRECISION_FAMILIES, VARIANTS, BenchmarkConfig
 
 
 def parse_size(text: str):
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
-    from convnext_dense.benchmark.runner import run_benchmark, summarize
+    from convnext_dense.extras.benchmark.runner import run_benchmark, summarize
 
     def log(line):
         print(f'... {line}', file=sys.stderr, flush=True)
@@ -108,8 +108,8 @@ def main(argv=None) -> int:
         print(format_summary(results['summary'], results['goals']) + '\n')
         print(format_table(results))
     if args.whole_model:
-        from convnext_dense.benchmark.runner import machine_info
-        from convnext_dense.benchmark.whole_model import run_whole_models
+        from convnext_dense.extras.benchmark.runner import machine_info
+        from convnext_dense.extras.benchmark.whole_model import run_whole_models
         if 'machine' not in results:
             results.update(machine=machine_info('cpu'), clock=args.clock)
             print(f"Machine: {format_machine(results)}")
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
                   f"{row['ours_s']:.3f} ({row['ours_spread']:.1%}) | {hf} | {ratio} | "
                   f"{row.get('same_head_work', '')} {row['work'].get('ours') or ''} |")
     if args.onnx:
-        from convnext_dense.benchmark.onnx_speed import format_rows, run_onnx_speed
+        from convnext_dense.extras.benchmark.onnx_speed import format_rows, run_onnx_speed
         results['onnx'] = run_onnx_speed(args.onnx, args.sizes[0], args.repeats, args.warmup,
                                          args.clock, args.arch, log)
         print('\n' + format_rows(results['onnx']))

@@ -5,28 +5,19 @@ Inference throughput and a training step (forward + backward) at 224x224 (batch 
 A few minutes of GPU time for ConvNeXt-B.
 
 It needs torch, transformers (and timm to include it) and mmengine (pure Python; carry its wheel
-and those of addict, yapf, termcolor and rich), but none of mmcv, mmdet or mmseg: the backbone
-is imported without running ``convnext_dense/__init__.py``.
+and those of addict, yapf, termcolor and rich), but none of mmcv, mmdet or mmseg: importing
+``convnext_dense`` only registers the backbone, which needs none of them.
 
     python tools/benchmark_gpu.py --json "$OUT/gpu_benchmark.json"
     python tools/benchmark_gpu.py --tiny   # seconds, on CPU when there is no GPU
 """
 import argparse
-import importlib
 import os.path as osp
 import sys
-import types
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-
-
-def import_backbone_only() -> None:
-    """Make ``convnext_dense`` a bare package, so its submodules import without ``__init__``."""
-    if 'convnext_dense' not in sys.modules:
-        package = types.ModuleType('convnext_dense')
-        package.__path__ = [osp.join(ROOT, 'convnext_dense')]
-        sys.modules['convnext_dense'] = package
-    importlib.import_module('convnext_dense.backbone')
+if ROOT not in sys.path:  # the GPU machines run it from a checkout, without installing it
+    sys.path.insert(0, ROOT)
 
 
 def parse_args(argv=None):
@@ -42,13 +33,12 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import_backbone_only()
     import torch
 
-    from convnext_dense.benchmark.memory import measure_cuda_step_memory
-    from convnext_dense.benchmark.report import format_machine, format_summary, format_table
-    from convnext_dense.benchmark.report import write_json
-    from convnext_dense.benchmark.runner import BenchmarkConfig, run_benchmark, summarize
+    from convnext_dense.extras.benchmark.memory import measure_cuda_step_memory
+    from convnext_dense.extras.benchmark.report import format_machine, format_summary, format_table
+    from convnext_dense.extras.benchmark.report import write_json
+    from convnext_dense.extras.benchmark.runner import BenchmarkConfig, run_benchmark, summarize
 
     cuda = torch.cuda.is_available()
     if args.tiny:

@@ -13,8 +13,9 @@ Example:
 import argparse
 import sys
 
-from convnext_dense.weights import convert_file, format_report
-from convnext_dense.weights.export import FORMATS
+from convnext_dense.convert import convert_file
+from convnext_dense.weights import format_report
+from convnext_dense.convert.backbone_file import FORMATS
 from convnext_dense.weights.hf_upernet import (classes_from_meta, mapping_lines, save_hf_upernet,
                                                save_mmseg_checkpoint)
 from convnext_dense.weights.model_loader import read_model_checkpoint

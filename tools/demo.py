@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from convnext_dense.demo.pipeline import DemoPipeline, DemoSettings
-from convnext_dense.demo.summary import THRESHOLDS, below_thresholds
+from convnext_dense.extras.demo.pipeline import DemoPipeline, DemoSettings
+from convnext_dense.extras.demo.summary import THRESHOLDS, below_thresholds
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,19 +1,5 @@
 #!/usr/bin/env bash
 # Distributed testing with torchrun: tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args]
-# Multi-node: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node.
+# Multi-node (NNODES, NODE_RANK, MASTER_ADDR, PORT) and CPU-only machines: see tools/torchrun.sh.
 set -euo pipefail
-CONFIG=$1
-CHECKPOINT=$2
-GPUS=$3
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
-HERE=$(cd "$(dirname "$0")" && pwd)
-PYTHON=${PYTHON:-python}
-
-PYTHONPATH="$HERE/..:${PYTHONPATH:-}" \
-"$PYTHON" -m torch.distributed.run \
-    --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
-    --nproc_per_node="$GPUS" --master_port="$PORT" \
-    "$HERE/test.py" "$CONFIG" "$CHECKPOINT" --launcher pytorch "${@:4}"
+exec "$(dirname "$0")/torchrun.sh" "$3" test.py "$1" "$2" "${@:4}"

@@ -9,6 +9,7 @@ import sys
 
 from convnext_dense.deploy.errors import ExportError
 from convnext_dense.deploy.export import PARTS, export_model
+from convnext_dense.runtime.cli_options import exit_code
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -29,14 +30,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
+
+    def export() -> str:
         onnx_file = export_model(args.config, args.checkpoint, args.out, args.shape,
                                  args.dynamic, args.fp16, args.part)
-    except (ExportError, FileNotFoundError, ValueError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
-    print(f'wrote {onnx_file} and {onnx_file.parent / "deploy.json"}')
-    return 0
+        return f'wrote {onnx_file} and {onnx_file.parent / "deploy.json"}'
+
+    return exit_code(export, (ExportError, FileNotFoundError, ValueError))
 
 
 if __name__ == '__main__':

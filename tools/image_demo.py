@@ -7,7 +7,8 @@ Example:
 import argparse
 import sys
 
-from convnext_dense.demo.inference import draw_prediction
+from convnext_dense.runtime.cli_options import exit_code
+from convnext_dense.runtime.inference import draw_prediction
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -25,14 +26,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        out_file = draw_prediction(args.image, args.config, args.checkpoint, args.out_dir,
-                                   args.device, args.score_thr)
-    except (FileNotFoundError, ValueError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
-    print(f'wrote {out_file}')
-    return 0
+    return exit_code(lambda: 'wrote ' + str(draw_prediction(
+        args.image, args.config, args.checkpoint, args.out_dir, args.device, args.score_thr)))
 
 
 if __name__ == '__main__':

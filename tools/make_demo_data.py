@@ -9,7 +9,7 @@ and renames it into place.
 import argparse
 import time
 
-from convnext_dense.demo.shapes import DEFAULT_OUT_DIR, generate_shapes_dataset
+from convnext_dense.extras.demo.shapes import DEFAULT_OUT_DIR, generate_shapes_dataset
 
 
 def build_parser() -> argparse.ArgumentParser:

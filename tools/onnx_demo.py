@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from convnext_dense.deploy.runtime import draw_prediction
+from convnext_dense.runtime.cli_options import exit_code
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -23,13 +24,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        out_file = draw_prediction(args.image, args.model_dir, args.out_dir, args.score_thr)
-    except (FileNotFoundError, ValueError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
-    print(f'wrote {out_file}')
-    return 0
+    return exit_code(lambda: 'wrote ' + str(draw_prediction(args.image, args.model_dir,
+                                                             args.out_dir, args.score_thr)))
 
 
 if __name__ == '__main__':

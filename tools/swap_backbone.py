@@ -9,7 +9,7 @@ which stages ConvNeXt outputs and which fields were rewritten.
 import argparse
 import sys
 
-from convnext_dense.archs import ARCH_SETTINGS
+from convnext_dense.model.archs import ARCH_SETTINGS
 from convnext_dense.swap import SwapRefused, plan_swap
 
 

@@ -11,7 +11,8 @@ import os
 import os.path as osp
 import sys
 
-from convnext_dense.swap.sweep import resnet_configs, run_sweep, summarize, trained_results
+from convnext_dense.extras.swap_survey.sweep import (resnet_configs, run_sweep, summarize,
+                                                     trained_results)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -1,9 +1,10 @@
 # Mask R-CNN on the embedded "shapes" dataset (`make demo`): the B-22k COCO config, changed only
 # where a 2-core CPU, 128-192 px images and 16-96 px objects need it.
 # NO DOWNLOADED WEIGHTS: the backbone starts from `checkpoint`, which `make demo` makes first on
-# rendered shapes (convnext_dense/demo/pretrain.py: a conv-BN-ReLU shape classifier, then the same
-# small ConvNeXt learns its feature maps), the demo's stand-in for ImageNet-22k; it is saved in the
-# official layout and loaded through init_cfg Pretrained exactly as the 22k weights are.
+# rendered shapes (convnext_dense/extras/demo/pretrain.py: a conv-BN-ReLU shape classifier, then
+# the same small ConvNeXt learns its feature maps), the demo's stand-in for ImageNet-22k; it is
+# saved in the official layout and loaded through init_cfg Pretrained exactly as the 22k weights
+# are.
 # From scratch: model.backbone.init_cfg=None.
 _base_ = '../mask_rcnn/mask-rcnn_convnext-b-in22k_fpn_ms-crop-3x_coco.py'
 

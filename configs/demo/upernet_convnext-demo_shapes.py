@@ -1,9 +1,10 @@
 # UperNet on the embedded "shapes" dataset (`make demo`): the B-22k ADE20K config, changed only
 # where a 2-core CPU and 128-192 px images need it.
 # NO DOWNLOADED WEIGHTS: the backbone starts from `checkpoint`, which `make demo` makes first on
-# rendered shapes (convnext_dense/demo/pretrain.py: a conv-BN-ReLU shape classifier, then the same
-# small ConvNeXt learns its feature maps), the demo's stand-in for ImageNet-22k; it is saved in the
-# official layout and loaded through init_cfg Pretrained exactly as the 22k weights are.
+# rendered shapes (convnext_dense/extras/demo/pretrain.py: a conv-BN-ReLU shape classifier, then
+# the same small ConvNeXt learns its feature maps), the demo's stand-in for ImageNet-22k; it is
+# saved in the official layout and loaded through init_cfg Pretrained exactly as the 22k weights
+# are.
 # From scratch: model.backbone.init_cfg=None.
 # Labels: 0 is a real class here (every pixel is annotated, background included), unlike
 # ADE20K's 0 = "other", so reduce_zero_label=False and mIoU averages over 5 classes with the

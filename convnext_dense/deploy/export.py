@@ -14,8 +14,9 @@ import torch
 from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
-from .. import fused_ops
-from ..runner_setup import _replace_sync_bn, load_config, task_scope
+from ..cpu_fast_paths import fast_paths
+from ..runtime.config import load_config, task_scope
+from ..runtime.device import replace_sync_bn
 from .errors import ExportError
 from .graphs import DET_OUTPUTS, BackboneGraph, SegmenterGraph, TwoStageGraph
 from .meta import build_meta, write_meta
@@ -39,7 +40,7 @@ def build_model(config: PathLike, checkpoint: Optional[PathLike]):
     cfg = load_config(str(config))
     scope = task_scope(cfg)
     cfg.model.backbone.init_cfg = None  # the weights come from `checkpoint`
-    _replace_sync_bn(cfg.model)  # SyncBN needs a process group; in eval it is BN
+    replace_sync_bn(cfg.model)  # SyncBN needs a process group; in eval it is BN
     init_default_scope(scope)
     if scope == 'mmdet':
         from mmdet.registry import MODELS
@@ -167,7 +168,7 @@ def export_model(config: PathLike, checkpoint: Optional[PathLike], out_dir: Path
 
 def _trace(graph, inputs: dict, outputs, dynamic_axes, onnx_file: Path) -> None:
     import warnings
-    with _module_trail(graph) as trail, fused_ops.fast_paths(False), torch.no_grad(), \
+    with _module_trail(graph) as trail, fast_paths(False), torch.no_grad(), \
             warnings.catch_warnings():
         warnings.simplefilter('ignore')  # tracer and deprecation warnings; failures raise
         try:

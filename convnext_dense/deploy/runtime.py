@@ -8,7 +8,7 @@ samples, so the library's visualizers and metrics take them as they are.
 """
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, Optional, Union
 
 import numpy as np
 import torch

@@ -16,7 +16,8 @@ import inspect
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from .errors import SwapRefused
-from .probe import Feeds, registry_of
+from ..runtime.config import task_registry
+from .probe import Feeds
 
 #: Model fields that hold no consumer of backbone features.
 NOT_CONSUMERS = ('backbone', 'neck', 'data_preprocessor', 'train_cfg', 'test_cfg', 'init_cfg')
@@ -35,7 +36,7 @@ class Consumer(NamedTuple):
 def signature_defaults(cfg: Dict, scope: str) -> Dict[str, Any]:
     """Constructor argument defaults of ``cfg['type']``, following ``**kwargs`` up the MRO."""
     module_type = cfg.get('type')
-    cls = module_type if inspect.isclass(module_type) else registry_of(scope).get(module_type)
+    cls = module_type if inspect.isclass(module_type) else task_registry(scope).get(module_type)
     defaults: Dict[str, Any] = {}
     if cls is None:
         return defaults

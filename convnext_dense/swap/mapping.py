@@ -1,8 +1,7 @@
 """Map the backbone outputs a model reads onto ConvNeXt stages and rewrite its consumers."""
 from typing import Any, Dict, List, NamedTuple, Tuple
 
-from ..backbone import ConvNeXt
-from ..archs import resolve_arch
+from ..model.archs import declared_outputs
 from .consumers import Consumer
 from .errors import SwapRefused
 from .probe import Feeds
@@ -26,13 +25,6 @@ def _read_positions(consumers: List[Consumer], count: int) -> List[int]:
         for position in consumer.pinned.values():
             read.update(range(position + 1))
     return sorted(read)
-
-
-def _declared_outputs(arch, out_indices) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
-    _, channels = resolve_arch(arch)
-    # out_channels depends on the widths only; one block per stage keeps this cheap for xlarge.
-    probe = ConvNeXt(arch=dict(depths=(1, 1, 1, 1), channels=channels), out_indices=out_indices)
-    return probe.out_channels, probe.out_strides
 
 
 def _same_kind(old: Any, values: List[int]) -> Any:
@@ -74,7 +66,7 @@ def map_outputs(consumers: List[Consumer], feeds: Feeds, arch, check_strides: bo
     if stages != sorted(set(stages)):
         raise SwapRefused('model.backbone.out_indices', f'the outputs read come from stages '
                           f'{stages}; ConvNeXt returns distinct stages in increasing order')
-    out_channels, out_strides = _declared_outputs(arch, tuple(stages))
+    out_channels, out_strides = declared_outputs(arch, tuple(stages))
     new_position = {old: new for new, old in enumerate(read)}
     new_channels = {old: out_channels[new] for new, old in enumerate(read)}
     if check_strides:

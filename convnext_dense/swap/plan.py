@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from mmengine.config import Config
 
-from ..archs import resolve_arch
+from ..model.archs import resolve_arch
 from . import recipe as recipes
 from .consumers import check_no_own_backbone, find_consumers
 from .errors import SwapRefused

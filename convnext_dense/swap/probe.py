@@ -1,11 +1,11 @@
 """Build a config's backbone and measure what it feeds the rest of the model."""
 import copy
-import importlib
 from typing import NamedTuple, Tuple
 
 import torch
 from mmengine.registry import DefaultScope
 
+from ..runtime.config import task_registry
 from .errors import SwapRefused
 
 # Large enough that every ResNet stage (even dilated ones) keeps a spatial extent above 1.
@@ -21,15 +21,10 @@ class Feeds(NamedTuple):
     maps: Tuple[torch.Tensor, ...] = ()  # the outputs themselves, for probing the neck
 
 
-def registry_of(scope: str):
-    """The ``MODELS`` registry of ``scope`` ('mmdet' or 'mmseg')."""
-    return importlib.import_module(f'{scope}.registry').MODELS
-
-
 def run_module(cfg: dict, scope: str, device: str, inputs):
     """Build ``cfg`` on ``device`` ('meta' computes shapes only) and call it in eval mode."""
     with torch.device(device), torch.no_grad(), DefaultScope.overwrite_default_scope(scope):
-        module = registry_of(scope).build(cfg)
+        module = task_registry(scope).build(cfg)
         module.eval()
         return module, module(inputs(device))
 

@@ -2,6 +2,8 @@
 import copy
 from typing import Any, Dict, List, Optional
 
+from ..model.archs import IMAGENET_MEAN, IMAGENET_STD
+
 WEIGHTS_URL = 'https://dl.fbaipublicfiles.com/convnext/convnext_{arch}_22k_224.pth'
 #: ``pretrained`` value meaning "the official ImageNet-22k weights of the arch".
 OFFICIAL_22K = '22k'
@@ -13,7 +15,7 @@ DECAY = {'mmdet': dict(decay_rate=0.8, decay_type='layer_wise'),
 OPTIMIZER = dict(type='AdamW', lr=LR, betas=(0.9, 0.999), weight_decay=0.05)
 CONSTRUCTOR = 'convnext_dense.LayerDecayOptimizerConstructor'
 # The ImageNet RGB statistics every official ConvNeXt checkpoint was trained with.
-NORMALIZATION = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True)
+NORMALIZATION = dict(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), bgr_to_rgb=True)
 
 
 def weights_for(arch: Any, pretrained: Optional[str]) -> Optional[str]:

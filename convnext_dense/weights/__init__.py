@@ -8,8 +8,8 @@ is detected from the keys. No file is unpickled with code: see :mod:`.safe_load`
 Whole detector / segmenter checkpoints (official mmdet 2 / mmseg 0 files, mmdet 3 / mmseg 1 zoo
 files, Hugging Face ``UperNetForSemanticSegmentation``): :func:`load_model_checkpoint` loads them
 strictly; :mod:`.model_layouts` renames them; :mod:`.hf_upernet` writes Hugging Face directories.
+Writing a backbone file from any checkpoint is :mod:`convnext_dense.convert` (it builds the model).
 """
-from .export import convert_file, save_backbone_weights
 from .fit import describe_arch, infer_arch
 from .layouts import Conversion, convert_to_backbone, convert_with_report, detect_naming
 from .hf_upernet import save_hf_upernet, save_mmseg_checkpoint
@@ -20,9 +20,9 @@ from .safe_load import load_state_file
 from .sources import resolve_source
 
 __all__ = [
-    'Conversion', 'convert_file', 'convert_model_state_dict', 'convert_to_backbone',
+    'Conversion', 'convert_model_state_dict', 'convert_to_backbone',
     'convert_with_report', 'describe_arch', 'detect_naming', 'format_report', 'infer_arch',
     'load_model_checkpoint', 'load_pretrained', 'load_state_file', 'read_checkpoint',
-    'read_model_checkpoint', 'resolve_source', 'save_backbone_weights', 'save_hf_upernet',
+    'read_model_checkpoint', 'resolve_source', 'save_hf_upernet',
     'save_mmseg_checkpoint', 'to_hf_upernet',
 ]

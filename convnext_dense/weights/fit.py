@@ -5,9 +5,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from ..archs import ARCH_SETTINGS, NUM_STAGES
+from ..model.archs import ARCH_SETTINGS, NUM_STAGES
+from .layouts import OUTPUT_NORM
 
-OUTPUT_NORM = re.compile(r'norm([0-3])\.(weight|bias)')
 _BLOCK = re.compile(r'stages\.([0-3])\.(\d+)\.')
 _LIST_LIMIT = 10
 

@@ -14,6 +14,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 
 from .fit import infer_arch
+from .layouts import OUTPUT_NORM
 from .model_layouts import BACKBONE, to_hf_upernet
 
 PathLike = Union[str, os.PathLike]
@@ -47,7 +48,8 @@ def hf_upernet_config(state_dict: Mapping[str, torch.Tensor],
     from transformers import ConvNextConfig, UperNetConfig
     backbone = {k[len(BACKBONE):]: v for k, v in state_dict.items() if k.startswith(BACKBONE)}
     depths, channels = infer_arch(backbone)
-    norms = sorted(int(m[1]) for k in backbone for m in [re.fullmatch(r'norm(\d)\.weight', k)] if m)
+    norms = sorted(int(m[1]) for k in backbone for m in [OUTPUT_NORM.fullmatch(k)]
+                   if m and m[2] == 'weight')
     if None in depths or None in channels or norms != [0, 1, 2, 3]:
         raise ValueError(f'Hugging Face UperNet needs a ConvNeXt with four outputs; the checkpoint '
                          f'holds depths {depths}, channels {channels}, output norms {norms}')

@@ -3,7 +3,7 @@
 Everything here is pure: a state dict goes in, a :class:`Conversion` comes out, nothing is read,
 written or mutated. The layout is detected from the keys, never from a file name.
 
-Supported layouts (key maps in ``shared/REFERENCE.md``):
+Supported layouts (each as its library writes it):
 
 * official facebookresearch/ConvNeXt (``{'model': ...}``; ``norm.*`` and ``head.*`` dropped),
   which is also this backbone's own layout (``norm{i}`` output norms kept);
@@ -45,14 +45,15 @@ def _same(pattern: str) -> Tuple[str, str]:
 
 
 _DOWNSAMPLE = r'downsample_layers\.[0-3]\.[01]\.(weight|bias)'
-_OUTPUT_NORM = r'norm[0-3]\.(weight|bias)'
+#: The backbone's per-stage output norms (``norm0`` .. ``norm3``), group 1 the stage.
+OUTPUT_NORM = re.compile(r'norm([0-3])\.(weight|bias)')
 
 _RULES: Dict[str, List[Rule]] = {
     'official': [
         _same(_DOWNSAMPLE),
         _same(r'stages\.[0-3]\.\d+\.(dwconv|norm|pwconv1|pwconv2)\.(weight|bias)'),
         _same(r'stages\.[0-3]\.\d+\.gamma'),
-        _same(_OUTPUT_NORM),
+        _same(OUTPUT_NORM.pattern),
         (r'norm\.(weight|bias)', _Drop(DROP_FINAL_NORM)),
         (r'head\..+', _Drop(DROP_HEAD)),
     ],
@@ -63,7 +64,8 @@ _RULES: Dict[str, List[Rule]] = {
          r'stages.\1.\2.pwconv\3.\4'),
         _same(r'stages\.[0-3]\.\d+\.norm\.(weight|bias)'),
         _same(r'stages\.[0-3]\.\d+\.gamma'),
-        _same(_OUTPUT_NORM),  # or the classification norm3: see _mmpretrain_is_classification
+        # or the classification norm3: see _mmpretrain_is_classification
+        _same(OUTPUT_NORM.pattern),
         (r'head\..+', _Drop(DROP_HEAD)),
     ],
     'huggingface': [
@@ -249,7 +251,7 @@ def convert_with_report(checkpoint: Mapping, prefix: Optional[str] = None,
             f'{len(inside)} keys{f" under {full_prefix!r}" if full_prefix else ""} fits the '
             f'official, Hugging Face, timm or mmpretrain ConvNeXt layouts '
             f'(keys look like {_preview(list(inside))})')
-    norm_ids = {int(m.group(1)) for k in inside for m in [re.fullmatch(r'norm(\d)\..+', k)] if m}
+    norm_ids = {int(m.group(1)) for k in inside for m in [OUTPUT_NORM.fullmatch(k)] if m}
     classification = (naming == 'mmpretrain' and not dense
                       and _mmpretrain_is_classification(norm_ids, others))
 

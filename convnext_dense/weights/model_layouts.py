@@ -18,7 +18,7 @@ from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 
-from .layouts import convert_with_report, detect_naming
+from .layouts import OUTPUT_NORM, convert_with_report, detect_naming
 
 BACKBONE = 'backbone.'
 HEADS = ('decode_head', 'auxiliary_head')
@@ -42,7 +42,7 @@ _BACKBONE_TO_HF = (
      r'encoder.stages.\1.layers.\2.\3.\4'),
     (r'stages\.([0-3])\.(\d+)\.norm\.(weight|bias)', r'encoder.stages.\1.layers.\2.layernorm.\3'),
     (r'stages\.([0-3])\.(\d+)\.gamma', r'encoder.stages.\1.layers.\2.layer_scale_parameter'),
-    (r'norm([0-3])\.(weight|bias)', lambda m: f'hidden_states_norms.stage{int(m[1]) + 1}.{m[2]}'),
+    (OUTPUT_NORM.pattern, lambda m: f'hidden_states_norms.stage{int(m[1]) + 1}.{m[2]}'),
 )
 
 

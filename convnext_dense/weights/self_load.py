@@ -9,7 +9,6 @@ caller gets an error instead of a model with a partly random backbone. The one e
 classification backbone (no output norms at all, every other tensor present): its output norms
 start fresh at weight 1, bias 0, as with ``init_cfg=dict(type='Pretrained', ...)``.
 """
-import re
 from typing import Dict, List
 
 import torch
@@ -17,10 +16,7 @@ from torch import nn
 
 from .fit import describe_arch, infer_arch
 from .key_report import compare_keys
-from .layouts import convert_with_report, detect_naming
-
-_OUTPUT_NORM = re.compile(r'norm([0-3])\.(weight|bias)')
-
+from .layouts import OUTPUT_NORM, convert_with_report, detect_naming
 
 def adopt_backbone_keys(backbone: nn.Module, state_dict: Dict[str, object], prefix: str) -> None:
     """Rename ``state_dict``'s keys under ``prefix`` to the backbone's names, in place, or refuse.
@@ -52,9 +48,9 @@ def adopt_backbone_keys(backbone: nn.Module, state_dict: Dict[str, object], pref
     for key in conversion.unmapped:
         converted[key] = inside[key]
     expected = {k: v.shape for k, v in backbone.state_dict().items()}
-    for key in [k for k in converted if _OUTPUT_NORM.fullmatch(k) and k not in expected]:
+    for key in [k for k in converted if OUTPUT_NORM.fullmatch(k) and k not in expected]:
         del converted[key]  # output norm of a stage this backbone does not output
-    norms = [k for k in expected if _OUTPUT_NORM.fullmatch(k)]
+    norms = [k for k in expected if OUTPUT_NORM.fullmatch(k)]
     if norms and not any(k in converted for k in norms):
         # A classification backbone (no output norms at all, everything else checked below): the
         # norms start fresh at weight 1, bias 0, as Pretrained init does.
@@ -80,7 +76,7 @@ def _hints(converted, backbone, missing) -> List[str]:
     if held != configured and any(c is not None for c in held[1]):
         lines.append(f'  the checkpoint holds a ConvNeXt with {describe_arch(*held)}; the '
                      f'backbone is configured as {describe_arch(*configured)}')
-    if missing and all(_OUTPUT_NORM.fullmatch(k) for k in missing):
+    if missing and all(OUTPUT_NORM.fullmatch(k) for k in missing):
         lines.append('  only some output norms are missing: the checkpoint is a dense model with '
                      'other out_indices; set out_indices to match')
     return lines

@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 
 import torch
 
+from ..atomic_files import atomic_path
+
 HF_WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
 CONNECT_TIMEOUT_S = 10.0
 _HUB_ID = re.compile(r'[A-Za-z0-9][\w.-]*/[\w.-]+')
@@ -80,25 +82,25 @@ def download_url(url: str) -> Path:
     dst = url_cache_path(url)
     if dst.is_file():
         return dst
-    partial = dst.with_name(f'{dst.name}.{os.getpid()}.partial')
     try:
-        with urllib.request.urlopen(url, timeout=CONNECT_TIMEOUT_S) as response:
-            dst.parent.mkdir(parents=True, exist_ok=True)
+        with urllib.request.urlopen(url, timeout=CONNECT_TIMEOUT_S) as response, \
+                atomic_path(dst) as partial:
             digest = _copy_with_progress(response, partial, dst.name)
+            _check_hash_in_name(url, dst, digest)
     except (urllib.error.URLError, OSError) as err:
-        partial.unlink(missing_ok=True)
         reason = getattr(err, 'reason', None) or err
         raise FileNotFoundError(
             f'cannot download {url} ({reason}). If this machine is offline, download the file '
             f'elsewhere and put it at {dst} (it is used from there), or pass its local path as '
             'checkpoint=') from None
+    return dst
+
+
+def _check_hash_in_name(url: str, dst: Path, digest: str) -> None:
     expected = _HASH_IN_NAME.search(dst.name)
     if expected and not digest.startswith(expected.group(1)):
-        partial.unlink(missing_ok=True)
         raise ValueError(f'downloaded {url} has sha256 {digest[:len(expected.group(1))]}..., '
                          f'not the {expected.group(1)} in its name; the download is corrupt')
-    os.replace(partial, dst)
-    return dst
 
 
 def _copy_with_progress(response, dst: Path, name: str) -> str:

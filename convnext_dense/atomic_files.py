@@ -1,0 +1,77 @@
+"""Write files and folders so that nobody ever sees a half-written one: write under a temporary
+name beside the target, then rename (one atomic step on the same file system)."""
+import glob
+import os
+import shutil
+import tempfile
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, List, Union
+
+PathLike = Union[str, os.PathLike]
+# What a write in progress is called; a killed write leaves such a file behind.
+TMP_PREFIX = '.tmp-'
+TMP_SUFFIX = '.part'
+
+
+@contextmanager
+def atomic_path(dst: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``dst`` to write; it becomes ``dst`` when the block ends.
+
+    If the block raises, the temporary file is removed and ``dst`` is left as it was.
+    """
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f'{TMP_PREFIX}{dst.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{TMP_SUFFIX}')
+    try:
+        yield tmp
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(dst: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``dst`` atomically, flushed to disk before the rename."""
+    with atomic_path(dst) as tmp, open(tmp, 'wb') as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@contextmanager
+def atomic_dir(target: PathLike) -> Iterator[Path]:
+    """Yield a new empty folder beside ``target``; it replaces ``target`` when the block ends.
+
+    An existing ``target`` is moved aside first and deleted after the rename. If the block
+    raises, the new folder is deleted and ``target`` is left as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f'{TMP_PREFIX}{target.name}-', dir=target.parent))
+    try:
+        yield work
+        work.chmod(0o755)  # mkdtemp makes it private
+        if target.exists():
+            old = target.with_name(f'{TMP_PREFIX}{target.name}-old-{uuid.uuid4().hex[:8]}')
+            os.rename(target, old)
+            os.rename(work, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(work, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def remove_interrupted_writes(directory: PathLike) -> List[str]:
+    """Delete the temporary files of writes killed midway (``.tmp-*.part``); return their names.
+
+    Only leftovers can be there when a run starts: every write renames or removes its own file
+    unless the process dies first.
+    """
+    removed = []
+    pattern = os.path.join(glob.escape(os.fspath(directory)), f'{TMP_PREFIX}*{TMP_SUFFIX}')
+    for path in sorted(glob.glob(pattern)):
+        os.remove(path)
+        removed.append(os.path.basename(path))
+    return removed

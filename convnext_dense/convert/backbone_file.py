@@ -1,0 +1,88 @@
+"""Write converted backbone weights to disk (the logic behind ``tools/convert_checkpoint.py``)."""
+import json
+import os
+from pathlib import Path
+from typing import Dict, Optional, Tuple, Union
+
+import torch
+
+from ..atomic_files import atomic_path
+from ..model.backbone import ConvNeXt
+from ..weights.fit import infer_arch, plan_load
+from ..weights.layouts import Conversion
+from ..weights.loader import Checkpoint, read_checkpoint
+
+FORMATS = ('safetensors', 'pth')
+_PTH_SUFFIXES = ('.pth', '.pt', '.bin')
+
+
+def save_backbone_weights(state_dict: Dict[str, torch.Tensor], dst: Union[str, os.PathLike],
+                          fmt: str = 'safetensors', metadata: Optional[Dict[str, str]] = None
+                          ) -> Path:
+    """Save a backbone-layout state dict as safetensors or as a plain (weights-only) ``.pth``.
+
+    The file is written next to ``dst`` first and then renamed, so ``dst`` is never half-written.
+
+    Raises:
+        ValueError: ``fmt`` is not one of ``FORMATS``.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format '{fmt}' is not one of {FORMATS}")
+    dst = Path(dst)
+    tensors = {k: v.detach().contiguous() for k, v in state_dict.items()}
+    with atomic_path(dst) as tmp:
+        if fmt == 'safetensors':
+            from safetensors.torch import save_file
+            save_file(tensors, str(tmp), metadata=dict(metadata or {}, format='pt'))
+        else:
+            torch.save(tensors, tmp)
+    return dst
+
+
+def format_from_suffix(dst: Union[str, os.PathLike]) -> str:
+    """``'pth'`` for ``.pth`` / ``.pt`` / ``.bin`` names, else ``'safetensors'``."""
+    return 'pth' if Path(dst).suffix in _PTH_SUFFIXES else 'safetensors'
+
+
+def convert_file(src: Checkpoint, dst: Union[str, os.PathLike], fmt: Optional[str] = None,
+                 prefix: Optional[str] = None) -> Tuple[Conversion, str]:
+    """Convert a checkpoint from any source and layout to a backbone-layout file.
+
+    The result is checked strictly against a backbone of the architecture the weights hold, so a
+    file with missing or stray tensors is refused rather than written.
+
+    Args:
+        src: File, URL, Hugging Face directory or hub id (see :func:`resolve_source`).
+        dst: Output file.
+        fmt: ``'safetensors'`` or ``'pth'``; None picks from ``dst``'s suffix (safetensors unless
+            ``.pth`` / ``.pt`` / ``.bin``).
+        prefix: Keys to take, e.g. ``'backbone.'``; None detects it.
+
+    Returns:
+        The conversion and a description of where it came from.
+
+    Raises:
+        ValueError: unknown format, or weights that are not a complete ConvNeXt backbone.
+    """
+    fmt = format_from_suffix(dst) if fmt is None else fmt
+    if fmt not in FORMATS:
+        raise ValueError(f"format '{fmt}' is not one of {FORMATS}")
+    conversion, where = read_checkpoint(src, prefix)
+    weights = conversion.state_dict
+    depths, channels = infer_arch(weights)
+    if None in depths or None in channels:
+        raise ValueError(f'{where} holds only part of a ConvNeXt (depths {depths}, channels '
+                         f'{channels}); nothing was written')
+    stem = weights.get('downsample_layers.0.0.weight')
+    in_channels = int(stem.shape[1]) if stem is not None else 3
+    norms = sorted({int(k[4]) for k in weights if k.startswith('norm')})
+    backbone = ConvNeXt(arch=dict(depths=depths, channels=channels), in_channels=in_channels,
+                        out_indices=tuple(norms) or (0, 1, 2, 3),
+                        layer_scale_init_value=1e-6 if any(k.endswith('.gamma') for k in weights)
+                        else 0)
+    plan_load({k: v.shape for k, v in backbone.state_dict().items()}, weights,
+              (depths, channels), conversion.unmapped, source=f'{where} ({conversion.layout})')
+    metadata = {'convnext_dense': 'backbone', 'source_layout': conversion.layout,
+                'arch': json.dumps(dict(depths=depths, channels=channels))}
+    save_backbone_weights(weights, dst, fmt, metadata)
+    return conversion, where

@@ -1,0 +1,24 @@
+"""The ConvNeXt block's optional CPU fast paths; the model reaches them only through this module.
+
+Every path computes what the plain block computes (tests compare each with it to 1e-5):
+
+* :mod:`.switch` — :func:`fast_paths` (``with fast_paths(False):`` runs the plain computation)
+  and :func:`tracing` (traced / compiled code takes plain ops).
+* :mod:`.cpu_support` — what this CPU and torch build can do, decided once per process (oneDNN
+  bf16, native bf16 arithmetic, oneDNN or BLAS matmuls for wide blocks on AVX2).
+* :mod:`.fused_ops` — inference: two oneDNN matmuls with GELU and the residual add in their
+  epilogues, on cached packed weights.
+* :mod:`.fast_grads` — training: a faster depthwise-conv weight gradient, channels-last to
+  channels-first without a copy in the forward, checkpointing that keeps pwconv2's input.
+* :mod:`.float32_fallback` — bfloat16 requests run in float32 where the CPU only emulates bf16.
+"""
+from . import cpu_support, float32_fallback
+from .fast_grads import channels_first, depthwise_conv, keep_pwconv2_context
+from .fused_ops import ONEDNN_LINEAR, InferenceWeights, fused_mlp
+from .switch import fast_paths, fast_paths_enabled, tracing
+
+__all__ = [
+    'ONEDNN_LINEAR', 'InferenceWeights', 'channels_first', 'cpu_support', 'depthwise_conv',
+    'fast_paths', 'fast_paths_enabled', 'float32_fallback', 'fused_mlp', 'keep_pwconv2_context',
+    'tracing'
+]

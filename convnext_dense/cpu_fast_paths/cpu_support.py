@@ -1,0 +1,108 @@
+"""What this CPU and torch build can run, and what runs fast, decided once per process.
+
+The backbone's fast paths ask here rather than assume the machine they were written on. Two
+questions about bfloat16:
+
+* :func:`onednn_bf16`: can oneDNN run bf16 at all (torch's own check: x86 AVX-512 BW/VL/DQ or
+  AVX-NE-CONVERT; aarch64 with its bf16 extension)? Where not (AVX2-only x86, such as many AMD
+  EPYCs) its bf16 weight packing raises, and torch falls back to slow reference kernels.
+* :func:`native_bf16`: is bf16 arithmetic in hardware (AVX512-BF16, AMX, AVX-NE-CONVERT)? Without
+  it oneDNN converts in software: on an Ice Lake Xeon (AVX-512, no BF16) its bf16 matmul peak is
+  32 GFLOP/s against 117 in float32.
+
+Where bf16 is not native the backbone computes a bf16 request in float32 (:mod:`.float32_fallback`).
+Tests monkeypatch these functions to force either answer.
+"""
+import functools
+import logging
+import platform
+from typing import Dict
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+# Block width from which, on x86 CPUs without AVX-512, torch's BLAS (MKL) matmul with an in-place
+# GELU beats oneDNN's fused matmuls: oneDNN's AVX2 kernels are 7-10 % slower on the wide layers
+# and the fused epilogue saves less there (one pass per 4C multiply-adds); at 128 channels the
+# epilogue wins by 20 % (ConvNeXt-B block MLPs at 512x512, one thread, with AVX2 kernels only).
+BLAS_MLP_MIN_CHANNELS = 256
+_X86 = ('x86_64', 'amd64', 'i386', 'i686', 'x86')
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_capability() -> str:
+    """The instruction set torch's own kernels dispatch to ('AVX2', 'AVX512', ...), asked once."""
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def onednn_mlp(channels: int) -> bool:
+    """Whether a fused float32 block of ``channels`` runs oneDNN's fused matmuls (else BLAS)."""
+    return not (cpu_capability() == 'AVX2' and channels >= BLAS_MLP_MIN_CHANNELS)
+
+
+@functools.lru_cache(maxsize=None)
+def onednn_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 on this CPU at all (torch's own check, asked once)."""
+    check = getattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', None)
+    return bool(torch.backends.mkldnn.is_available() and check is not None and check())
+
+
+@functools.lru_cache(maxsize=None)
+def native_bf16() -> bool:
+    """Whether bfloat16 runs in hardware here, so that it is faster than float32 (asked once)."""
+    if not onednn_bf16():
+        return False
+    if platform.machine().lower() not in _X86:
+        return True  # aarch64: torch's check already asks for the bf16 extension
+    cpu = torch.cpu
+    return bool(getattr(cpu, '_is_avx512_bf16_supported', lambda: False)()
+                or getattr(cpu, '_is_amx_tile_supported', lambda: False)()
+                or 'avx_ne_convert' in _cpu_info()[1])
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_info():
+    """``(model name, flags, {'siblings': n, 'cpu cores': n})`` from /proc/cpuinfo."""
+    flags, model, counts = frozenset(), 'unknown', {}
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8') as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(':')
+                key = key.strip()
+                if key == 'model name' and model == 'unknown':
+                    model = value.strip()
+                elif key in ('flags', 'Features') and not flags:
+                    flags = frozenset(value.split())
+                elif key in ('siblings', 'cpu cores') and key not in counts:
+                    counts[key] = int(value)
+    except (OSError, ValueError):  # not Linux: the model and flags stay unknown
+        pass
+    return model, flags, counts
+
+
+def describe() -> Dict[str, object]:
+    """The facts a benchmark records: CPU model, ISA torch dispatches to, bf16 support and the
+    flags behind it, torch threads, hardware threads per core."""
+    model, flags, counts = _cpu_info()
+    return dict(
+        cpu_model=model,
+        cpu_capability=cpu_capability(),
+        onednn_bf16=onednn_bf16(),
+        native_bf16=native_bf16(),
+        flags=sorted(flags & {'avx2', 'avx512f', 'avx512bw', 'avx512vl', 'avx512dq',
+                              'avx512_bf16', 'avx_ne_convert', 'amx_bf16', 'amx_tile', 'bf16'}),
+        threads=torch.get_num_threads(),
+        # 2 where the logical CPUs are hyper-threads sharing cores (None where unknown).
+        threads_per_core=(counts['siblings'] // counts['cpu cores']
+                          if counts.get('cpu cores') and 'siblings' in counts else None),
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def warn_bf16_emulated() -> None:
+    """Say once per process that bfloat16 was asked for where the CPU has no bf16 arithmetic."""
+    logger.warning(
+        'bfloat16 is emulated on this CPU (%s, torch capability %s: no AVX512-BF16, AMX or '
+        'AVX-NE-CONVERT), and float32 is faster here: the ConvNeXt backbone computes in float32 '
+        'and returns the dtype asked for.', _cpu_info()[0], cpu_capability())

@@ -1,0 +1,226 @@
+"""Autograd pieces that make the block's training step and ``with_cp`` cheap on CPU.
+
+* :class:`DepthwiseConv2d`: oneDNN's weight gradient for a 7x7 depthwise conv is several times
+  slower than the forward pass on CPU; here it is computed as forward convolutions.
+* :func:`channels_first`: torch's 4-D permute copy from channels-last to the standard layout is
+  about ten times slower than a 2-D transpose copy per image.
+* :func:`keep_pwconv2_context`: selective checkpointing that keeps pwconv2's output, so the
+  recomputation in the backward pass skips that matmul.
+"""
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from .switch import tracing
+
+_MIN_TILE_ROWS = 4
+_DEFAULT_L2_BYTES = 1 << 20
+
+
+def l2_cache_bytes() -> int:
+    """Size of one core's L2 cache (1 MiB where the system does not say)."""
+    try:
+        size = os.sysconf('SC_LEVEL2_CACHE_SIZE')
+        if size > 0:
+            return size
+    except (AttributeError, ValueError, OSError):
+        pass
+    try:
+        for index in range(8):
+            folder = f'/sys/devices/system/cpu/cpu0/cache/index{index}'
+            with open(f'{folder}/level') as level:
+                if level.read().strip() != '2':
+                    continue
+            with open(f'{folder}/size') as size_file:
+                text = size_file.read().strip().upper()
+            scale = {'K': 1 << 10, 'M': 1 << 20}.get(text[-1:], 1)
+            return int(text.rstrip('KM')) * scale
+    except (OSError, ValueError):
+        pass
+    return _DEFAULT_L2_BYTES
+
+
+# Floats of (W, C) rows per weight-gradient tile: a tile of the input and one of the gradient
+# (float32) together fill half the core's L2 cache. With a fixed 128k floats (1 MiB for both),
+# right for a 1.25 MiB Ice Lake L2, the tiles spill out of a 512 KiB AMD EPYC L2; on both, a
+# quarter to a half of that size ran fastest or within noise of it.
+_TILE_FLOATS = max(16 * 1024, l2_cache_bytes() // 16)
+
+
+class _TilePool:
+    """Worker threads, one per torch thread, each running its convolutions on one thread.
+
+    Many small convolutions, each split over all cores, meet at a barrier after every one: on a
+    machine shared with other work one preempted thread stalls them all. Here each worker runs
+    its share of the tiles on its own core and they meet once, at the end.
+    """
+
+    def __init__(self) -> None:
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._key: Tuple[int, int] = (0, 0)
+
+    def map(self, function: Callable, chunks: Sequence) -> List:
+        workers = min(torch.get_num_threads(), len(chunks))
+        if workers <= 1:
+            return [function(chunk) for chunk in chunks]
+        key = (os.getpid(), workers)  # a forked child has no threads: start new ones
+        if self._pool is None or self._key != key:
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix='convnext-dw',
+                                            initializer=torch.set_num_threads, initargs=(1,))
+            self._key = key
+        return list(self._pool.map(function, chunks))
+
+
+_tile_pool = _TilePool()
+
+
+def depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, padding: int) -> torch.Tensor:
+    """Weight gradient of a stride-1 depthwise conv with 'same' ``padding``, as forward convs.
+
+    Per channel the gradient is the cross-correlation of the padded input with the output
+    gradient: a depthwise *forward* convolution whose kernel is the gradient. Run over tiles of
+    rows (shared out over worker threads, see :class:`_TilePool`) and summed in float32, it is
+    several times faster than oneDNN's backward-weights kernel and at least as precise.
+
+    Args:
+        x: Input ``(N, C, H, W)``, ideally channels-last.
+        grad: Gradient of the output, same shape.
+        padding: The convolution's padding (kernel size ``2 * padding + 1``).
+
+    Returns:
+        The ``(C, 1, k, k)`` weight gradient.
+    """
+    batch, channels, height, width = x.shape
+    padded = F.pad(x, (padding,) * 4).contiguous(memory_format=torch.channels_last)
+    rows = max(_MIN_TILE_ROWS, _TILE_FLOATS // max(1, width * channels))
+    tiles = [(n, top) for n in range(batch) for top in range(0, height, rows)]
+
+    def partial_sum(chunk):
+        total = None
+        for n, top in chunk:
+            bottom = min(top + rows, height)
+            kernel = grad[n:n + 1, :, top:bottom].permute(1, 0, 2, 3)  # (C, 1, rows, W)
+            part = F.conv2d(padded[n:n + 1, :, top:bottom + 2 * padding], kernel,
+                            groups=channels)
+            total = part.float() if total is None else total.add_(part)
+        return total
+
+    workers = max(1, min(torch.get_num_threads(), len(tiles)))
+    chunks = [tiles[i::workers] for i in range(workers)]
+    total = sum(_tile_pool.map(partial_sum, chunks))
+    size = 2 * padding + 1
+    return total.reshape(channels, 1, size, size).to(x.dtype)
+
+
+class DepthwiseConv2d(torch.autograd.Function):
+    """Stride-1 depthwise conv with 'same' padding and a fast backward on CPU.
+
+    Forward and input gradient are oneDNN's, the same numbers as ``nn.Conv2d``; the weight
+    gradient comes from :func:`depthwise_weight_grad`, the bias gradient from a sum.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                padding: int) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.padding = padding
+        ctx.has_bias = bias is not None
+        return F.conv2d(x, weight, bias, 1, padding, 1, x.shape[1])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        padding = ctx.padding
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(
+                grad, x, weight, None, (1, 1), (padding, padding), (1, 1), False, (0, 0),
+                x.shape[1], (True, False, False))[0]
+        if ctx.needs_input_grad[1]:
+            grad_weight = depthwise_weight_grad(x, grad, padding)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad.sum((0, 2, 3))
+        return grad_x, grad_weight, grad_bias, None
+
+
+def depthwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for the block's 7x7 depthwise conv, with :class:`DepthwiseConv2d` on CPU."""
+    if x.device.type != 'cpu' or not torch.is_grad_enabled() or tracing():
+        return conv(x)
+    weight, bias = conv.weight, conv.bias
+    if torch.is_autocast_enabled('cpu'):
+        # What autocast does to conv2d: inputs in its dtype (the casts are differentiable).
+        dtype = torch.get_autocast_dtype('cpu')
+        x, weight = x.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
+        with torch.autocast('cpu', enabled=False):
+            return DepthwiseConv2d.apply(x, weight, bias, conv.padding[0])
+    return DepthwiseConv2d.apply(x, weight, bias, conv.padding[0])
+
+
+def _last_to_first(x: torch.Tensor) -> torch.Tensor:
+    batch, channels, height, width = x.shape
+    out = x.new_empty((batch, channels, height, width))
+    for n in range(batch):
+        out[n].view(channels, height * width).copy_(
+            x[n].permute(1, 2, 0).reshape(height * width, channels).t())
+    return out
+
+
+def _first_to_last(x: torch.Tensor) -> torch.Tensor:
+    batch, channels, height, width = x.shape
+    out = torch.empty_like(x, memory_format=torch.channels_last)
+    for n in range(batch):
+        out[n].permute(1, 2, 0).view(height * width, channels).copy_(
+            x[n].reshape(channels, height * width).t())
+    return out
+
+
+class ChannelsFirst(torch.autograd.Function):
+    """``x.contiguous()`` of a channels-last ``(N, C, H, W)`` tensor as 2-D transpose copies."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return _last_to_first(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return _first_to_last(grad.contiguous())
+
+
+def channels_first(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the standard contiguous layout; fast for a channels-last tensor on CPU."""
+    if (x.device.type != 'cpu' or x.ndim != 4 or x.is_contiguous() or tracing()
+            or not x.is_contiguous(memory_format=torch.channels_last)):
+        return x.contiguous()
+    return ChannelsFirst.apply(x)
+
+
+def _keep_matmuls_with(weight: torch.Tensor, ctx, op, *args, **kwargs):
+    from torch.utils.checkpoint import CheckpointPolicy
+    if op in (torch.ops.aten.addmm.default, torch.ops.aten.mm.default) and any(
+            isinstance(arg, torch.Tensor) and arg.data_ptr() == weight.data_ptr() for arg in args):
+        return CheckpointPolicy.MUST_SAVE
+    return CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def keep_pwconv2_context(pwconv2: nn.Linear) -> Optional[Callable]:
+    """``context_fn`` for ``torch.utils.checkpoint`` that saves the matmul with pwconv2's weight.
+
+    The backward pass then recomputes dwconv, LayerNorm, pwconv1 and GELU but not the second
+    matmul, whose output only gamma's gradient needs: one matmul less per block for one more
+    ``C``-channel map kept. ``None`` on torch versions without selective checkpointing.
+    """
+    try:
+        from torch.utils.checkpoint import create_selective_checkpoint_contexts
+    except ImportError:
+        return None
+    policy = functools.partial(_keep_matmuls_with, pwconv2.weight)
+    return functools.partial(create_selective_checkpoint_contexts, policy)

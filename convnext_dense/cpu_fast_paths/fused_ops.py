@@ -1,0 +1,200 @@
+"""Fused oneDNN kernels for the ConvNeXt block's inference path.
+
+On CPU, when nothing needs a gradient, the block runs ``Linear + GELU`` and ``Linear + layer scale
++ residual add`` as two oneDNN matmuls with the bias, the exact (erf) GELU and the sum applied in
+the matmul's epilogue: no bias copy and no separate GELU, scale or add pass; large inputs go
+through both in chunks of rows (:func:`fused_mlp`). The weights they use (``pwconv2`` scaled by
+``gamma``, cast to the compute dtype) are cached per block until a parameter changes.
+"""
+from typing import Optional, Sequence, Tuple
+
+import torch
+
+# Whether this torch build has oneDNN's fused linear operators (CPU builds with MKLDNN). A
+# constant, so that torch.compile reads it without tracing into torch.backends.
+ONEDNN_LINEAR = (torch.backends.mkldnn.is_available()
+                 and hasattr(torch.ops.mkldnn, '_linear_pointwise')
+                 and hasattr(torch.ops.mkldnn, '_reorder_linear_weight'))
+
+
+def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``gelu(x @ weight.T + bias)`` (exact erf GELU) as one oneDNN matmul."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'gelu', [], 'none')
+
+
+def linear_add(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+               other: torch.Tensor) -> torch.Tensor:
+    """``x @ weight.T + bias + other`` as one oneDNN matmul (``other`` contiguous, output's shape)."""
+    return torch.ops.mkldnn._linear_pointwise.binary(x, other, weight, bias, 'add')
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``x @ weight.T + bias`` as one oneDNN matmul (the bias added in the epilogue, not copied)."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'none', [], '')
+
+
+# Most bytes of GELU activations (pwconv1's 4C-channel output) that :func:`fused_mlp` holds at
+# once. Whole, they reach tens of MB (16 MB in bf16, 32 MB in fp32 for ConvNeXt-B's first stage at
+# 512x512): glibc tends to serve blocks that large fresh from the OS, so calls page-fault and
+# zero them anew, which costs more than a few smaller matmuls and one copy of the output.
+HIDDEN_CHUNK_BYTES = 8 << 20
+_MIN_CHUNK_ROWS = 256
+
+
+def blas_mlp_chunk(x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor,
+                   weight2: torch.Tensor, bias2: torch.Tensor,
+                   shortcut: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """:func:`fused_mlp` on 2-D ``x`` with plain ``(out, in)`` weights, through torch's BLAS matmul.
+
+    The bias of the first layer rides in the matmul (``addmm``), GELU runs in place, and the
+    second matmul accumulates into ``shortcut + bias2``: one pass over the hidden activations
+    more than oneDNN's epilogues, but on AVX2-only CPUs MKL's matmul is faster than oneDNN's
+    for wide layers (see :func:`convnext_dense.cpu_fast_paths.cpu_support.onednn_mlp`).
+    """
+    hidden = torch.addmm(bias1, x, weight1.t())
+    torch.ops.aten.gelu_(hidden)
+    if shortcut is None:
+        return torch.addmm(bias2, hidden, weight2.t())
+    return torch.add(shortcut, bias2).addmm_(hidden, weight2.t())
+
+
+def fused_mlp(x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor, weight2: torch.Tensor,
+              bias2: torch.Tensor, shortcut: Optional[torch.Tensor] = None,
+              onednn: bool = True) -> torch.Tensor:
+    """``gelu(x @ weight1.T + bias1) @ weight2.T + bias2 (+ shortcut)`` over the last dim of ``x``.
+
+    Rows are taken in chunks whose GELU activations stay within :data:`HIDDEN_CHUNK_BYTES`, each
+    through :func:`linear_gelu`, then :func:`linear` or :func:`linear_add` (``onednn``), or
+    through :func:`blas_mlp_chunk`. In float32 the result equals one call over all rows; in
+    bfloat16, where oneDNN may pick another kernel for fewer rows, it can differ by a rounding.
+
+    Args:
+        x: ``(..., C)`` input, contiguous.
+        weight1, bias1, weight2, bias2: The two layers (from :class:`InferenceWeights`: packed
+            for oneDNN, or plain for BLAS).
+        shortcut: Added to the result (contiguous, the result's shape and dtype), or ``None``.
+        onednn: oneDNN's fused matmuls (packed weights), else torch's BLAS matmul.
+
+    Returns:
+        ``(..., C_out)`` in ``x``'s dtype.
+    """
+    lead, rows = x.shape[:-1], x.numel() // x.shape[-1]
+    x = x.reshape(rows, x.shape[-1])
+    if shortcut is not None:
+        shortcut = shortcut.reshape(rows, -1)
+    step = max(_MIN_CHUNK_ROWS, HIDDEN_CHUNK_BYTES // (bias1.numel() * x.element_size()))
+
+    def chunk(start: int) -> torch.Tensor:
+        part = None if shortcut is None else shortcut[start:start + step]
+        if not onednn:
+            return blas_mlp_chunk(x[start:start + step], weight1, bias1, weight2, bias2, part)
+        hidden = linear_gelu(x[start:start + step], weight1, bias1)
+        if part is None:
+            return linear(hidden, weight2, bias2)
+        return linear_add(hidden, weight2, bias2, part)
+
+    if rows <= step:
+        out = chunk(0)
+    else:
+        out = x.new_empty(rows, bias2.numel())
+        for start in range(0, rows, step):
+            out[start:start + step] = chunk(start)
+    return out.view(*lead, -1)
+
+
+def version_key(tensors: Sequence[Optional[torch.Tensor]]) -> Optional[Tuple]:
+    """A key that changes whenever one of ``tensors`` is modified in place, moved or replaced.
+
+    ``None`` when a tensor keeps no version counter (created under ``torch.inference_mode``).
+    """
+    key = []
+    for tensor in tensors:
+        if tensor is None:
+            key.append(None)
+            continue
+        try:
+            version = tensor._version
+        except RuntimeError:
+            return None
+        key.append((tensor.data_ptr(), version, tensor.dtype, tensor.device))
+    return tuple(key)
+
+
+class ParameterCache:
+    """Something derived from parameters, kept until one of them changes (base class).
+
+    A cached value is valid while every parameter keeps its version, storage, dtype and device
+    (see :func:`version_key`) and is the same object; parameters created under
+    ``torch.inference_mode`` keep no version counter, so their values are never kept. Copies and
+    pickles start empty.
+    """
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def cached(self, params: Tuple, extra: Tuple = ()) -> Tuple[Optional[Tuple], object]:
+        """``(key, value)``: the key for ``params`` (plus ``extra``) and the kept value, or
+        ``None`` as the value when it must be rebuilt (then :meth:`keep` it under that key)."""
+        key = version_key(params)
+        key = None if key is None else key + tuple(extra)
+        # The same parameter objects too: a replaced parameter could reuse a freed address.
+        if (key is not None and key == self._key and len(params) == len(self._params)
+                and all(p is q for p, q in zip(params, self._params))):
+            return key, self._value
+        return key, None
+
+    def keep(self, key: Optional[Tuple], params: Tuple, value: object) -> None:
+        """Keep ``value`` for ``params`` (nothing is kept without a key)."""
+        if key is not None:
+            self._key, self._params, self._value = key, params, value
+
+    def clear(self) -> None:
+        """Drop the kept value."""
+        self._key: Optional[Tuple] = None
+        self._params: Tuple = ()
+        self._value: object = None
+
+    def __deepcopy__(self, memo) -> 'ParameterCache':
+        return type(self)()  # rebuilt on demand (packed oneDNN tensors cannot be deep-copied)
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.clear()
+
+
+class InferenceWeights(ParameterCache):
+    """A block's fused-path weights: pwconv1, and pwconv2 with ``gamma`` folded in, in one dtype.
+
+    ``gamma * (g @ W2.T + b2) == g @ (gamma * W2).T + gamma * b2``: folding the layer scale into
+    the weights lets the residual add run in the matmul's epilogue. The fold is computed in
+    float32, cast to the compute dtype and packed in oneDNN's layout once, then kept (as much
+    memory as the two layers' weights) until a parameter's version, storage, dtype or device
+    changes (an optimizer step, ``load_state_dict``, ``.to()``) or :meth:`clear` is called.
+    Parameters created under ``torch.inference_mode`` keep no version counter: their fused
+    weights are rebuilt on every call (correct, slower). Copies and pickles start empty.
+    """
+
+    def get(self, pwconv1: torch.nn.Linear, pwconv2: torch.nn.Linear,
+            gamma: Optional[torch.Tensor], dtype: torch.dtype,
+            onednn: bool = True) -> Tuple[torch.Tensor, ...]:
+        """``(weight1, bias1, weight2, bias2)`` for the fused path in ``dtype``.
+
+        ``onednn``: weights packed in oneDNN's layout, else plain ``(out, in)`` for BLAS.
+        """
+        params = (pwconv1.weight, pwconv1.bias, pwconv2.weight, pwconv2.bias, gamma)
+        key, weights = self.cached(params, (dtype, onednn))
+        if weights is not None:
+            return weights
+        with torch.no_grad():
+            weight1, bias1, weight2, bias2 = params[:4]
+            if gamma is not None:
+                weight2 = weight2.float() * gamma.float()[:, None]
+                bias2 = bias2.float() * gamma.float()
+            weights = tuple(t.to(dtype).contiguous() for t in (weight1, bias1, weight2, bias2))
+            if onednn:  # oneDNN's blocked layout, once, instead of a reorder inside every call
+                weights = (torch.ops.mkldnn._reorder_linear_weight(weights[0]), weights[1],
+                           torch.ops.mkldnn._reorder_linear_weight(weights[2]), weights[3])
+        self.keep(key, params, weights)
+        return weights

@@ -1,0 +1,396 @@
+"""Pre-train the demo's ConvNeXt: the demo's stand-in for the ImageNet-22k weights.
+
+The real configs start from ImageNet-22k classification weights; the demo cannot download them,
+so it makes its own, on shapes rendered on the fly by the dataset's generator under another seed
+(never the dataset's images). Trained from scratch on shape classification the ConvNeXt learns
+slowly here: with an object anywhere in the image it stays near chance for thousands of steps
+(so does the same network as Hugging Face's ``ConvNextForImageClassification``), and a plain
+conv-BN-ReLU network with LayerNorm in place of BatchNorm stalls the same way, while with
+BatchNorm it learns the task in about 1500 steps. So the demo pre-trains in two phases:
+
+1. :class:`ShapeTeacher`, a small conv-BN-ReLU network, learns to name the shape in single-object
+   scenes (:func:`single_object_scenes`), half of them with the shape nearer the middle, which
+   it learns sooner;
+2. the ConvNeXt learns to reproduce the teacher's feature maps at strides 4, 8, 16 and 32 from
+   its own stage outputs through 1x1 convolutions (hint distillation, as FitNets), on
+   multi-object scenes and single-object scenes.
+
+Only the ConvNeXt is saved, as a backbone checkpoint in the official key layout
+(``downsample_layers.*``, ``stages.*``, and the trained output norms ``norm0``-``norm3``); the
+dense configs load it through ``init_cfg=dict(type='Pretrained', checkpoint=...)`` like the 22k
+weights.
+"""
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...atomic_files import atomic_path
+from ...model.archs import IMAGENET_MEAN, IMAGENET_STD
+from ...model.backbone import ConvNeXt
+from .scene import SHAPE_CLASSES, render_scene
+from .shapes import IMAGE_SIZE_RANGE, encode_image, render_image
+
+PathLike = Union[str, os.PathLike]
+# ImageNet statistics, as the dense configs' data preprocessors use (RGB).
+MEAN = np.array(IMAGENET_MEAN, np.float32)
+STD = np.array(IMAGENET_STD, np.float32)
+# Channels of the teacher's hints at strides 4, 8, 16 and 32 (the last is the stride-16 hint
+# average-pooled).
+HINT_CHANNELS = (64, 128, 256, 256)
+
+
+@dataclass
+class PretrainSettings:
+    """How the teacher and the ConvNeXt are trained.
+
+    Attributes:
+        teacher_iters: Teacher optimizer steps.
+        teacher_batch_size: Single-object scenes per teacher step.
+        distill_iters: ConvNeXt optimizer steps.
+        distill_batch_size: Multi-object scenes per distillation step; the steps that use
+            single-object scenes take 4 times as many (a quarter of the pixels each).
+        single_object_every: Every this many distillation steps uses single-object scenes
+            (0: never).
+        hint_weights: Loss weights of the hints at strides 4, 8, 16, 32.
+        lr: Peak AdamW learning rate of both phases.
+        weight_decay: AdamW weight decay (not on norms, biases and layer-scale gammas).
+        warmup_iters: Linear warmup of each phase, then cosine decay to 0.
+        single_object_images: Single-object scenes rendered with the shape anywhere, and as
+            many with it nearer the middle (the teacher learns from both, sooner from the
+            latter; the distillation uses the first kind).
+        scene_images: Multi-object scenes rendered for the distillation.
+        single_object_size: Side of the single-object scenes.
+        scene_crop: Side of the square crop taken from each multi-object scene.
+        seed: Seed of the rendering, the sampling and the initial weights.
+    """
+
+    teacher_iters: int = 3000
+    teacher_batch_size: int = 64
+    distill_iters: int = 1000
+    distill_batch_size: int = 16
+    single_object_every: int = 2
+    hint_weights: Tuple[float, float, float, float] = (0.25, 0.5, 1.0, 1.0)
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_iters: int = 50
+    single_object_images: int = 4000
+    scene_images: int = 1500
+    single_object_size: int = 64
+    scene_crop: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ('teacher_iters', 'teacher_batch_size', 'distill_iters',
+                     'distill_batch_size', 'single_object_images', 'scene_images',
+                     'single_object_size', 'scene_crop'):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f'{name} must be a positive int, got {value!r}')
+        for name in ('warmup_iters', 'single_object_every', 'seed'):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f'{name} must be an int >= 0, got {value!r}')
+        if not self.lr > 0 or not self.weight_decay >= 0:
+            raise ValueError(f'lr must be > 0 and weight_decay >= 0, got {self.lr!r}, '
+                             f'{self.weight_decay!r}')
+        if len(self.hint_weights) != 4 or any(not w >= 0 for w in self.hint_weights):
+            raise ValueError(f'hint_weights must be 4 weights >= 0 (strides 4, 8, 16, 32), got '
+                             f'{self.hint_weights!r}')
+        if self.single_object_size < 48:
+            raise ValueError(f'single_object_size must be >= 48, got {self.single_object_size!r}')
+        low, high = 32, IMAGE_SIZE_RANGE[0]
+        if not low <= self.scene_crop <= high:
+            raise ValueError(f'scene_crop must be in [{low}, {high}] (the generator\'s smallest '
+                             f'scene side is {high}), got {self.scene_crop!r}')
+
+
+def _normalise(image: np.ndarray) -> np.ndarray:
+    """An RGB uint8 image as the dense configs feed it: JPEG-stored like the dataset, normalised."""
+    jpeg = np.frombuffer(encode_image(image, '.jpg'), np.uint8)
+    stored = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)[..., ::-1]
+    return (stored.astype(np.float32) - MEAN) / STD
+
+
+def _to_tensor(images: List[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+
+def single_object_scene(rng: np.random.Generator, size: int = 64, centred: bool = False
+                        ) -> Tuple[np.ndarray, np.ndarray, int]:
+    """One shape (16 to ``size * 5 / 8`` px) on a textured background, anywhere or near the middle.
+
+    With ``centred`` the scene is the window of a scene 1.5 times as large that best centres the
+    shape's box: exactly centred when the shape lies far enough from that scene's borders (about
+    a quarter of the scenes); over all scenes the box centre's median distance from the middle is
+    8 px instead of 13 px at ``size`` 64.
+
+    Returns:
+        ``(image, mask, label)``: RGB uint8 ``(size, size, 3)``, the shape's bool mask, its class
+        index (0-based, in ``SHAPE_CLASSES`` order).
+    """
+    margin = size // 2 if centred else 0
+    scene = render_scene(size + margin, size + margin, rng, object_size=(16, size * 5 // 8),
+                         num_objects=(1, 1))
+    mask = scene.instances[0].mask
+    top = left = 0
+    if centred:
+        ys, xs = np.nonzero(mask)
+        top = int(np.clip(round((ys.min() + ys.max() - size) / 2), 0, margin))
+        left = int(np.clip(round((xs.min() + xs.max() - size) / 2), 0, margin))
+    window = np.s_[top:top + size, left:left + size]
+    return scene.image[window], mask[window], scene.instances[0].label - 1
+
+
+def single_object_scenes(seed: int, count: int, size: int = 64, centred: bool = False
+                         ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``count`` :func:`single_object_scene` s as ``(N, 3, size, size)`` normalised images and
+    ``(N,)`` class indices."""
+    rng = np.random.default_rng([seed, 2 + int(centred)])
+    images, labels = [], []
+    for _ in range(count):
+        image, _, label = single_object_scene(rng, size, centred)
+        images.append(_normalise(image))
+        labels.append(label)
+    return _to_tensor(images), torch.tensor(labels)
+
+
+def multi_object_scenes(seed: int, count: int, crop: int = 128) -> torch.Tensor:
+    """``(N, 3, crop, crop)`` normalised crops of the generator's training scenes under ``seed``.
+
+    Pass a seed other than the dataset's: under the dataset's own seed these are its images.
+    """
+    rng = np.random.default_rng([seed, 4])
+    crops = []
+    for index in range(count):
+        image = render_image(seed, 'train', index).image
+        top = int(rng.integers(0, image.shape[0] - crop + 1))
+        left = int(rng.integers(0, image.shape[1] - crop + 1))
+        crops.append(_normalise(image[top:top + crop, left:left + crop]))
+    return _to_tensor(crops)
+
+
+def _conv_bn(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels), nn.ReLU())
+
+
+class ShapeTeacher(nn.Module):
+    """A small conv-BN-ReLU shape classifier whose feature maps the ConvNeXt learns to reproduce.
+
+    Args:
+        num_classes: Outputs of the linear head (after global average pooling).
+    """
+
+    HINT_LAYERS = (2, 4, 5)  # the layers ending at strides 4, 8 and 16
+
+    def __init__(self, num_classes: int = len(SHAPE_CLASSES)) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([
+            _conv_bn(3, 32, 2), _conv_bn(32, 64, 2), _conv_bn(64, 64),
+            _conv_bn(64, 128, 2), _conv_bn(128, 128), _conv_bn(128, 256, 2)])
+        self.head = nn.Linear(256, num_classes)
+
+    def hints(self, x: torch.Tensor) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        """Normalised (BatchNorm, before ReLU) maps at strides 4, 8, 16, 32, and the last map."""
+        hints = []
+        for index, (conv, norm, relu) in enumerate(self.layers):
+            x = norm(conv(x))
+            if index in self.HINT_LAYERS:
+                hints.append(x)
+            x = relu(x)
+        hints.append(F.avg_pool2d(hints[-1], 2, ceil_mode=True))
+        return hints, x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.hints(x)[1].mean((2, 3)))
+
+
+class HintAdapters(nn.Module):
+    """1x1 convolutions from the ConvNeXt's four stage outputs to the teacher's hint channels."""
+
+    def __init__(self, channels) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(c, h, 1) for c, h in zip(channels, HINT_CHANNELS))
+
+    def forward(self, features) -> List[torch.Tensor]:
+        return [conv(f) for conv, f in zip(self.convs, features)]
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (no_decay if param.ndim <= 1 or name.endswith('.bias') else decay).append(param)
+    return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.)]
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, step: int, iters: int,
+            settings: PretrainSettings) -> float:
+    """Linear warmup, then cosine decay to 0 over ``iters`` steps."""
+    warmup = min(settings.warmup_iters, iters)
+    if step < warmup:
+        factor = (step + 1) / warmup
+    else:
+        factor = 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, iters - warmup)))
+    for group in optimizer.param_groups:
+        group['lr'] = settings.lr * factor
+    return settings.lr * factor
+
+
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+             batch_size: int = 256) -> float:
+    """Top-1 accuracy of a classifier in eval mode."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        hits = sum(int((model(images[i:i + batch_size]).argmax(1)
+                        == labels[i:i + batch_size]).sum())
+                   for i in range(0, len(images), batch_size))
+    model.train(was_training)
+    return hits / len(images)
+
+
+def train_teacher(images: torch.Tensor, labels: torch.Tensor, settings: PretrainSettings,
+                  log: Callable[[str], None], log_interval: int = 200) -> ShapeTeacher:
+    """Phase 1: :class:`ShapeTeacher` on single-object scenes, every other batch mirrored."""
+    torch.manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
+    teacher = ShapeTeacher()
+    optimizer = torch.optim.AdamW(_param_groups(teacher, settings.weight_decay), lr=settings.lr)
+    losses, hits = [], []
+    start = time.perf_counter()
+    for step in range(settings.teacher_iters):
+        lr = _set_lr(optimizer, step, settings.teacher_iters, settings)
+        index = torch.randint(0, len(images), (settings.teacher_batch_size,), generator=generator)
+        x, y = images[index], labels[index]
+        if step % 2:
+            x = x.flip(3)
+        logits = teacher(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        hits.append(float((logits.argmax(1) == y).float().mean()))
+        if (step + 1) % log_interval == 0 or step + 1 == settings.teacher_iters:
+            log(_progress('teacher', step, settings.teacher_iters, start,
+                          f'loss {np.mean(losses):.3f} train acc {np.mean(hits):.3f} '
+                          f'lr {lr:.2e}'))
+            losses, hits = [], []
+    return teacher.eval()
+
+
+def distill_backbone(teacher: ShapeTeacher, arch: Union[str, Mapping], scenes: torch.Tensor,
+                     singles: torch.Tensor, settings: PretrainSettings,
+                     log: Callable[[str], None], log_interval: int = 200) -> ConvNeXt:
+    """Phase 2: a ConvNeXt whose stage outputs predict the teacher's hints.
+
+    Every ``single_object_every``-th step draws single-object scenes, the others multi-object
+    ones; rounds of ``single_object_every`` steps alternate between plain and mirrored inputs, so
+    each kind is mirrored half the time.
+
+    Returns:
+        The ConvNeXt (``out_indices=(0, 1, 2, 3)``, layer scale 1.0 as the dense configs use).
+    """
+    for param in teacher.parameters():
+        param.requires_grad_(False)
+    teacher.eval()
+    torch.manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed + 1)
+    backbone = ConvNeXt(arch=dict(arch) if isinstance(arch, Mapping) else arch,
+                        out_indices=(0, 1, 2, 3), layer_scale_init_value=1.0)
+    backbone.init_weights()
+    adapters = HintAdapters(backbone.channels)
+    student = nn.ModuleDict(dict(backbone=backbone, adapters=adapters))
+    optimizer = torch.optim.AdamW(_param_groups(student, settings.weight_decay), lr=settings.lr)
+    weights = settings.hint_weights
+    every = settings.single_object_every
+    losses = []
+    start = time.perf_counter()
+    for step in range(settings.distill_iters):
+        lr = _set_lr(optimizer, step, settings.distill_iters, settings)
+        if every and step % every == 0:
+            pool, count = singles, 4 * settings.distill_batch_size
+        else:
+            pool, count = scenes, settings.distill_batch_size
+        x = pool[torch.randint(0, len(pool), (count,), generator=generator)]
+        if (step // max(every, 1)) % 2:  # not step % 2: with every=2 one kind would never flip
+            x = x.flip(3)
+        with torch.no_grad():
+            targets, _ = teacher.hints(x)
+        predictions = adapters(backbone(x))
+        parts = [F.mse_loss(p, t) for p, t in zip(predictions, targets)]
+        loss = sum(w * part for w, part in zip(weights, parts))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append([part.item() for part in parts])
+        if (step + 1) % log_interval == 0 or step + 1 == settings.distill_iters:
+            per_stride = ' '.join(f'{v:.3f}' for v in np.mean(losses, axis=0))
+            log(_progress('distill', step, settings.distill_iters, start,
+                          f'hint losses (strides 4 8 16 32) {per_stride} lr {lr:.2e}'))
+            losses = []
+    return backbone.eval()
+
+
+def _progress(phase: str, step: int, iters: int, start: float, message: str) -> str:
+    elapsed = time.perf_counter() - start
+    eta = elapsed / (step + 1) * (iters - step - 1)
+    return f'{phase} [{step + 1:>4}/{iters}] {message} eta {eta:.0f} s'
+
+
+def pretrain_backbone(arch: Union[str, Mapping], out_file: PathLike,
+                      settings: Optional[PretrainSettings] = None,
+                      log: Optional[Callable[[str], None]] = None) -> Dict:
+    """Both phases; saves the ConvNeXt as ``{'model': state_dict, 'meta': {...}}`` (official keys).
+
+    Args:
+        arch: The ConvNeXt arch of the dense configs that will load the weights.
+        out_file: ``.pth`` to write (atomically).
+        settings: Training settings; None uses the defaults.
+        log: Receives progress lines; None is silent.
+
+    Returns:
+        The ``meta`` saved with the weights (settings, teacher accuracy, seconds).
+    """
+    settings = settings or PretrainSettings()
+    log = log or (lambda line: None)
+    start = time.perf_counter()
+    size = settings.single_object_size
+    singles, labels = single_object_scenes(settings.seed, settings.single_object_images, size)
+    centred, centred_labels = single_object_scenes(settings.seed, settings.single_object_images,
+                                                   size, centred=True)
+    val_singles, val_labels = single_object_scenes(settings.seed + 1, 500, size)
+    scenes = multi_object_scenes(settings.seed, settings.scene_images, settings.scene_crop)
+    log(f'rendered 2 x {len(singles)} single-object (shape anywhere / nearer the middle) and '
+        f'{len(scenes)} multi-object scenes ({time.perf_counter() - start:.0f} s)')
+    teacher = train_teacher(torch.cat([singles, centred]), torch.cat([labels, centred_labels]),
+                            settings, log)
+    teacher_accuracy = accuracy(teacher, val_singles, val_labels)
+    log(f'teacher: accuracy {teacher_accuracy:.3f} on {len(val_labels)} held-out '
+        'single-object scenes, shape anywhere (chance 0.25)')
+    if teacher_accuracy < 0.5:
+        log(f'WARNING: the teacher names only {teacher_accuracy:.0%} of the shapes; the backbone '
+            'will learn little from it (more teacher_iters?)')
+    backbone = distill_backbone(teacher, arch, scenes, singles, settings, log)
+    meta = dict(task='hint distillation from a shape-classifying conv-BN-ReLU teacher',
+                classes=list(SHAPE_CLASSES), settings=asdict(settings),
+                arch=dict(arch) if isinstance(arch, Mapping) else arch,
+                teacher_accuracy=round(teacher_accuracy, 4),
+                seconds=round(time.perf_counter() - start, 1))
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().clone() for k, v in backbone.state_dict().items()}
+    with atomic_path(out_file) as tmp:
+        torch.save({'model': state, 'meta': json.loads(json.dumps(meta))}, tmp)
+    return meta

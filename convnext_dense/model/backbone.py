@@ -1,0 +1,157 @@
+"""ConvNeXt as a dense-prediction backbone for mmdet and mmseg (one class for both)."""
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+from mmengine.model import BaseModule
+from torch import nn
+
+from ..cpu_fast_paths import channels_first, float32_fallback
+from ..registry import MODELS
+from .archs import NUM_STAGES, declared_outputs, normalize_out_indices, resolve_arch
+from .layer_ids import default_num_layers, layer_id
+from .layers import ConvNeXtBlock, LayerNorm2d
+
+
+@MODELS.register_module()
+class ConvNeXt(BaseModule):
+    """ConvNeXt backbone returning a feature pyramid with strides 4/8/16/32 (Liu et al. 2022).
+
+    Arguments follow ``mmpretrain.models.ConvNeXt`` so stock mmdet / mmseg ConvNeXt configs work
+    with only ``type`` changed; parameter names follow the official checkpoints, so
+    ``convnext_base_22k_224.pth`` loads without renaming. Each output stage has its own
+    LayerNorm ``norm{i}``.
+
+    Args:
+        arch: 'tiny', 'small', 'base', 'large', 'xlarge' or ``dict(depths=..., channels=...)``.
+        in_channels: Channels of the input image.
+        out_indices: Stages to output (0..3, negative counts from the end).
+        frozen_stages: Freeze the stem and the first ``frozen_stages`` stages (0..4): no gradient
+            and kept in eval mode.
+        drop_path_rate: Stochastic depth rate of the last block; rates rise linearly from 0.
+        layer_scale_init_value: Initial layer-scale ``gamma``; ``<= 0`` disables it.
+        with_cp: Activation checkpointing per block (less memory, same results).
+        gap_before_final_norm: Only ``False`` is valid: pooling is a classification setting.
+        init_cfg: ``dict(type='Pretrained', checkpoint=SRC)`` loads weights from a file, URL,
+            Hugging Face directory or hub id in any supported layout (see
+            ``convnext_dense.weights``).
+
+    Example:
+        >>> backbone = ConvNeXt(arch='tiny', out_indices=(1, 2, 3))
+        >>> [f.shape[1] for f in backbone(torch.rand(1, 3, 64, 64))] == list(backbone.out_channels)
+        True
+    """
+
+    def __init__(self,
+                 arch: Union[str, Dict] = 'base',
+                 in_channels: int = 3,
+                 out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
+                 frozen_stages: int = 0,
+                 drop_path_rate: float = 0.0,
+                 layer_scale_init_value: float = 1e-6,
+                 with_cp: bool = False,
+                 gap_before_final_norm: bool = False,
+                 init_cfg: Optional[Dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.depths, self.channels = resolve_arch(arch)
+        if gap_before_final_norm:
+            raise ValueError('gap_before_final_norm=True pools features for classification; '
+                             'a dense backbone needs gap_before_final_norm=False')
+        if not isinstance(in_channels, int) or in_channels < 1:
+            raise ValueError(f'in_channels must be a positive int, got {in_channels!r}')
+        if not isinstance(frozen_stages, int) or not 0 <= frozen_stages <= NUM_STAGES:
+            raise ValueError(f'frozen_stages {frozen_stages!r} is out of range (0 to {NUM_STAGES})')
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f'drop_path_rate {drop_path_rate!r} is out of range [0, 1)')
+        self.out_indices = normalize_out_indices(out_indices)
+        self.frozen_stages = frozen_stages
+        self.out_channels, self.out_strides = declared_outputs(arch, self.out_indices)
+
+        stem = nn.Sequential(
+            nn.Conv2d(in_channels, self.channels[0], kernel_size=4, stride=4),
+            LayerNorm2d(self.channels[0]))
+        self.downsample_layers = nn.ModuleList([stem] + [
+            nn.Sequential(LayerNorm2d(self.channels[i - 1]),
+                          nn.Conv2d(self.channels[i - 1], self.channels[i], 2, stride=2))
+            for i in range(1, NUM_STAGES)])
+        rates = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
+        self.stages = nn.ModuleList()
+        for i, depth in enumerate(self.depths):
+            first = sum(self.depths[:i])
+            self.stages.append(nn.Sequential(*[
+                ConvNeXtBlock(self.channels[i], rates[first + j], layer_scale_init_value, with_cp)
+                for j in range(depth)]))
+        for i in self.out_indices:
+            self.add_module(f'norm{i}', LayerNorm2d(self.channels[i]))
+        # Conv weights in channels-last too, or oneDNN converts them on every call.
+        self.to(memory_format=torch.channels_last)
+        self._freeze_stages()
+        self._layer_scale = layer_scale_init_value > 0
+        self._float32_copy = float32_fallback.Float32Copy()
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """Return one ``(N, C_i, H / s_i, W / s_i)`` map per index in ``out_indices``.
+
+        bfloat16 (a cast model or CPU autocast) on a CPU without bf16 arithmetic is computed in
+        float32 and returned in the dtype asked for (see
+        :mod:`convnext_dense.cpu_fast_paths.float32_fallback`).
+        """
+        request = float32_fallback.emulated_bf16_request(self, x)
+        if request is not None:
+            return float32_fallback.run(self, x, request, ConvNeXt._forward, self._float32_copy,
+                                        self._layer_scale)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        # Channels-last makes every permute in the blocks a view instead of a copy; converting the
+        # 3-channel input is cheaper than converting the stem's output.
+        x = x.contiguous(memory_format=torch.channels_last)
+        outs = []
+        for i in range(max(self.out_indices) + 1):
+            x = self.downsample_layers[i](x)
+            x = self.stages[i](x)
+            if i in self.out_indices:
+                # Standard layout out: mmcv's deformable-conv ops (VFNet, RepPoints, Cascade RPN
+                # heads behind an FPN) reject channels-last inputs.
+                outs.append(channels_first(getattr(self, f'norm{i}')(x)))
+        return tuple(outs)
+
+    def _freeze_stages(self) -> None:
+        for i in range(self.frozen_stages):
+            for module in (self.downsample_layers[i], self.stages[i]):
+                module.eval()
+                for param in module.parameters():
+                    param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'ConvNeXt':
+        """Switch mode, keeping frozen stages in eval."""
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    def init_weights(self) -> None:
+        """Truncated-normal init (std 0.02), or load ``init_cfg=dict(type='Pretrained', ...)``."""
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
+            from ..weights import load_pretrained
+            load_pretrained(self, self.init_cfg['checkpoint'], prefix=self.init_cfg.get('prefix'))
+        elif self.init_cfg is not None:
+            super().init_weights()
+        self._is_init = True
+
+    def layer_decay_num_layers(self) -> int:
+        """``num_layers`` of the official layer-decay recipes for this depth (12 for B, 6 for T)."""
+        return default_num_layers(self.depths)
+
+    def layer_decay_id(self, param_name: str, decay_type: str, num_layers: int) -> int:
+        """Layer id of a backbone parameter (name relative to the backbone) for layer decay."""
+        return layer_id(param_name, decay_type, num_layers)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Every load_state_dict path (mmengine's load_checkpoint behind load_from, init_detector,
+        # init_model; torch) passes here: take any ConvNeXt naming and refuse a partial backbone.
+        from ..weights.self_load import adopt_backbone_keys
+        adopt_backbone_keys(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -1,0 +1,142 @@
+"""The ConvNeXt building blocks: a channels-first LayerNorm and the inverted-bottleneck block."""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..cpu_fast_paths import (ONEDNN_LINEAR, InferenceWeights, cpu_support, depthwise_conv,
+                              fast_paths_enabled, fused_mlp, keep_pwconv2_context, tracing)
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channel dimension of an ``(N, C, H, W)`` tensor.
+
+    On a channels-last tensor both permutes are views, so no copy is made.
+    """
+
+    def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
+        super().__init__(num_channels, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: zero whole samples of a residual branch with probability ``drop_prob``."""
+    if drop_prob == 0.0 or not training:
+        return x
+    keep_prob = 1.0 - drop_prob
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep_prob)
+    return x * mask.div_(keep_prob)
+
+
+class ConvNeXtBlock(nn.Module):
+    """dwconv 7x7 -> LayerNorm -> Linear C->4C -> GELU -> Linear 4C->C -> gamma -> DropPath -> +x.
+
+    Three paths compute the same function; ``convnext_dense.cpu_fast_paths.fast_paths(False)``
+    forces the first. The plain path reads as the paper's figure. The training path folds gamma and
+    drop path into one multiply-add with the residual and uses a fast depthwise-conv backward on
+    CPU; with ``with_cp`` it recomputes all but pwconv2 in the backward pass. On CPU, when nothing needs
+    a gradient, the fused path runs two oneDNN matmuls with GELU and the residual add in their
+    epilogues (see :mod:`convnext_dense.cpu_fast_paths`; in bfloat16 only where oneDNN runs bf16
+    on this CPU, and for wide blocks on AVX2-only CPUs BLAS matmuls instead).
+
+    Args:
+        channels: Input and output channels.
+        drop_path_rate: Probability of dropping the residual branch in training.
+        layer_scale_init_value: Initial value of ``gamma``; ``<= 0`` disables layer scale.
+        with_cp: Recompute the block in the backward pass instead of storing its activations.
+    """
+
+    def __init__(self, channels: int, drop_path_rate: float = 0.0,
+                 layer_scale_init_value: float = 1e-6, with_cp: bool = False) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(channels, channels, kernel_size=7, padding=3, groups=channels)
+        self.norm = nn.LayerNorm(channels, eps=1e-6)
+        self.pwconv1 = nn.Linear(channels, 4 * channels)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Linear(4 * channels, channels)
+        self.gamma: Optional[nn.Parameter] = (
+            nn.Parameter(torch.full((channels,), float(layer_scale_init_value)))
+            if layer_scale_init_value > 0 else None)
+        self.drop_path_rate = drop_path_rate
+        self.with_cp = with_cp
+        self._inference_weights = InferenceWeights()
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual branch, before drop path (plain path)."""
+        x = self.dwconv(x).permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+        x = self.pwconv2(self.act(self.pwconv1(self.norm(x))))
+        if self.gamma is not None:
+            x = x * self.gamma
+        return x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        checkpointed = self.with_cp and self.training and x.requires_grad
+        if not fast_paths_enabled():
+            branch = (checkpoint(self.residual, x, use_reentrant=False) if checkpointed
+                      else self.residual(x))
+            return x + drop_path(branch, self.drop_path_rate, self.training)
+        if self._can_fuse(x):
+            return self._fused_forward(x)
+        if checkpointed:
+            context = keep_pwconv2_context(self.pwconv2)
+            kwargs = {} if context is None else {'context_fn': context}
+            return checkpoint(self._train_forward, x, use_reentrant=False, **kwargs)
+        return self._train_forward(x)
+
+    def _train_forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = depthwise_conv(self.dwconv, x).permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+        y = self.pwconv2(self.act(self.pwconv1(self.norm(y)))).permute(0, 3, 1, 2)
+        scale = None if self.gamma is None else self.gamma.view(-1, 1, 1)
+        if self.training and self.drop_path_rate > 0:
+            keep = 1.0 - self.drop_path_rate
+            mask = y.new_empty((y.shape[0], 1, 1, 1)).bernoulli_(keep).div_(keep)
+            scale = mask if scale is None else scale * mask
+        # One pass for layer scale, drop path and residual instead of three.
+        return x + y if scale is None else torch.addcmul(x, y, scale)
+
+    def _can_fuse(self, x: torch.Tensor) -> bool:
+        if (x.device.type != 'cpu' or tracing() or not ONEDNN_LINEAR
+                or (self.training and self.drop_path_rate > 0)):
+            return False
+        if torch.is_grad_enabled() and (
+                x.requires_grad or any(p.requires_grad for p in self.parameters())):
+            return False
+        dtype = self._compute_dtype(x)
+        # oneDNN packs bf16 weights only where it can run bf16 on this CPU.
+        return dtype == torch.float32 or (dtype == torch.bfloat16 and cpu_support.onednn_bf16())
+
+    @staticmethod
+    def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+        if torch.is_autocast_enabled('cpu'):
+            return torch.get_autocast_dtype('cpu')
+        return x.dtype
+
+    def _fused_forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = self._compute_dtype(x)
+        onednn = dtype != torch.float32 or cpu_support.onednn_mlp(x.shape[1])
+        weights = self._inference_weights.get(self.pwconv1, self.pwconv2, self.gamma, dtype,
+                                              onednn)
+        y = self.norm(self.dwconv(x).permute(0, 2, 3, 1))  # (N, C, H, W) -> (N, H, W, C)
+        y = y.to(dtype)
+        # The plain path's dtype: under autocast, bf16 branch times float32 gamma is float32.
+        out_dtype = (x.dtype if self.gamma is None
+                     else torch.promote_types(x.dtype, self.gamma.dtype))
+        shortcut = x.permute(0, 2, 3, 1)
+        if out_dtype == dtype and shortcut.is_contiguous():
+            return fused_mlp(y, *weights, shortcut, onednn).permute(0, 3, 1, 2)
+        return x.to(out_dtype) + fused_mlp(y, *weights, None, onednn).permute(0, 3, 1, 2)
+
+    def train(self, mode: bool = True) -> 'ConvNeXtBlock':
+        """Switch mode; entering training drops the cached inference weights."""
+        if mode:
+            self._inference_weights.clear()
+        return super().train(mode)
+
+    def extra_repr(self) -> str:
+        return f'drop_path_rate={self.drop_path_rate}, with_cp={self.with_cp}'

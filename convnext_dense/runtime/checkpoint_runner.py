@@ -1,0 +1,46 @@
+"""mmengine's Runner with strict whole-model loading of ``load_from`` (used by tools/train.py, test.py).
+
+mmengine loads ``load_from`` non-strictly: whatever does not fit stays at its init with a warning.
+This Runner loads it with :func:`convnext_dense.weights.model_loader.load_model_checkpoint`:
+evaluation (test / val) needs every tensor of the model from the checkpoint; training from
+``load_from`` (fine-tuning) needs the whole backbone and lists the neck / head tensors that keep
+their init. The checkpoint may be a file, URL, Hugging Face directory or hub id, in any layout
+that module knows. ``--resume`` is mmengine's own path (the checkpoint is this run's).
+"""
+from mmengine.model import BaseTTAModel, is_model_wrapper
+from mmengine.runner import Runner
+
+from ..weights.model_loader import load_model_checkpoint
+
+
+class StrictLoadRunner(Runner):
+    """A Runner whose ``load_from`` is loaded strictly, by the rule of the current mode."""
+
+    _load_purpose = 'evaluate'
+
+    def train(self):
+        """Train; ``load_from`` is a fine-tuning start (the backbone must fit)."""
+        self._load_purpose = 'finetune'
+        return super().train()
+
+    def val(self):
+        """Validate; ``load_from`` must fill the whole model."""
+        self._load_purpose = 'evaluate'
+        return super().val()
+
+    def test(self):
+        """Test; ``load_from`` must fill the whole model."""
+        self._load_purpose = 'evaluate'
+        return super().test()
+
+    def load_or_resume(self) -> None:
+        """Resume as mmengine does; load ``load_from`` strictly."""
+        if self._has_loaded or self._resume or self._load_from is None:
+            return super().load_or_resume()
+        model = self.model
+        while is_model_wrapper(model) or isinstance(model, BaseTTAModel):  # DDP, --tta
+            model = model.module
+        checkpoint = load_model_checkpoint(model, self._load_from, self._load_purpose)
+        self.call_hook('after_load_checkpoint',
+                       checkpoint={'state_dict': checkpoint.state_dict, 'meta': checkpoint.meta})
+        self._has_loaded = True

@@ -1,0 +1,152 @@
+"""The command-line options of tools/train.py and tools/test.py, each applied to a config.
+
+One code path serves mmdet and mmseg: the config's ``default_scope`` decides. On a CPU-only
+machine, distributed runs use gloo.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+from typing import Callable, Optional, Tuple, Type
+
+import torch
+from mmengine.config import Config, ConfigDict, DictAction
+
+from .config import innermost_dataset, load_config, task_scope
+
+LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, work_dir_help: str) -> None:
+    """The arguments tools/train.py and tools/test.py share: config, work dir, overrides, launch."""
+    parser.add_argument('config', help='config file, or mmdet::/mmseg:: name')
+    parser.add_argument('--work-dir', help=work_dir_help)
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, key=value')
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none')
+    parser.add_argument('--local-rank', '--local_rank', type=int, default=0)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Load ``args.config`` with ``--cfg-options`` and set its work dir (the common arguments)."""
+    set_local_rank_env(args.local_rank)
+    cfg = load_config(args.config, args.cfg_options)
+    set_work_dir(cfg, args.config, args.work_dir)
+    return cfg
+
+
+def set_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> None:
+    """Use ``work_dir``, else the config's, else ``work_dirs/<config name>`` as mmdet does."""
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
+def set_launcher(cfg: Config, launcher: str) -> None:
+    """Record the launcher; on CPU-only machines start the gloo process group ourselves."""
+    if launcher not in LAUNCHERS:
+        raise ValueError(f"launcher '{launcher}' is not one of {LAUNCHERS}")
+    cfg.launcher = launcher
+    if launcher != 'none' and not torch.cuda.is_available():
+        _init_cpu_distributed(cfg, launcher)
+
+
+def _init_cpu_distributed(cfg: Config, launcher: str) -> None:
+    # mmengine's init_dist calls torch.cuda.set_device, which a CPU-only torch cannot do.
+    import torch.distributed as dist
+    if launcher != 'pytorch':
+        raise ValueError(f"launcher '{launcher}' needs GPUs; on a CPU-only machine use "
+                         "'pytorch' (tools/dist_train.sh)")
+    cfg.setdefault('env_cfg', ConfigDict())
+    cfg.env_cfg.setdefault('dist_cfg', ConfigDict())
+    cfg.env_cfg.dist_cfg.backend = 'gloo'
+    # DDP takes no device_ids for a CPU module.
+    cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None,
+                                 broadcast_buffers=False,
+                                 find_unused_parameters=cfg.get('find_unused_parameters', False))
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+
+
+def set_amp(cfg: Config, enable: bool) -> None:
+    """``--amp``: switch the optimizer wrapper to mmengine's AmpOptimWrapper."""
+    if enable:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+
+
+def set_auto_scale_lr(cfg: Config, enable: bool) -> None:
+    """``--auto-scale-lr``: scale the lr by the real batch size over ``base_batch_size``."""
+    if not enable:
+        return
+    if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
+        raise ValueError('--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=...) in the '
+                         'config (the total batch size the lr was tuned for)')
+    cfg.auto_scale_lr.enable = True
+
+
+def set_resume(cfg: Config, resume: Optional[str]) -> None:
+    """``--resume`` (latest checkpoint in the work dir) or ``--resume PATH``."""
+    if resume is None:
+        return
+    cfg.resume = True
+    cfg.load_from = None if resume == 'auto' else resume
+
+
+def set_local_rank_env(local_rank: int) -> None:
+    """torch.distributed.launch passes ``--local-rank``; torchrun sets LOCAL_RANK itself."""
+    os.environ.setdefault('LOCAL_RANK', str(local_rank))
+
+
+def enable_tta(cfg: Config) -> None:
+    """``--tta``: wrap the model in the config's ``tta_model`` and test with ``tta_pipeline``."""
+    if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+        raise ValueError('--tta needs tta_model and tta_pipeline in the config; '
+                         f'this {task_scope(cfg)} config defines '
+                         f"{[k for k in ('tta_model', 'tta_pipeline') if k in cfg] or 'neither'}")
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+    dataset, _ = innermost_dataset(cfg.test_dataloader.dataset)
+    dataset.pipeline = cfg.tta_pipeline
+
+
+def enable_show_dir(cfg: Config, show_dir: str) -> None:
+    """``--show-dir``: draw predictions of the test set into ``show_dir``."""
+    hooks = cfg.default_hooks
+    if 'visualization' not in hooks:
+        raise ValueError('--show-dir needs default_hooks.visualization in the config')
+    hooks.visualization.draw = True
+    if task_scope(cfg) == 'mmdet':
+        hooks.visualization.test_out_dir = osp.abspath(show_dir)
+    else:
+        cfg.visualizer.save_dir = osp.abspath(show_dir)
+        hooks.visualization.interval = 1  # mmseg draws every `interval`-th batch only
+
+
+def add_result_dump(cfg: Config, out: str) -> None:
+    """``--out``: keep raw predictions (mmdet: a pickle file; mmseg: a directory of PNGs)."""
+    if task_scope(cfg) == 'mmdet':
+        if not out.endswith(('.pkl', '.pickle')):
+            raise ValueError(f"--out '{out}' must end with .pkl or .pickle for detection results")
+        evaluators = cfg.test_evaluator
+        evaluators = list(evaluators) if isinstance(evaluators, (list, tuple)) else [evaluators]
+        cfg.test_evaluator = evaluators + [dict(type='DumpDetResults', out_file_path=out)]
+    else:
+        # mmseg's IoUMetric creates output_dir on rank 0 only, yet every rank writes its PNGs
+        # there: a rank that gets there first would fail. Each rank makes it here.
+        os.makedirs(out, exist_ok=True)
+        cfg.test_evaluator.output_dir = out
+        cfg.test_evaluator.keep_results = True
+
+
+def exit_code(action: Callable[[], str],
+              errors: Tuple[Type[BaseException], ...] = (FileNotFoundError, ValueError)) -> int:
+    """Run a tool's ``action``: print the line it returns (exit code 0), or ``error: ...`` for the
+    errors a user can fix, without a traceback (exit code 1)."""
+    try:
+        message = action()
+    except errors as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
+    print(message)
+    return 0

@@ -1,0 +1,67 @@
+"""Run a trained detector or segmenter on one image and draw its predictions (tools/image_demo.py).
+
+The config's ``default_scope`` decides: mmdet configs go through ``init_detector`` /
+``inference_detector`` and DetLocalVisualizer, mmseg configs through ``init_model`` /
+``inference_model`` and SegLocalVisualizer.
+"""
+import os
+from pathlib import Path
+from typing import Union
+
+import mmcv
+
+from .config import load_config, task_scope
+
+PathLike = Union[str, os.PathLike]
+
+
+def draw_prediction(image: PathLike, config: PathLike, checkpoint: PathLike, out_dir: PathLike,
+                    device: str = 'cpu', score_thr: float = 0.3) -> Path:
+    """Predict on ``image`` and write the drawing to ``out_dir/<image stem>.png``.
+
+    Args:
+        image: An image file.
+        config: An mmdet or mmseg config file (or ``mmdet::`` / ``mmseg::`` name).
+        checkpoint: Weights of that model (an mmengine checkpoint).
+        out_dir: Folder for the drawing (created).
+        device: Torch device, e.g. ``'cpu'`` or ``'cuda:0'``.
+        score_thr: Detections below this score are not drawn (detection only).
+
+    Returns:
+        The written file.
+
+    Raises:
+        FileNotFoundError: the image or the checkpoint does not exist.
+        ValueError: the config is neither mmdet nor mmseg, or ``score_thr`` is not in [0, 1].
+    """
+    for name, path in (('image', image), ('checkpoint', checkpoint)):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f'{name} {path} not found')
+    if not 0 <= score_thr <= 1:
+        raise ValueError(f'score_thr {score_thr!r} is out of range [0, 1]')
+    cfg = load_config(str(config))
+    scope = task_scope(cfg)
+    # Weights come from `checkpoint`: do not fetch the backbone's pretrained ones as well.
+    cfg.model.backbone.init_cfg = None
+    out_file = Path(out_dir) / f'{Path(image).stem}.png'
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    picture = mmcv.imread(str(image), channel_order='rgb')
+    if scope == 'mmdet':
+        from mmdet.apis import inference_detector, init_detector
+        from mmdet.registry import VISUALIZERS
+        model = init_detector(cfg, str(checkpoint), device=device)
+        result = inference_detector(model, str(image))
+        draw_args = dict(pred_score_thr=score_thr)
+    else:
+        from mmseg.apis import inference_model, init_model
+        from mmseg.registry import VISUALIZERS
+        model = init_model(cfg, str(checkpoint), device=device)
+        result = inference_model(model, str(image))
+        draw_args = dict(with_labels=True)
+    visualizer_cfg = dict(model.cfg.visualizer, name=f'image_demo_{id(model)}',
+                          vis_backends=None, save_dir=None)
+    visualizer = VISUALIZERS.build(visualizer_cfg)
+    visualizer.dataset_meta = model.dataset_meta
+    visualizer.add_datasample('prediction', picture, data_sample=result, draw_gt=False,
+                              show=False, out_file=str(out_file), **draw_args)
+    return out_file

@@ -1,0 +1,102 @@
+"""Run a config with mmengine's Runner (tools/train.py, tools/test.py): check the data, fetch
+``load_from`` early, adapt to the device, build :class:`StrictLoadRunner`, train or test.
+
+The package's checkpoint switch (:mod:`convnext_dense.model_checkpoints`: safe local loading,
+atomic writes, whole models of every layout) is turned on for the run.
+"""
+import os
+
+import torch
+from mmengine.config import Config
+from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from .. import model_checkpoints
+from ..atomic_files import remove_interrupted_writes
+from ..weights.sources import resolve_source
+from .checkpoint_runner import StrictLoadRunner
+from .data_checks import check_data_paths, explain_annotation_errors
+from .device import adapt_to_device
+
+
+def add_non_finite_loss_check(cfg: Config) -> None:
+    """Stop at the first NaN / inf loss (see :class:`.hooks.NonFiniteLossHook`)."""
+    hook_type = 'convnext_dense.NonFiniteLossHook'
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(hook.get('type') in (hook_type, 'NonFiniteLossHook') for hook in hooks):
+        hooks.append(dict(type=hook_type))
+    cfg.custom_hooks = hooks
+
+
+def drop_persistent_workers_without_workers(cfg: Config) -> None:
+    """``num_workers=0`` with the configs' ``persistent_workers=True`` is a DataLoader error."""
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(name)
+        if loader and loader.get('num_workers', 0) == 0 and loader.get('persistent_workers'):
+            loader.persistent_workers = False
+
+
+def build_runner(cfg: Config) -> Runner:
+    """Build the Runner named by ``runner_type``, by default :class:`StrictLoadRunner`."""
+    adapt_to_device(cfg)
+    drop_persistent_workers_without_workers(cfg)
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return StrictLoadRunner.from_cfg(cfg)
+
+
+def prepare_load_from(cfg: Config, mode: str) -> None:
+    """Fetch ``load_from`` first (an offline machine fails in seconds, saying where to put it).
+
+    When training starts from ``load_from`` (fine-tuning), the backbone comes from that checkpoint
+    in full, so its ``init_cfg`` Pretrained weights would only be downloaded and overwritten: they
+    are skipped.
+    """
+    if not cfg.get('load_from') or cfg.get('resume'):
+        return
+    resolve_source(cfg.load_from)
+    backbone = cfg.get('model', {}).get('backbone') or {}
+    init_cfg = backbone.get('init_cfg')
+    if mode == 'train' and isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+        print_log(f'load_from={cfg.load_from} fills the backbone: its init_cfg Pretrained '
+                  f'({init_cfg.get("checkpoint")}) is not loaded.', logger='current')
+        backbone.init_cfg = None
+
+
+def run(cfg: Config, mode: str):
+    """Check the data, build the runner and train or test; returns what the runner returns."""
+    model_checkpoints.enable()
+    prepare_load_from(cfg, mode)
+    check_data_paths(cfg, mode)
+    if mode == 'train':
+        add_non_finite_loss_check(cfg)
+        if cfg.get('resume') and int(os.environ.get('RANK', 0)) == 0:
+            _clean_work_dir(cfg.work_dir)
+    runner = build_runner(cfg)
+    with explain_annotation_errors():
+        result = runner.train() if mode == 'train' else runner.test()
+    close_process_group()
+    return result
+
+
+def close_process_group() -> None:
+    """End a distributed run cleanly: all ranks meet, then the process group is destroyed.
+
+    Left to interpreter exit, gloo's worker threads are torn down while a peer may still be
+    talking to them, and a rank can die with "terminate called without an active exception"
+    (SIGABRT) after its work is done, failing the whole torchrun job.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+def _clean_work_dir(work_dir: str) -> None:
+    """Before resuming: drop what a run killed while saving left in its work dir."""
+    if not os.path.isdir(work_dir):
+        return
+    removed = remove_interrupted_writes(work_dir)
+    if removed:
+        print_log(f'Removed {len(removed)} temporary file(s) of a save that was interrupted: '
+                  f'{", ".join(removed)}', logger='current')

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Run a tool on NPROC processes with torchrun: tools/torchrun.sh NPROC TOOL.py [TOOL args]
+# (tools/dist_train.sh and tools/dist_test.sh call it).
+# Multi-node: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node.
+# On a machine without CUDA the processes use the gloo backend (NPROC = number of processes).
+set -euo pipefail
+NPROC=$1
+TOOL=$2
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+PORT=${PORT:-29500}
+MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
+HERE=$(cd "$(dirname "$0")" && pwd)
+PYTHON=${PYTHON:-python}
+
+PYTHONPATH="$HERE/..:${PYTHONPATH:-}" \
+"$PYTHON" -m torch.distributed.run \
+    --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
+    --nproc_per_node="$NPROC" --master_port="$PORT" \
+    "$HERE/$TOOL" "${@:3}" --launcher pytorch
