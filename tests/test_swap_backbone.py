@@ -52,7 +52,7 @@ def test_keeps_the_stages_the_model_reads(name, stages):
     assert cfg.model.backbone.type == 'convnext_dense.ConvNeXt'
     assert cfg.model.backbone.out_indices == stages
     assert set(stages) <= set(stock_backbone.get('out_indices', (0, 1, 2, 3)))
-    assert 'convnext_dense' in cfg.custom_imports.imports
+    assert {'convnext_dense', 'convnext_dense.model_checkpoints'} <= set(cfg.custom_imports.imports)
     assert cfg.custom_imports.allow_failed_imports is False
 
 

@@ -7,6 +7,7 @@ Example:
 import argparse
 import sys
 
+from convnext_dense import model_checkpoints
 from convnext_dense.deploy.errors import ExportError
 from convnext_dense.deploy.export import PARTS, export_model
 from convnext_dense.runtime.cli_options import exit_code
@@ -30,6 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    model_checkpoints.enable()  # safe, strict checkpoint loading of every layout
 
     def export() -> str:
         onnx_file = export_model(args.config, args.checkpoint, args.out, args.shape,

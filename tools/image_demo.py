@@ -7,6 +7,7 @@ Example:
 import argparse
 import sys
 
+from convnext_dense import model_checkpoints
 from convnext_dense.runtime.cli_options import exit_code
 from convnext_dense.runtime.inference import draw_prediction
 
@@ -26,6 +27,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    model_checkpoints.enable()  # safe, strict checkpoint loading of every layout
     return exit_code(lambda: 'wrote ' + str(draw_prediction(
         args.image, args.config, args.checkpoint, args.out_dir, args.device, args.score_thr)))
 

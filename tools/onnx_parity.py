@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from convnext_dense import model_checkpoints
 from convnext_dense.deploy.meta import read_meta
 from convnext_dense.deploy.parity import detector_parity, segmenter_parity
 
@@ -28,6 +29,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    model_checkpoints.enable()  # safe, strict checkpoint loading of every layout
     images = sorted(p for p in Path(args.images).glob('*') if p.suffix in ('.jpg', '.png'))
     images = images[:args.limit] if args.limit else images
     if not images:

@@ -12,7 +12,6 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from .. import model_checkpoints
 from ..atomic_files import remove_interrupted_writes
 from ..weights.sources import resolve_source
 from .checkpoint_runner import StrictLoadRunner
@@ -66,6 +65,7 @@ def prepare_load_from(cfg: Config, mode: str) -> None:
 
 def run(cfg: Config, mode: str):
     """Check the data, build the runner and train or test; returns what the runner returns."""
+    from .. import model_checkpoints  # importing it turns the switch on: only when running
     model_checkpoints.enable()
     prepare_load_from(cfg, mode)
     check_data_paths(cfg, mode)

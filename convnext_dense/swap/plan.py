@@ -19,7 +19,8 @@ from .render import render_config
 from .source import Source, load_source
 from .verify import neck_error
 
-CUSTOM_IMPORT = 'convnext_dense'
+# The package, and its checkpoint switch (safe, strict loading in init_detector / init_model).
+CUSTOM_IMPORTS = ('convnext_dense', 'convnext_dense.model_checkpoints')
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,7 @@ def _find_model(source: Source) -> Dict:
 
 def _custom_imports(cfg: Config) -> Dict:
     imports = list((cfg.get('custom_imports') or {}).get('imports', []))
-    if CUSTOM_IMPORT not in imports:
-        imports.append(CUSTOM_IMPORT)
+    imports += [name for name in CUSTOM_IMPORTS if name not in imports]
     return dict(imports=imports, allow_failed_imports=False)
 
 
