@@ -2,7 +2,7 @@
 
 Example:
     python tools/export.py configs/demo/upernet_convnext-demo_shapes.py \
-        work_dirs/demo/upernet/iter_4000.pth --out work_dirs/onnx/upernet
+        work_dirs/demo/upernet/iter_2000.pth --out work_dirs/onnx/upernet
 """
 import argparse
 import sys

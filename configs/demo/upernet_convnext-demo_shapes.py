@@ -18,8 +18,8 @@ metainfo = dict(classes=classes, palette=palette)
 checkpoint = 'work_dirs/demo/pretrain/convnext-demo_shapes-distilled.pth'
 backbone_channels = [32, 64, 128, 256]
 crop_size = (128, 128)  # the smallest images' side: every training pixel is labelled
-max_iters = 4000  # runs beside the Mask R-CNN demo, one core each, and ends before it
-val_interval = 1000
+max_iters = 2000  # runs beside the Mask R-CNN demo, one core each
+val_interval = 500
 warmup_iters = 100
 
 model = dict(
