@@ -6,8 +6,8 @@ so it makes its own, on shapes rendered on the fly by the dataset's generator un
 slowly here: with an object anywhere in the image it stays near chance for thousands of steps
 (so does the same network as Hugging Face's ``ConvNextForImageClassification``), and a plain
 conv-BN-ReLU network with LayerNorm in place of BatchNorm stalls the same way, while with
-BatchNorm it learns the task (in about 1000 steps with a global-max-pooling head, 2000 with
-global average pooling). So the demo pre-trains in two phases:
+BatchNorm it learns the task (it leaves chance after about 700 steps with a global-max-pooling
+head, 1500 with global average pooling). So the demo pre-trains in two phases:
 
 1. :class:`ShapeTeacher`, a small conv-BN-ReLU network, learns to name the shape in single-object
    scenes (:func:`single_object_scenes`), half of them with the shape nearer the middle, which
@@ -192,7 +192,7 @@ class ShapeTeacher(nn.Module):
     Its head is a linear layer on the global maximum of the last map.
 
     Args:
-        num_classes: Outputs of the linear head (after global average pooling).
+        num_classes: Outputs of the linear head (after global max pooling).
     """
 
     HINT_LAYERS = (2, 4, 5)  # the layers ending at strides 4, 8 and 16
