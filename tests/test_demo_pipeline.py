@@ -102,9 +102,10 @@ def test_demo_config_overrides_length_from_the_command_line(task, tiny_shapes, t
 
 @pytest.fixture(scope='module')
 def demo_run(tmp_path_factory):
-    """The whole pipeline with tiny counts: 8 + 4 images, 2 iterations per model."""
+    """The whole pipeline with tiny counts: 16 + 4 images (two batches of 8: the logger writes
+    the last iteration, an epoch's end), 2 iterations per model."""
     root = tmp_path_factory.mktemp('demo')
-    settings = DemoSettings(data_dir=root / 'data', work_dir=root / 'work', num_train=8,
+    settings = DemoSettings(data_dir=root / 'data', work_dir=root / 'work', num_train=16,
                             num_val=4, seg_iters=2, det_iters=2, pretrain_iters=2,
                             pretrain_images=16, gallery_images=2, threads=1)
     lines = []
