@@ -1,0 +1,76 @@
+"""Run a whole detector or segmenter in channels-last memory format: the neck and heads too.
+
+The backbone always computes in channels-last and returns standard ``(N, C, H, W)`` maps. On a
+CPU, oneDNN runs the convolutions of the UperNet and Mask R-CNN heads 1.7 to 2.8 times as fast
+(forward and backward, one thread, Ice Lake Xeon) on channels-last tensors; converting a model's
+4-D weights to channels-last makes every convolution compute and return channels-last.
+
+mmcv's compiled ops read raw ``(N, C, H, W)`` memory: mmcv 2.1's CPU ``RoIAlign`` given a
+channels-last map returns wrong values without an error, and its deformable convolutions refuse
+one. So every ``mmcv.ops`` module gets its tensor inputs made contiguous first. A head that calls
+mmcv's functional ops on a feature map (TOOD's ``deform_conv2d``) is not covered: it raises.
+
+In a config::
+
+    custom_hooks = [dict(type='convnext_dense.ChannelsLastHook')]
+"""
+import torch
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from torch import nn
+
+from ..registry import HOOKS
+
+_GUARD_ATTRIBUTE = '_convnext_dense_contiguous_inputs'
+
+
+def is_mmcv_op(module: nn.Module) -> bool:
+    """Whether ``module`` is (or derives from) one of mmcv's compiled-op modules."""
+    return any(cls.__module__.startswith('mmcv.ops') for cls in type(module).__mro__)
+
+
+def _contiguous(value):
+    return value.contiguous() if isinstance(value, torch.Tensor) else value
+
+
+def _contiguous_inputs(module, args, kwargs):
+    return (tuple(_contiguous(a) for a in args),
+            {name: _contiguous(value) for name, value in kwargs.items()})
+
+
+def convert_to_channels_last(model: nn.Module) -> int:
+    """Make ``model``'s 4-D weights channels-last, in place, and guard its mmcv ops.
+
+    Parameters keep their identity (an optimizer built before still steps them). Calling it again
+    adds no second guard.
+
+    Returns:
+        How many mmcv op modules now get contiguous inputs.
+    """
+    model.to(memory_format=torch.channels_last)
+    guarded = 0
+    for module in model.modules():
+        if not is_mmcv_op(module):
+            continue
+        if not hasattr(module, _GUARD_ATTRIBUTE):
+            handle = module.register_forward_pre_hook(_contiguous_inputs, with_kwargs=True)
+            setattr(module, _GUARD_ATTRIBUTE, handle)
+        guarded += 1
+    return guarded
+
+
+@HOOKS.register_module()
+class ChannelsLastHook(Hook):
+    """Convert the model to channels-last (:func:`convert_to_channels_last`) before the run.
+
+    It runs in ``before_run`` of training, validation and testing, so the weights loaded or
+    resumed afterwards are copied into the channels-last parameters; checkpoints store the same
+    keys and values as without it.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def before_run(self, runner) -> None:
+        guarded = convert_to_channels_last(runner.model)
+        print_log(f'ChannelsLastHook: model weights in channels-last memory format; {guarded} '
+                  'mmcv op module(s) get contiguous inputs.', logger='current')

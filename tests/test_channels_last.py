@@ -1,0 +1,126 @@
+"""ChannelsLastHook: the whole model in channels-last gives the plain model's losses and outputs."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from mmengine.structures import PixelData
+
+from convnext_dense.deploy.export import build_model
+from convnext_dense.runtime.channels_last import ChannelsLastHook, convert_to_channels_last
+from deploy_helpers import DET_CONFIG, SEG_CONFIG, small_cascade_config, spread_weights
+
+
+def _same_seed(fn):
+    torch.manual_seed(0)
+    np.random.seed(0)
+    return fn()
+
+
+def test_mmcv_roi_align_needs_the_guard():
+    from mmcv.ops import RoIAlign
+    torch.manual_seed(0)
+    features = torch.randn(2, 8, 24, 24)
+    rois = torch.tensor([[0, 2., 3., 15., 20.], [1, 0., 0., 23., 11.]])
+    layer = RoIAlign(output_size=7, sampling_ratio=0)
+    expected = layer(features, rois)
+    channels_last = features.contiguous(memory_format=torch.channels_last)
+    # mmcv 2.1 reads the raw memory as (N, C, H, W): wrong values, no error.
+    assert not torch.allclose(layer(channels_last, rois), expected)
+    assert convert_to_channels_last(layer) == 1
+    torch.testing.assert_close(layer(channels_last, rois), expected)
+    assert convert_to_channels_last(layer) == 1
+    assert len(layer._forward_pre_hooks) == 1  # converting twice guards once
+
+
+def _det_batch(model):
+    from mmdet.testing import demo_mm_inputs
+    packed = demo_mm_inputs(batch_size=2, image_shapes=[(3, 128, 160), (3, 160, 128)],
+                            num_items=[3, 4], num_classes=4, with_mask=True)
+    return model.data_preprocessor(packed, training=True)
+
+
+def _seg_batch(model):
+    from mmseg.structures import SegDataSample
+    generator = torch.Generator().manual_seed(0)
+    inputs, samples = [], []
+    for _ in range(2):
+        inputs.append(torch.randint(0, 256, (3, 128, 128), generator=generator, dtype=torch.uint8))
+        labels = torch.zeros(1, 128, 128, dtype=torch.long)
+        labels[:, 20:70, 30:90] = int(torch.randint(1, 5, (1,), generator=generator))
+        sample = SegDataSample(gt_sem_seg=PixelData(data=labels))
+        sample.set_metainfo(dict(img_shape=(128, 128), ori_shape=(128, 128), pad_shape=(128, 128)))
+        samples.append(sample)
+    return model.data_preprocessor(dict(inputs=inputs, data_samples=samples), training=True)
+
+
+def _losses(model, batch):
+    losses = _same_seed(lambda: model(**copy.deepcopy(batch), mode='loss'))
+    return {name: float(sum(v) if isinstance(v, list) else v) for name, v in losses.items()
+            if 'loss' in name}
+
+
+@pytest.mark.parametrize('task', ['mask_rcnn', 'cascade_mask_rcnn', 'upernet'])
+def test_losses_gradients_and_predictions_match_the_plain_model(task, tmp_path):
+    config = {'mask_rcnn': DET_CONFIG, 'upernet': SEG_CONFIG}.get(task)
+    if config is None:
+        config = small_cascade_config(tmp_path / 'cascade.py')
+    torch.manual_seed(0)
+    plain, _, _ = build_model(config, None)
+    spread_weights(plain)
+    converted = copy.deepcopy(plain)
+    guarded = convert_to_channels_last(converted)
+    # One RoIAlign per FPN level and RoI extractor; UperNet uses no mmcv op.
+    assert (guarded == 0) if task == 'upernet' else (guarded >= 8)
+    head_conv = [m for n, m in converted.named_modules()
+                 if isinstance(m, torch.nn.Conv2d) and not n.startswith('backbone')][0]
+    assert head_conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+    batch = (_seg_batch if task == 'upernet' else _det_batch)(plain)
+    plain.train()
+    converted.train()
+    expected, got = _losses(plain, batch), _losses(converted, batch)
+    assert expected.keys() == got.keys() and len(expected) >= 2
+    for name in expected:
+        assert got[name] == pytest.approx(expected[name], rel=1e-4, abs=1e-5), name
+    # Gradients reach the weights alike (the guard's copy passes them back): measured differences
+    # are 1e-6 of each gradient's norm in Mask R-CNN, up to 2e-3 in the Cascade, whose later
+    # stages refine the earlier stages' boxes. (Gradients that are zero in exact arithmetic, as a
+    # bias before BatchNorm, come out near 1e-8 and are compared absolutely.)
+    for model in (plain, converted):
+        model.zero_grad()
+        losses = _same_seed(lambda: model(**copy.deepcopy(batch), mode='loss'))
+        sum(v for n, v in losses.items() if 'loss' in n and torch.is_tensor(v)).backward()
+    for (name, a), (_, b) in zip(plain.named_parameters(), converted.named_parameters()):
+        if a.grad is not None:
+            assert (b.grad - a.grad).norm() <= 1e-2 * a.grad.norm() + 1e-6, name
+
+    plain.eval()
+    converted.eval()
+    with torch.no_grad():
+        expected = _same_seed(lambda: plain(**copy.deepcopy(batch), mode='predict'))
+        got = _same_seed(lambda: converted(**copy.deepcopy(batch), mode='predict'))
+    for want, have in zip(expected, got):
+        if task == 'upernet':
+            torch.testing.assert_close(have.seg_logits.data, want.seg_logits.data,
+                                       rtol=1e-4, atol=1e-4)
+            continue
+        want, have = want.pred_instances, have.pred_instances
+        assert len(want) > 0 and len(have) == len(want)
+        torch.testing.assert_close(have.bboxes, want.bboxes, rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(have.scores, want.scores, rtol=1e-4, atol=1e-5)
+        assert (have.masks != want.masks).float().mean() < 1e-3
+
+
+def test_hook_converts_the_runner_model():
+    class Runner:  # what before_run reads
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+    weight = Runner.model[0].weight
+    optimizer = torch.optim.SGD(Runner.model.parameters(), lr=1.0)
+    ChannelsLastHook().before_run(Runner)
+    assert Runner.model[0].weight is weight  # the optimizer still steps it
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    Runner.model(torch.randn(1, 3, 8, 8)).sum().backward()
+    before = weight.detach().clone()
+    optimizer.step()
+    assert not torch.equal(weight, before)
