@@ -117,15 +117,16 @@ def main(argv=None) -> int:
                                 args.repeats, args.warmup, args.clock, log)
         results['whole_model'] = rows
         print('\n| whole model | step | size | ours s (spread) | Hugging Face backbone s (spread) '
-              '| ratio | same head work |')
-        print('|---|---|---|---|---|---|---|')
+              '| ratio | same head work | same outputs |')
+        print('|---|---|---|---|---|---|---|---|')
         for row in rows:
             hf = ('' if 'huggingface_s' not in row else
                   f"{row['huggingface_s']:.3f} ({row['huggingface_spread']:.1%})")
             ratio = '' if 'ratio' not in row else f"{row['ratio']:.3f}"
             print(f"| {row['task']} | {row['mode']} | {row['size'][0]}x{row['size'][1]} | "
                   f"{row['ours_s']:.3f} ({row['ours_spread']:.1%}) | {hf} | {ratio} | "
-                  f"{row.get('same_head_work', '')} {row['work'].get('ours') or ''} |")
+                  f"{row.get('same_head_work', '')} {row['work'].get('ours') or ''} | "
+                  f"{row.get('same_outputs', '')} |")
     if args.onnx:
         from convnext_dense.extras.benchmark.onnx_speed import format_rows, run_onnx_speed
         results['onnx'] = run_onnx_speed(args.onnx, args.sizes[0], args.repeats, args.warmup,

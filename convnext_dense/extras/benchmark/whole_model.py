@@ -1,7 +1,9 @@
 """Whole-model latency: the B configs' detector and segmenter, with our backbone or Hugging Face's.
 
 Both models are the same config and weights; only the backbone module differs (Hugging Face's
-``ConvNextBackbone`` holding our backbone's weights, wrapped to return a tuple). A step handles
+``ConvNextBackbone`` holding our backbone's weights, wrapped to return a tuple of contiguous maps,
+as glue for mmcv must: its maps are channels-last-strided, which mmcv's CPU RoIAlign reads
+wrongly without an error). Inference checks that both models give the same scores. A step handles
 two images: inference is ``model.test_step`` (preprocessing, backbone, heads, post-processing);
 a training step is the loss forward and backward (no optimizer step).
 """
@@ -70,11 +72,24 @@ def make_batch(model: torch.nn.Module, size: Tuple[int, int], batch_size: int = 
     return dict(inputs=inputs, data_samples=samples)
 
 
-def _steps(model: torch.nn.Module, batch: Dict, work: Dict) -> Dict[str, Callable[[], None]]:
+class ContiguousMaps(torch.nn.Module):
+    """A peer backbone whose maps are made contiguous ``(N, C, H, W)``, as mmcv's ops read them."""
+
+    def __init__(self, backbone: torch.nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        return tuple(f.contiguous() for f in self.backbone(x))
+
+
+def _steps(model: torch.nn.Module, batch: Dict, work: Dict,
+           outputs: Dict) -> Dict[str, Callable[[], None]]:
     """Inference and training steps; each records the head work it did in ``work``.
 
     Every step starts from the same seed, so both backbones' models sample the same proposals
-    and RoIs in training; inference records the detections kept (detector) per step.
+    and RoIs in training; inference records the detections kept (detector) per step in
+    ``work`` and the five best scores (detector) or the first logits (segmenter) in ``outputs``.
     """
     def infer():
         model.eval()
@@ -83,6 +98,9 @@ def _steps(model: torch.nn.Module, batch: Dict, work: Dict) -> Dict[str, Callabl
             results = model.test_step(copy.deepcopy(batch))
         if hasattr(results[0], 'pred_instances'):
             work['detections'] = sum(len(r.pred_instances) for r in results)
+            outputs['values'] = torch.cat([r.pred_instances.scores[:5] for r in results])
+        else:
+            outputs['values'] = torch.cat([r.seg_logits.data.flatten()[:1000] for r in results])
 
     def train():
         model.train()
@@ -102,8 +120,9 @@ def run_whole_models(tasks: Sequence[str], sizes: Sequence[Tuple[int, int]],
     """Time each task model with our backbone and with Hugging Face's, interleaved.
 
     Returns rows ``{'task', 'mode', 'size', 'ours_s', 'huggingface_s', 'ratio'}`` with each
-    side's spread (interquartile range over the median) and times, and ``same_head_work``: both
-    models kept as many detections (no peer columns when transformers is missing).
+    side's spread (interquartile range over the median) and times, ``same_head_work``: both
+    models kept as many detections, and for inference ``same_outputs``: their best scores or
+    first logits agree (no peer columns when transformers is missing).
     """
     rows = []
     for task in tasks:
@@ -117,14 +136,15 @@ def run_whole_models(tasks: Sequence[str], sizes: Sequence[Tuple[int, int]],
                                      drop_path_rate=_drop_path_rate(backbone))
             load_into_ours(backbone, peer)
             with_peer = copy.deepcopy(ours)
-            with_peer.backbone = peer
+            with_peer.backbone = ContiguousMaps(peer)
             models['huggingface'] = with_peer
         for size in sizes:
             batches = {name: make_batch(model, size) for name, model in models.items()}
             for mode in modes:
                 log(f'whole model: {task} {mode} {size[0]}x{size[1]}')
                 work = {name: {} for name in models}
-                steps = {name: _steps(model, batches[name], work[name])[mode]
+                outputs = {name: {} for name in models}
+                steps = {name: _steps(model, batches[name], work[name], outputs[name])[mode]
                          for name, model in models.items()}
                 timings = time_interleaved(steps, repeats, warmup, clock=CLOCKS[clock])
                 row = {'task': task, 'mode': mode, 'size': list(size),
@@ -137,6 +157,10 @@ def run_whole_models(tasks: Sequence[str], sizes: Sequence[Tuple[int, int]],
                     row['huggingface_times_s'] = timings['huggingface'].times
                     row['ratio'] = row['ours_s'] / row['huggingface_s']
                     row['same_head_work'] = work['ours'] == work['huggingface']
+                    if mode == 'infer':
+                        row['same_outputs'] = bool(torch.allclose(
+                            outputs['ours']['values'], outputs['huggingface']['values'],
+                            rtol=1e-3, atol=1e-4))
                 rows.append(row)
     return rows
 
