@@ -15,8 +15,8 @@ metainfo = dict(classes=classes, palette=palette)
 checkpoint = 'work_dirs/demo/pretrain/convnext-demo_shapes-distilled.pth'
 backbone_channels = [32, 64, 128, 256]
 neck_channels = 64
-max_iters = 550  # 8 images a step, one core, beside the UperNet run
-val_interval = 275
+max_iters = 400  # 8 images a step, one core, beside the UperNet run
+val_interval = 200
 warmup_iters = 100
 
 model = dict(
@@ -38,11 +38,15 @@ model = dict(
         mask_head=dict(in_channels=neck_channels, conv_out_channels=neck_channels,
                        num_classes=len(classes))),
     # At most 8 objects per image: fewer proposals and RoIs than COCO's 2000 / 512 (the mask
-    # head and mmcv's RoIAlign backward take half of a CPU step and scale with the RoIs).
+    # head and mmcv's RoIAlign backward take half of a CPU step and scale with the RoIs; the
+    # proposals' NMS took 8 % of a step with 1000 boxes per level).
     train_cfg=dict(
-        rpn_proposal=dict(nms_pre=1000, max_per_img=300),
+        rpn_proposal=dict(nms_pre=500, max_per_img=300),
         rcnn=dict(sampler=dict(num=64))),
     test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=100)))
+
+# CPU: the neck and heads in channels-last too (their convolutions train 1.7-2.8x as fast).
+custom_hooks = [dict(type='convnext_dense.ChannelsLastHook')]
 
 # Native scale, flip only: the shapes' sizes are the task.
 train_pipeline = [

@@ -19,7 +19,7 @@ checkpoint = 'work_dirs/demo/pretrain/convnext-demo_shapes-distilled.pth'
 backbone_channels = [32, 64, 128, 256]
 crop_size = (128, 128)  # the smallest images' side: every training pixel is labelled
 max_iters = 2000  # runs beside the Mask R-CNN demo, one core each
-val_interval = 500
+val_interval = 1000
 warmup_iters = 100
 
 model = dict(
@@ -36,6 +36,9 @@ model = dict(
                         num_classes=len(classes)),
     # Slide inference like the real config (640 / 426): windows of the training crop, 2/3 stride.
     test_cfg=dict(crop_size=crop_size, stride=(85, 85)))
+
+# CPU: the neck and heads in channels-last too (their convolutions train 1.7-2.8x as fast).
+custom_hooks = [dict(type='convnext_dense.ChannelsLastHook')]
 
 # Native scale, flip only: the shapes' sizes are the task.
 train_pipeline = [
