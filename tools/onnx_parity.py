@@ -3,7 +3,7 @@ or identical segmentation pixels.
 
 Example:
     python tools/onnx_parity.py configs/demo/mask-rcnn_convnext-demo_shapes.py \
-        work_dirs/demo/mask_rcnn/iter_550.pth work_dirs/onnx/mask_rcnn data/demo_shapes/coco/val \
+        work_dirs/demo/mask_rcnn/iter_500.pth work_dirs/onnx/mask_rcnn data/demo_shapes/coco/val \
         --ann-file data/demo_shapes/coco/annotations/instances_val.json
 """
 import argparse

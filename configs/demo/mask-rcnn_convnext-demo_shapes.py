@@ -15,8 +15,8 @@ metainfo = dict(classes=classes, palette=palette)
 checkpoint = 'work_dirs/demo/pretrain/convnext-demo_shapes-distilled.pth'
 backbone_channels = [32, 64, 128, 256]
 neck_channels = 64
-max_iters = 400  # 8 images a step, one core, beside the UperNet run
-val_interval = 200
+max_iters = 500  # 8 images a step, one core, beside the UperNet run
+val_interval = 250
 warmup_iters = 100
 
 model = dict(
