@@ -4,9 +4,9 @@ import copy
 import numpy as np
 import pytest
 import torch
-from mmengine.structures import PixelData
 
 from convnext_dense.deploy.export import build_model
+from convnext_dense.extras.benchmark.whole_model import make_batch
 from convnext_dense.runtime.channels_last import ChannelsLastHook, convert_to_channels_last
 from deploy_helpers import DET_CONFIG, SEG_CONFIG, small_cascade_config, spread_weights
 
@@ -33,27 +33,6 @@ def test_mmcv_roi_align_needs_the_guard():
     assert len(layer._forward_pre_hooks) == 1  # converting twice guards once
 
 
-def _det_batch(model):
-    from mmdet.testing import demo_mm_inputs
-    packed = demo_mm_inputs(batch_size=2, image_shapes=[(3, 128, 160), (3, 160, 128)],
-                            num_items=[3, 4], num_classes=4, with_mask=True)
-    return model.data_preprocessor(packed, training=True)
-
-
-def _seg_batch(model):
-    from mmseg.structures import SegDataSample
-    generator = torch.Generator().manual_seed(0)
-    inputs, samples = [], []
-    for _ in range(2):
-        inputs.append(torch.randint(0, 256, (3, 128, 128), generator=generator, dtype=torch.uint8))
-        labels = torch.zeros(1, 128, 128, dtype=torch.long)
-        labels[:, 20:70, 30:90] = int(torch.randint(1, 5, (1,), generator=generator))
-        sample = SegDataSample(gt_sem_seg=PixelData(data=labels))
-        sample.set_metainfo(dict(img_shape=(128, 128), ori_shape=(128, 128), pad_shape=(128, 128)))
-        samples.append(sample)
-    return model.data_preprocessor(dict(inputs=inputs, data_samples=samples), training=True)
-
-
 def _losses(model, batch):
     losses = _same_seed(lambda: model(**copy.deepcopy(batch), mode='loss'))
     return {name: float(sum(v) if isinstance(v, list) else v) for name, v in losses.items()
@@ -76,7 +55,7 @@ def test_losses_gradients_and_predictions_match_the_plain_model(task, tmp_path):
                  if isinstance(m, torch.nn.Conv2d) and not n.startswith('backbone')][0]
     assert head_conv.weight.is_contiguous(memory_format=torch.channels_last)
 
-    batch = (_seg_batch if task == 'upernet' else _det_batch)(plain)
+    batch = plain.data_preprocessor(make_batch(plain, (128, 160)), training=True)
     plain.train()
     converted.train()
     expected, got = _losses(plain, batch), _losses(converted, batch)

@@ -58,15 +58,16 @@ def make_batch(model: torch.nn.Module, size: Tuple[int, int], batch_size: int = 
     if hasattr(model, 'roi_head') or hasattr(model, 'rpn_head'):
         from mmdet.testing import demo_mm_inputs
         return demo_mm_inputs(batch_size=batch_size, image_shapes=(3, *size),
-                              num_items=[5] * batch_size, num_classes=80, with_mask=True,
-                              use_box_type=True)
+                              num_items=[5] * batch_size, num_classes=_num_classes(model),
+                              with_mask=True, use_box_type=True)
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
     height, width = size
     inputs, samples = [], []
     for _ in range(batch_size):
         sample = SegDataSample(metainfo=dict(img_shape=size, ori_shape=size, pad_shape=size))
-        sample.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, height, width)))
+        sample.gt_sem_seg = PixelData(
+            data=torch.randint(0, _num_classes(model), (1, height, width)))
         inputs.append(torch.randint(0, 256, (3, height, width), dtype=torch.uint8))
         samples.append(sample)
     return dict(inputs=inputs, data_samples=samples)
@@ -81,6 +82,14 @@ class ContiguousMaps(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         return tuple(f.contiguous() for f in self.backbone(x))
+
+
+def _num_classes(model: torch.nn.Module) -> int:
+    """Classes of a detector's box head (a Cascade's last stage) or a segmenter's decode head."""
+    if hasattr(model, 'decode_head'):
+        return model.decode_head.num_classes
+    head = model.roi_head.bbox_head
+    return (head[-1] if isinstance(head, torch.nn.ModuleList) else head).num_classes
 
 
 def _steps(model: torch.nn.Module, batch: Dict, work: Dict,
