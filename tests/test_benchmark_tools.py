@@ -98,6 +98,10 @@ def test_whole_model_segmenter_runs(tmp_path):
     assert len(row['ours_times_s']) == len(row['huggingface_times_s']) == 2
     assert row['ours_spread'] >= 0 and row['same_head_work'] and row['clock'] == 'cpu'
     assert row['same_outputs']
+    for side in ('ours', 'huggingface'):  # each step split into the backbone and the rest
+        assert 0 < row[f'{side}_backbone_s'] < max(row[f'{side}_times_s'])
+        assert row[f'{side}_rest_s'] > 0
+    assert row['rest_ratio'] > 0
 
 
 @pytest.mark.slow
@@ -109,3 +113,76 @@ def test_whole_model_detector_records_its_head_work():
     # ... and the same scores: Hugging Face's channels-last-strided maps reach mmcv's RoIAlign
     # contiguous (given as they are, its scores differed).
     assert row['same_outputs']
+
+
+class _Ticks:
+    """A clock that only the toy model below moves: each part adds its own number of ticks."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class _Tick(torch.autograd.Function):
+    """Identity that moves the clock by ``forward_ticks`` and, in backward, ``backward_ticks``."""
+
+    @staticmethod
+    def forward(ctx, x, clock, forward_ticks, backward_ticks):
+        clock.now += forward_ticks
+        ctx.clock, ctx.backward_ticks = clock, backward_ticks
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.clock.now += ctx.backward_ticks
+        return grad, None, None, None
+
+
+def test_backbone_clock_splits_a_step_into_backbone_and_rest():
+    from convnext_dense.extras.benchmark.whole_model import BackboneClock
+    clock = _Ticks()
+
+    class Backbone(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(3))
+
+        def forward(self, x):  # forward 3 ticks, backward 7, two output maps
+            y = _Tick.apply(x * self.weight, clock, 3.0, 7.0)
+            return y, 2 * y
+
+    backbone = Backbone()
+    backbone_clock = BackboneClock(backbone, clock)
+    for training, expected in ((False, 3.0), (True, 3.0 + 7.0)):
+        backbone_clock.reset()
+        clock.now = 100.0 if training else 0.0  # readings are relative to the step
+        with torch.set_grad_enabled(training):
+            maps = backbone(torch.ones(3))
+            out = _Tick.apply(maps[0] + maps[1], clock, 5.0, 11.0)  # the "heads"
+            if training:
+                out.sum().backward()
+        assert backbone_clock.seconds(clock()) == expected
+        total = (3 + 5 + 7 + 11) if training else (3 + 5)
+        assert clock.now - (100.0 if training else 0.0) == total
+
+
+def test_whole_model_row_prints_the_backbone_and_the_rest_per_side():
+    from convnext_dense.extras.benchmark.report import (WHOLE_MODEL_COLUMNS,
+                                                        format_whole_model_row,
+                                                        format_whole_model_table)
+    row = {'task': 'detector', 'mode': 'infer', 'size': [512, 512], 'work': {'ours': {}},
+           'ours_s': 10.0, 'ours_spread': 0.02, 'ours_backbone_s': 2.0, 'ours_rest_s': 8.0}
+    assert format_whole_model_row(row).startswith(
+        '| detector | infer | 512x512 | 10.000 (2.0%) |  |  | 2.000 | 8.000 |  |')
+    row.update(huggingface_s=11.0, huggingface_spread=0.03, huggingface_backbone_s=2.5,
+               huggingface_rest_s=8.5, ratio=10 / 11, rest_ratio=8 / 8.5, same_head_work=True,
+               same_outputs=True)
+    row['work']['ours'] = {'detections': 200}
+    assert format_whole_model_row(row) == (
+        "| detector | infer | 512x512 | 10.000 (2.0%) | 11.000 (3.0%) | 0.909 | 2.000 / 2.500 | "
+        "8.000 / 8.500 | 0.941 | True {'detections': 200} | True |")
+    table = format_whole_model_table([row]).splitlines()
+    assert len(table) == 3 and table[2] == format_whole_model_row(row)
+    assert all(line.count('|') == len(WHOLE_MODEL_COLUMNS) + 1 for line in table)

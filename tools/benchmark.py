@@ -14,7 +14,8 @@ import json
 import sys
 
 from convnext_dense.extras.benchmark.report import (check_goals, format_machine, format_summary,
-                                             format_table, write_json)
+                                                    format_table, format_whole_model_table,
+                                                    write_json)
 from convnext_dense.extras.benchmark.runner import PRECISION_FAMILIES, VARIANTS, BenchmarkConfig
 
 
@@ -116,17 +117,7 @@ def main(argv=None) -> int:
         rows = run_whole_models(args.whole_model, args.sizes, args.whole_model_modes,
                                 args.repeats, args.warmup, args.clock, log)
         results['whole_model'] = rows
-        print('\n| whole model | step | size | ours s (spread) | Hugging Face backbone s (spread) '
-              '| ratio | same head work | same outputs |')
-        print('|---|---|---|---|---|---|---|---|')
-        for row in rows:
-            hf = ('' if 'huggingface_s' not in row else
-                  f"{row['huggingface_s']:.3f} ({row['huggingface_spread']:.1%})")
-            ratio = '' if 'ratio' not in row else f"{row['ratio']:.3f}"
-            print(f"| {row['task']} | {row['mode']} | {row['size'][0]}x{row['size'][1]} | "
-                  f"{row['ours_s']:.3f} ({row['ours_spread']:.1%}) | {hf} | {ratio} | "
-                  f"{row.get('same_head_work', '')} {row['work'].get('ours') or ''} | "
-                  f"{row.get('same_outputs', '')} |")
+        print('\n' + format_whole_model_table(rows))
     if args.onnx:
         from convnext_dense.extras.benchmark.onnx_speed import format_rows, run_onnx_speed
         results['onnx'] = run_onnx_speed(args.onnx, args.sizes[0], args.repeats, args.warmup,

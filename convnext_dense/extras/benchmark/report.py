@@ -98,3 +98,31 @@ def write_json(results: Dict, path: Optional[str]) -> None:
     os.makedirs(directory, exist_ok=True)
     with open(path, 'w') as handle:
         json.dump(results, handle, indent=1, default=str)
+
+
+WHOLE_MODEL_COLUMNS = (
+    'whole model', 'step', 'size', 'ours s (spread)', 'Hugging Face backbone s (spread)', 'ratio',
+    'in the backbone s: ours / HF', 'rest s: ours / HF', 'rest ratio', 'same head work',
+    'same outputs')
+
+
+def format_whole_model_table(rows: Sequence[Dict]) -> str:
+    """Whole-model results (:func:`~.whole_model.run_whole_models`) as a Markdown table."""
+    lines = ['| ' + ' | '.join(WHOLE_MODEL_COLUMNS) + ' |',
+             '|' + '---|' * len(WHOLE_MODEL_COLUMNS)]
+    return '\n'.join(lines + [format_whole_model_row(row) for row in rows])
+
+
+def format_whole_model_row(row: Dict) -> str:
+    """One whole-model result as a Markdown table row (peer columns empty without a peer)."""
+    peer = 'huggingface_s' in row
+    hf = f"{row['huggingface_s']:.3f} ({row['huggingface_spread']:.1%})" if peer else ''
+    ratio = f"{row['ratio']:.3f}" if peer else ''
+    backbone = f"{row['ours_backbone_s']:.3f}" + (
+        f" / {row['huggingface_backbone_s']:.3f}" if peer else '')
+    rest = f"{row['ours_rest_s']:.3f}" + (f" / {row['huggingface_rest_s']:.3f}" if peer else '')
+    rest_ratio = f"{row['rest_ratio']:.3f}" if peer else ''
+    return (f"| {row['task']} | {row['mode']} | {row['size'][0]}x{row['size'][1]} | "
+            f"{row['ours_s']:.3f} ({row['ours_spread']:.1%}) | {hf} | {ratio} | {backbone} | "
+            f"{rest} | {rest_ratio} | {row.get('same_head_work', '')} "
+            f"{row['work'].get('ours') or ''} | {row.get('same_outputs', '')} |")

@@ -5,17 +5,20 @@ Both models are the same config and weights; only the backbone module differs (H
 as glue for mmcv must: its maps are channels-last-strided, which mmcv's CPU RoIAlign reads
 wrongly without an error). Inference checks that both models give the same scores. A step handles
 two images: inference is ``model.test_step`` (preprocessing, backbone, heads, post-processing);
-a training step is the loss forward and backward (no optimizer step).
+a training step is the loss forward and backward (no optimizer step). Each step also records the
+time spent in the backbone (:class:`BackboneClock`), so the rest (neck, heads, pre- and
+post-processing) can be compared between the two models.
 """
 import copy
 import os.path as osp
-from typing import Callable, Dict, Sequence, Tuple
+import statistics
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from .. import REPO_CONFIGS
 from .peers import build_huggingface, load_into_ours, peer_available
-from .timing import CLOCKS, time_interleaved
+from .timing import CLOCKS, Timing, time_interleaved
 
 TASK_CONFIGS = {
     'detector': osp.join(REPO_CONFIGS, 'cascade_mask_rcnn',
@@ -84,6 +87,47 @@ class ContiguousMaps(torch.nn.Module):
         return tuple(f.contiguous() for f in self.backbone(x))
 
 
+class BackboneClock:
+    """Time spent in ``model.backbone`` during one step, read with ``clock``.
+
+    The forward pass is timed between a forward pre-hook and a forward hook. The backward pass is
+    timed from the moment the first gradient reaches one of the backbone's outputs to the end of
+    the step: the backbone runs first, so its backward runs last. That span also holds the rest
+    of the backward of whatever received those gradients first-hand (an FPN's lateral 1x1
+    convolutions), so in training the backbone share is slightly overstated, alike for both models.
+    """
+
+    def __init__(self, backbone: torch.nn.Module, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.reset()
+        backbone.register_forward_pre_hook(self._enter)
+        backbone.register_forward_hook(self._leave)
+
+    def reset(self) -> None:
+        """Start a new step."""
+        self.forward_s = 0.0
+        self._entered = 0.0
+        self._backward_from: Optional[float] = None
+
+    def seconds(self, step_end: float) -> float:
+        """Backbone seconds of the step that ended at ``step_end`` (a reading of ``clock``)."""
+        backward = 0.0 if self._backward_from is None else step_end - self._backward_from
+        return self.forward_s + backward
+
+    def _enter(self, module, args) -> None:
+        self._entered = self.clock()
+
+    def _leave(self, module, args, outputs) -> None:
+        self.forward_s += self.clock() - self._entered
+        for output in outputs:
+            if isinstance(output, torch.Tensor) and output.requires_grad:
+                output.register_hook(self._gradient_arrived)
+
+    def _gradient_arrived(self, grad: torch.Tensor) -> None:
+        if self._backward_from is None:
+            self._backward_from = self.clock()
+
+
 def _num_classes(model: torch.nn.Module) -> int:
     """Classes of a detector's box head (a Cascade's last stage) or a segmenter's decode head."""
     if hasattr(model, 'decode_head'):
@@ -92,14 +136,27 @@ def _num_classes(model: torch.nn.Module) -> int:
     return (head[-1] if isinstance(head, torch.nn.ModuleList) else head).num_classes
 
 
-def _steps(model: torch.nn.Module, batch: Dict, work: Dict,
-           outputs: Dict) -> Dict[str, Callable[[], None]]:
+def _steps(model: torch.nn.Module, batch: Dict, work: Dict, outputs: Dict,
+           backbone_clock: Optional[BackboneClock] = None,
+           backbone_times: Optional[List[float]] = None) -> Dict[str, Callable[[], None]]:
     """Inference and training steps; each records the head work it did in ``work``.
 
     Every step starts from the same seed, so both backbones' models sample the same proposals
     and RoIs in training; inference records the detections kept (detector) per step in
     ``work`` and the five best scores (detector) or the first logits (segmenter) in ``outputs``.
+    With ``backbone_clock`` (on ``model.backbone``), each step appends the seconds it spent in
+    the backbone to ``backbone_times``.
     """
+    def timed(step: Callable[[], None]) -> Callable[[], None]:
+        if backbone_clock is None:
+            return step
+
+        def run():
+            backbone_clock.reset()
+            step()
+            backbone_times.append(backbone_clock.seconds(backbone_clock.clock()))
+        return run
+
     def infer():
         model.eval()
         torch.manual_seed(0)
@@ -119,7 +176,7 @@ def _steps(model: torch.nn.Module, batch: Dict, work: Dict,
         losses = model(**data, mode='loss')
         loss, _ = model.parse_losses(losses)
         loss.backward()
-    return {'infer': infer, 'train': train}
+    return {'infer': timed(infer), 'train': timed(train)}
 
 
 def run_whole_models(tasks: Sequence[str], sizes: Sequence[Tuple[int, int]],
@@ -131,7 +188,10 @@ def run_whole_models(tasks: Sequence[str], sizes: Sequence[Tuple[int, int]],
     Returns rows ``{'task', 'mode', 'size', 'ours_s', 'huggingface_s', 'ratio'}`` with each
     side's spread (interquartile range over the median) and times, ``same_head_work``: both
     models kept as many detections, and for inference ``same_outputs``: their best scores or
-    first logits agree (no peer columns when transformers is missing).
+    first logits agree (no peer columns when transformers is missing). ``<side>_backbone_s`` is
+    the median time spent in the backbone, ``<side>_rest_s`` the median of the rest of each step
+    (neck, heads, pre- and post-processing), and ``rest_ratio`` compares the rest: above 1 when
+    the neck and heads run slower on our backbone's maps.
     """
     rows = []
     for task in tasks:
@@ -147,24 +207,26 @@ def run_whole_models(tasks: Sequence[str], sizes: Sequence[Tuple[int, int]],
             with_peer = copy.deepcopy(ours)
             with_peer.backbone = ContiguousMaps(peer)
             models['huggingface'] = with_peer
+        backbone_clocks = {name: BackboneClock(model.backbone, CLOCKS[clock])
+                           for name, model in models.items()}
         for size in sizes:
             batches = {name: make_batch(model, size) for name, model in models.items()}
             for mode in modes:
                 log(f'whole model: {task} {mode} {size[0]}x{size[1]}')
                 work = {name: {} for name in models}
                 outputs = {name: {} for name in models}
-                steps = {name: _steps(model, batches[name], work[name], outputs[name])[mode]
+                backbone_times = {name: [] for name in models}
+                steps = {name: _steps(model, batches[name], work[name], outputs[name],
+                                      backbone_clocks[name], backbone_times[name])[mode]
                          for name, model in models.items()}
                 timings = time_interleaved(steps, repeats, warmup, clock=CLOCKS[clock])
-                row = {'task': task, 'mode': mode, 'size': list(size),
-                       'ours_s': timings['ours'].median, 'ours_spread': timings['ours'].spread,
-                       'ours_times_s': timings['ours'].times, 'repeats': repeats,
+                row = {'task': task, 'mode': mode, 'size': list(size), 'repeats': repeats,
                        'clock': clock, 'work': work}
+                for name, timing in timings.items():
+                    row.update(_side_columns(name, timing, backbone_times[name][warmup:]))
                 if 'huggingface' in timings:
-                    row['huggingface_s'] = timings['huggingface'].median
-                    row['huggingface_spread'] = timings['huggingface'].spread
-                    row['huggingface_times_s'] = timings['huggingface'].times
                     row['ratio'] = row['ours_s'] / row['huggingface_s']
+                    row['rest_ratio'] = row['ours_rest_s'] / row['huggingface_rest_s']
                     row['same_head_work'] = work['ours'] == work['huggingface']
                     if mode == 'infer':
                         row['same_outputs'] = bool(torch.allclose(
@@ -172,6 +234,15 @@ def run_whole_models(tasks: Sequence[str], sizes: Sequence[Tuple[int, int]],
                             rtol=1e-3, atol=1e-4))
                 rows.append(row)
     return rows
+
+
+def _side_columns(name: str, timing: Timing, backbone_times: Sequence[float]) -> Dict:
+    """One model's columns: step time, spread and times, backbone time, time outside it."""
+    rest = [total - backbone for total, backbone in zip(timing.times, backbone_times)]
+    return {f'{name}_s': timing.median, f'{name}_spread': timing.spread,
+            f'{name}_times_s': timing.times,
+            f'{name}_backbone_s': statistics.median(backbone_times),
+            f'{name}_rest_s': statistics.median(rest)}
 
 
 def _arch_of(backbone) -> Dict:
