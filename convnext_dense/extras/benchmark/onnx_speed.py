@@ -91,7 +91,7 @@ def run_onnx_speed(targets: Sequence[str], size: Tuple[int, int], repeats: int, 
 
                 log(f'timing {target}, {threads} thread(s), {used_clock} clock')
                 timings = time_interleaved({'eager': eager,
-                                            'onnxruntime': lambda: session.run(None, feed)},
+                                            'onnxruntime': lambda run=session.run: run(None, feed)},
                                            repeats, warmup, clock=CLOCKS[used_clock])
                 eager_s, onnx_s = timings['eager'].median, timings['onnxruntime'].median
                 rows.append(dict(target=target, size=list(shape), threads=threads,
