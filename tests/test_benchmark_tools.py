@@ -156,16 +156,20 @@ def test_backbone_clock_splits_a_step_into_backbone_and_rest():
     backbone = Backbone()
     backbone_clock = BackboneClock(backbone, clock)
     for training, expected in ((False, 3.0), (True, 3.0 + 7.0)):
-        backbone_clock.reset()
         clock.now = 100.0 if training else 0.0  # readings are relative to the step
-        with torch.set_grad_enabled(training):
-            maps = backbone(torch.ones(3))
-            out = _Tick.apply(maps[0] + maps[1], clock, 5.0, 11.0)  # the "heads"
-            if training:
-                out.sum().backward()
-        assert backbone_clock.seconds(clock()) == expected
+
+        def step():
+            with torch.set_grad_enabled(training):
+                maps = backbone(torch.ones(3))
+                out = _Tick.apply(maps[0] + maps[1], clock, 5.0, 11.0)  # the "heads"
+                if training:
+                    out.sum().backward()
+
+        backbone_clock.timed(step)()
+        assert backbone_clock.times[-1] == backbone_clock.seconds() == expected
         total = (3 + 5 + 7 + 11) if training else (3 + 5)
         assert clock.now - (100.0 if training else 0.0) == total
+    assert backbone_clock.times == [3.0, 10.0]
 
 
 def test_whole_model_row_prints_the_backbone_and_the_rest_per_side():

@@ -88,17 +88,21 @@ class ContiguousMaps(torch.nn.Module):
 
 
 class BackboneClock:
-    """Time spent in ``model.backbone`` during one step, read with ``clock``.
+    """Time spent in ``model.backbone`` during each step, read with ``clock``.
 
     The forward pass is timed between a forward pre-hook and a forward hook. The backward pass is
     timed from the moment the first gradient reaches one of the backbone's outputs to the end of
     the step: the backbone runs first, so its backward runs last. That span also holds the rest
     of the backward of whatever received those gradients first-hand (an FPN's lateral 1x1
     convolutions), so in training the backbone share is slightly overstated, alike for both models.
+
+    Attributes:
+        times: Backbone seconds of each step run through :meth:`timed`, in order.
     """
 
     def __init__(self, backbone: torch.nn.Module, clock: Callable[[], float]) -> None:
         self.clock = clock
+        self.times: List[float] = []
         self.reset()
         backbone.register_forward_pre_hook(self._enter)
         backbone.register_forward_hook(self._leave)
@@ -109,10 +113,18 @@ class BackboneClock:
         self._entered = 0.0
         self._backward_from: Optional[float] = None
 
-    def seconds(self, step_end: float) -> float:
-        """Backbone seconds of the step that ended at ``step_end`` (a reading of ``clock``)."""
-        backward = 0.0 if self._backward_from is None else step_end - self._backward_from
+    def seconds(self) -> float:
+        """Backbone seconds of the step since :meth:`reset`, read at its end."""
+        backward = 0.0 if self._backward_from is None else self.clock() - self._backward_from
         return self.forward_s + backward
+
+    def timed(self, step: Callable[[], None]) -> Callable[[], None]:
+        """``step``, appending its backbone seconds to :attr:`times` each time it runs."""
+        def run():
+            self.reset()
+            step()
+            self.times.append(self.seconds())
+        return run
 
     def _enter(self, module, args) -> None:
         self._entered = self.clock()
@@ -137,25 +149,16 @@ def _num_classes(model: torch.nn.Module) -> int:
 
 
 def _steps(model: torch.nn.Module, batch: Dict, work: Dict, outputs: Dict,
-           backbone_clock: Optional[BackboneClock] = None,
-           backbone_times: Optional[List[float]] = None) -> Dict[str, Callable[[], None]]:
+           backbone_clock: Optional[BackboneClock] = None) -> Dict[str, Callable[[], None]]:
     """Inference and training steps; each records the head work it did in ``work``.
 
     Every step starts from the same seed, so both backbones' models sample the same proposals
     and RoIs in training; inference records the detections kept (detector) per step in
     ``work`` and the five best scores (detector) or the first logits (segmenter) in ``outputs``.
-    With ``backbone_clock`` (on ``model.backbone``), each step appends the seconds it spent in
-    the backbone to ``backbone_times``.
+    With ``backbone_clock`` (on ``model.backbone``), each step records the seconds it spent in
+    the backbone there.
     """
-    def timed(step: Callable[[], None]) -> Callable[[], None]:
-        if backbone_clock is None:
-            return step
-
-        def run():
-            backbone_clock.reset()
-            step()
-            backbone_times.append(backbone_clock.seconds(backbone_clock.clock()))
-        return run
+    timed = (lambda step: step) if backbone_clock is None else backbone_clock.timed
 
     def infer():
         model.eval()
@@ -215,15 +218,16 @@ def run_whole_models(tasks: Sequence[str], sizes: Sequence[Tuple[int, int]],
                 log(f'whole model: {task} {mode} {size[0]}x{size[1]}')
                 work = {name: {} for name in models}
                 outputs = {name: {} for name in models}
-                backbone_times = {name: [] for name in models}
+                for backbone_clock in backbone_clocks.values():
+                    backbone_clock.times.clear()
                 steps = {name: _steps(model, batches[name], work[name], outputs[name],
-                                      backbone_clocks[name], backbone_times[name])[mode]
+                                      backbone_clocks[name])[mode]
                          for name, model in models.items()}
                 timings = time_interleaved(steps, repeats, warmup, clock=CLOCKS[clock])
                 row = {'task': task, 'mode': mode, 'size': list(size), 'repeats': repeats,
                        'clock': clock, 'work': work}
                 for name, timing in timings.items():
-                    row.update(_side_columns(name, timing, backbone_times[name][warmup:]))
+                    row.update(_side_columns(name, timing, backbone_clocks[name].times[warmup:]))
                 if 'huggingface' in timings:
                     row['ratio'] = row['ours_s'] / row['huggingface_s']
                     row['rest_ratio'] = row['ours_rest_s'] / row['huggingface_rest_s']
