@@ -257,38 +257,40 @@ def test_matches_huggingface_backbone(tiny_arch):
                 _assert_rel(got, want, what=f'fast={fast} vs Hugging Face')
 
 
-@pytest.mark.parametrize('batch, size, batched', [
-    (1, (8, 8), False), (2, (7, 5), False), (3, (7, 5), True), (2, (2, 9), True)])
-def test_depthwise_conv_function_gradcheck(batch, size, batched, monkeypatch):
-    monkeypatch.setattr(fast_grads, '_TILE_FLOATS', 1)  # several row tiles, a short last one
-    monkeypatch.setattr(fast_grads, '_MIN_TILE_ROWS', 3)
-    # Tiles: no map counts as small; batched: every one does.
-    monkeypatch.setattr(fast_grads, '_BATCHED_MAX_IMAGE_FLOATS', 1 << 30 if batched else 0)
+@pytest.fixture
+def batched_calls(monkeypatch):
+    """The arguments of every call of the batched weight gradient (which still runs)."""
     calls = []
     batched_weight_grad = fast_grads._batched_weight_grad
     monkeypatch.setattr(fast_grads, '_batched_weight_grad',
                         lambda *args: calls.append(args) or batched_weight_grad(*args))
+    return calls
+
+
+@pytest.mark.parametrize('batch, size, batched', [
+    (1, (8, 8), False), (2, (7, 5), False), (3, (7, 5), True), (2, (2, 9), True)])
+def test_depthwise_conv_function_gradcheck(batch, size, batched, batched_calls, monkeypatch):
+    monkeypatch.setattr(fast_grads, '_TILE_FLOATS', 1)  # several row tiles, a short last one
+    monkeypatch.setattr(fast_grads, '_MIN_TILE_ROWS', 3)
+    # Tiles: no map counts as small; batched: every one does.
+    monkeypatch.setattr(fast_grads, '_BATCHED_MAX_IMAGE_FLOATS', 1 << 30 if batched else 0)
     x = torch.randn(batch, 3, *size, dtype=torch.double).contiguous(
         memory_format=torch.channels_last).requires_grad_()
     weight = torch.randn(3, 1, 7, 7, dtype=torch.double, requires_grad=True)
     bias = torch.randn(3, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(DepthwiseConv2d.apply, (x, weight, bias, 3), fast_mode=True)
-    assert bool(calls) == batched
+    assert bool(batched_calls) == batched
 
 
 @pytest.mark.parametrize('shape', [(16, 64, 16, 16), (2, 32, 40, 56)])
-def test_depthwise_weight_grad_picks_batched_conv_for_small_maps(shape, monkeypatch):
-    calls = []
-    batched_weight_grad = fast_grads._batched_weight_grad
-    monkeypatch.setattr(fast_grads, '_batched_weight_grad',
-                        lambda *args: calls.append(args) or batched_weight_grad(*args))
+def test_depthwise_weight_grad_picks_batched_conv_for_small_maps(shape, batched_calls):
     x, grad = (torch.randn(shape).contiguous(memory_format=torch.channels_last) for _ in 'xg')
     want = torch.ops.aten.convolution_backward(
         grad, x, torch.empty(shape[1], 1, 7, 7), None, (1, 1), (3, 3), (1, 1), False, (0, 0),
         shape[1], (False, True, False))[1]
     _assert_rel(depthwise_weight_grad(x, grad, 3), want, what=f'weight gradient {shape}')
     small = shape[1] * shape[2] * shape[3] <= fast_grads._BATCHED_MAX_IMAGE_FLOATS
-    assert bool(calls) == small == (shape[0] == 16)
+    assert bool(batched_calls) == small == (shape[0] == 16)
 
 
 def test_depthwise_conv_function_matches_conv2d_in_fp32():
