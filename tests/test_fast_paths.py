@@ -112,12 +112,15 @@ def test_fused_path_runs_in_eval_and_for_frozen_blocks_only(tiny_arch, monkeypat
     assert model.stages[2][0].pwconv1.weight.grad is not None
 
 
-@pytest.mark.parametrize('drop_path_rate, frozen_stages', [(0.0, 0), (0.3, 0), (0.0, 1)])
+@pytest.mark.parametrize('drop_path_rate, frozen_stages, size', [
+    (0.0, 0, (64, 64)), (0.3, 0, (64, 64)), (0.0, 1, (64, 64)),
+    (0.0, 0, (72, 108)),  # maps of odd width: the downsampling drops a column
+])
 def test_training_path_matches_plain_outputs_and_gradients(tiny_arch, drop_path_rate,
-                                                           frozen_stages):
+                                                           frozen_stages, size):
     model = _trained_like(tiny_arch, drop_path_rate=drop_path_rate, frozen_stages=frozen_stages)
     model.train()
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, *size)
     results = []
     for fast in (True, False):
         model.zero_grad(set_to_none=True)

@@ -10,15 +10,18 @@ Every path computes what the plain block computes (tests compare each with it to
   epilogues, on cached packed weights.
 * :mod:`.fast_grads` — training: a faster depthwise-conv weight gradient, channels-last to
   channels-first without a copy in the forward, checkpointing that keeps pwconv2's input.
+* :mod:`.patch_conv` — training: the 2x2 stride-2 downsampling convolutions as one matmul over
+  the patches.
 * :mod:`.float32_fallback` — bfloat16 requests run in float32 where the CPU only emulates bf16.
 """
 from . import cpu_support, float32_fallback
 from .fast_grads import channels_first, depthwise_conv, keep_pwconv2_context
 from .fused_ops import ONEDNN_LINEAR, InferenceWeights, fused_mlp
+from .patch_conv import patch_matmul, patch_matmul_applies
 from .switch import fast_paths, fast_paths_enabled, tracing
 
 __all__ = [
     'ONEDNN_LINEAR', 'InferenceWeights', 'channels_first', 'cpu_support', 'depthwise_conv',
     'fast_paths', 'fast_paths_enabled', 'float32_fallback', 'fused_mlp', 'keep_pwconv2_context',
-    'tracing'
+    'patch_matmul', 'patch_matmul_applies', 'tracing'
 ]

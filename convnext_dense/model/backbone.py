@@ -9,7 +9,7 @@ from ..cpu_fast_paths import channels_first, float32_fallback
 from ..registry import MODELS
 from .archs import NUM_STAGES, declared_outputs, normalize_out_indices, resolve_arch
 from .layer_ids import default_num_layers, layer_id
-from .layers import ConvNeXtBlock, LayerNorm2d
+from .layers import ConvNeXtBlock, LayerNorm2d, PatchConv2d
 
 
 @MODELS.register_module()
@@ -71,7 +71,7 @@ class ConvNeXt(BaseModule):
             LayerNorm2d(self.channels[0]))
         self.downsample_layers = nn.ModuleList([stem] + [
             nn.Sequential(LayerNorm2d(self.channels[i - 1]),
-                          nn.Conv2d(self.channels[i - 1], self.channels[i], 2, stride=2))
+                          PatchConv2d(self.channels[i - 1], self.channels[i], 2))
             for i in range(1, NUM_STAGES)])
         rates = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
         self.stages = nn.ModuleList()
