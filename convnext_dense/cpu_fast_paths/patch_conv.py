@@ -3,10 +3,13 @@
 ConvNeXt downsamples with 2x2 convolutions of stride 2, which see each input pixel once. oneDNN's
 CPU backward pass for them is slow: a forward and backward of ConvNeXt-B's three downsampling
 convolutions (1x3x512x512, one thread, Ice Lake Xeon) took 0.33-0.48x the time with AVX2 kernels
-and 0.47-0.80x with AVX-512 as a matmul of the image's non-overlapping patches (flattened to rows
-of ``k * k * C``) with the flattened weight, and 0.37-0.95x at the demo's small batched maps. The
-forward pass alone gains nothing, so inference keeps the convolution.
+and 0.47-0.80x with AVX-512 as a matmul of the map's non-overlapping patches (flattened to rows
+of ``k * k * C``) with the flattened weight; 0.35-0.79x for two 800x800 images and 0.37-0.99x at
+the demo's small batched maps in 34 of 36 cases (1 and 2 threads, both ISA classes). The forward
+pass alone gains nothing, so inference keeps the convolution.
 """
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -27,7 +30,8 @@ def patch_matmul_applies(conv: nn.Conv2d, x: torch.Tensor) -> bool:
             and tuple(conv.dilation) == (1, 1) and conv.padding in ((0, 0), 'valid'))
 
 
-def patch_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor = None) -> torch.Tensor:
+def patch_matmul(x: torch.Tensor, weight: torch.Tensor,
+                 bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``conv2d(x, weight, bias, stride=k)`` for a ``(O, C, k, k)`` weight, as one matmul.
 
     Rows and columns that do not fill a whole patch are dropped, as the convolution drops them.
