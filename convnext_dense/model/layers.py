@@ -32,8 +32,7 @@ class PatchConv2d(nn.Conv2d):
 
     An ``nn.Conv2d`` with the same parameters and results; in a float32 training step on CPU it
     runs as one matmul over the patches: forward and backward took 0.33-0.99x oneDNN's time in 58
-    of 60 measured cases (see
-    :mod:`convnext_dense.cpu_fast_paths.patch_conv`).
+    of 60 measured cases (see :mod:`convnext_dense.cpu_fast_paths.patch_conv`).
     """
 
     def __init__(self, in_channels: int, out_channels: int, patch_size: int) -> None:
