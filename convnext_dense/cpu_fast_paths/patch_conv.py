@@ -5,8 +5,9 @@ CPU backward pass for them is slow: a forward and backward of ConvNeXt-B's three
 convolutions (1x3x512x512, one thread, Ice Lake Xeon) took 0.33-0.48x the time with AVX2 kernels
 and 0.47-0.80x with AVX-512 as a matmul of the map's non-overlapping patches (flattened to rows
 of ``k * k * C``) with the flattened weight; 0.35-0.79x for two 800x800 images and 0.37-0.99x at
-the demo's small batched maps in 34 of 36 cases (1 and 2 threads, both ISA classes). The forward
-pass alone gains nothing, so inference keeps the convolution.
+the demo's small batched maps (1 and 2 threads, both ISA classes; two of them first measured at
+1.2x took 0.69x and 0.90x over 21 interleaved rounds). The forward pass alone gains nothing, so
+inference keeps the convolution.
 """
 from typing import Optional
 
