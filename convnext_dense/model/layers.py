@@ -32,7 +32,8 @@ class PatchConv2d(nn.Conv2d):
 
     An ``nn.Conv2d`` with the same parameters and results; in a float32 training step on CPU it
     runs as one matmul over the patches: forward and backward took 0.33-0.99x oneDNN's time (15
-    shapes, 1 and 2 threads, AVX-512 and AVX2; see :mod:`convnext_dense.cpu_fast_paths.patch_conv`).
+    shapes, 1 and 2 threads, AVX-512 and AVX2; see
+    :mod:`convnext_dense.cpu_fast_paths.patch_conv`).
     """
 
     def __init__(self, in_channels: int, out_channels: int, patch_size: int) -> None:
