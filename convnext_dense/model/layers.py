@@ -60,8 +60,8 @@ class ConvNeXtBlock(nn.Module):
     Three paths compute the same function; ``convnext_dense.cpu_fast_paths.fast_paths(False)``
     forces the first. The plain path reads as the paper's figure. The training path folds gamma and
     drop path into one multiply-add with the residual and uses a fast depthwise-conv backward on
-    CPU; with ``with_cp`` it recomputes all but pwconv2 in the backward pass. On CPU, when nothing needs
-    a gradient, the fused path runs two oneDNN matmuls with GELU and the residual add in their
+    CPU; with ``with_cp`` it recomputes all but pwconv2 in the backward pass. On CPU, when nothing
+    needs a gradient, the fused path runs two oneDNN matmuls with GELU and the residual add in their
     epilogues (see :mod:`convnext_dense.cpu_fast_paths`; in bfloat16 only where oneDNN runs bf16
     on this CPU, and for wide blocks on AVX2-only CPUs BLAS matmuls instead).
 
