@@ -15,6 +15,18 @@ def tiny_arch():
 
 
 @pytest.fixture
+def spy(monkeypatch):
+    """``spy(owner, name)``: a list that gets the positional arguments of every call of
+    ``owner.name`` from then on; the original still runs."""
+    def install(owner, name):
+        calls = []
+        original = getattr(owner, name)
+        monkeypatch.setattr(owner, name, lambda *args: calls.append(args) or original(*args))
+        return calls
+    return install
+
+
+@pytest.fixture
 def onednn_bf16_kernels(monkeypatch):
     """oneDNN's bf16 kernels, also where bf16 is not native (the backbone would avoid them there).
 

@@ -66,7 +66,7 @@ def test_fused_inference_matches_plain(tiny_arch, kwargs, size, batch):
 
 
 @pytest.mark.parametrize('mode', ['fp32', 'bf16-cast', 'bf16-autocast'])
-def test_fused_inference_in_row_chunks_matches_plain(tiny_arch, mode, monkeypatch, request):
+def test_fused_inference_in_row_chunks_matches_plain(tiny_arch, mode, monkeypatch, request, spy):
     if mode != 'fp32':
         request.getfixturevalue('onednn_bf16_kernels')  # the bf16 kernels themselves
     model = _trained_like(tiny_arch).eval()
@@ -77,17 +77,14 @@ def test_fused_inference_in_row_chunks_matches_plain(tiny_arch, mode, monkeypatc
     autocast = torch.autocast('cpu', dtype=torch.bfloat16, enabled=mode == 'bf16-autocast')
     with autocast:
         unchunked, plain = _outputs(model, x, True), _outputs(model, x, False)
-    rows = []
-    original = fused_ops.linear_gelu
-    monkeypatch.setattr(fused_ops, 'linear_gelu',
-                        lambda h, *a: rows.append(h.shape[0]) or original(h, *a))
+    calls = spy(fused_ops, 'linear_gelu')
     monkeypatch.setattr(fused_ops, '_MIN_CHUNK_ROWS', 1)
     # 100 rows of stage 0's GELU activations (4 * 16 channels) per chunk, the last one 36.
     itemsize = 4 if mode == 'fp32' else 2
     monkeypatch.setattr(fused_ops, 'HIDDEN_CHUNK_BYTES', 100 * 64 * itemsize)
     with autocast:
         chunked = _outputs(model, x, True)
-    assert rows[:8] == [100] * 7 + [36]
+    assert [hidden.shape[0] for hidden, *_ in calls[:8]] == [100] * 7 + [36]
     for c, u, p, r in zip(chunked, unchunked, plain, reference):
         assert c.dtype == p.dtype and c.is_contiguous()
         _assert_rel(c, u, tol=1e-5 if mode == 'fp32' else 1e-2, what=f'{mode} chunked vs whole')
@@ -95,10 +92,8 @@ def test_fused_inference_in_row_chunks_matches_plain(tiny_arch, mode, monkeypatc
         _assert_rel(c, r, tol=1e-5 if mode == 'fp32' else 5e-2, what=f'{mode} chunked vs fp32')
 
 
-def test_fused_path_runs_in_eval_and_for_frozen_blocks_only(tiny_arch, monkeypatch):
-    calls = []
-    original = layers.fused_mlp
-    monkeypatch.setattr(layers, 'fused_mlp', lambda *a: calls.append(1) or original(*a))
+def test_fused_path_runs_in_eval_and_for_frozen_blocks_only(tiny_arch, spy):
+    calls = spy(layers, 'fused_mlp')
     model = _trained_like(tiny_arch, frozen_stages=2).eval()
     x = torch.randn(1, 3, 64, 64)
     model(x)  # grad mode on: only the frozen stages' blocks need no gradient
@@ -261,13 +256,9 @@ def test_matches_huggingface_backbone(tiny_arch):
 
 
 @pytest.fixture
-def batched_calls(monkeypatch):
+def batched_calls(spy):
     """The arguments of every call of the batched weight gradient (which still runs)."""
-    calls = []
-    batched_weight_grad = fast_grads._batched_weight_grad
-    monkeypatch.setattr(fast_grads, '_batched_weight_grad',
-                        lambda *args: calls.append(args) or batched_weight_grad(*args))
-    return calls
+    return spy(fast_grads, '_batched_weight_grad')
 
 
 @pytest.mark.parametrize('batch, size, batched', [

@@ -29,12 +29,9 @@ def test_patch_matmul_is_the_strided_convolution(shape, size, bias, channels_las
 
 
 @pytest.fixture
-def matmul_calls(monkeypatch):
-    """How often the downsampling layers took the matmul path (it still runs)."""
-    calls = []
-    monkeypatch.setattr(layers, 'patch_matmul',
-                        lambda *args: calls.append(args[0].shape) or patch_matmul(*args))
-    return calls
+def matmul_calls(spy):
+    """Every call of the downsampling layers' matmul path (it still runs)."""
+    return spy(layers, 'patch_matmul')
 
 
 def test_backbone_downsamples_by_matmul_only_in_float32_cpu_training(tiny_arch, matmul_calls):
