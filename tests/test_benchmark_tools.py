@@ -11,7 +11,7 @@ from convnext_dense import ConvNeXt
 from convnext_dense.extras.benchmark.cases import Case
 from convnext_dense.extras.benchmark.flops import count_macs
 from convnext_dense.extras.benchmark.memory import measure_step_memory
-from convnext_dense.extras.benchmark.report import check_goals
+from convnext_dense.extras.benchmark.report import check_goals, format_machine
 from convnext_dense.extras.benchmark.runner import BenchmarkConfig, plan_groups
 from convnext_dense.extras.benchmark.timing import time_interleaved
 
@@ -63,6 +63,19 @@ def test_interleaved_timing_alternates_order():
     assert all(len(t.times) == 3 and t.median >= 0 for t in timings.values())
     with pytest.raises(ValueError, match='repeats'):
         time_interleaved({'a': lambda: None}, repeats=0)
+
+
+def test_machine_line_says_only_what_was_measured():
+    machine = dict(processor='Some CPU', cpu_capability='AVX2', native_bf16=False,
+                   cpu_flags=['avx2'], cores=2, threads=1, threads_per_core=2, torch='2.13.0',
+                   load_average=[0.5, 0.3, 1.0])
+    line = format_machine({'machine': machine, 'clock': 'cpu'})
+    assert line == ('Some CPU (AVX2, bf16 emulated, flags avx2); 2 logical CPUs (2 per core), '
+                    '1 threads; torch 2.13.0; load average 0.5 0.3 1.0 before; clock cpu')
+    line = format_machine({'machine': dict(machine, load_average_after=[2.0, 1.0, 1.0]),
+                           'matmul_peak': {'fp32': {'gflops': 101.4}}})
+    assert 'matmul peak fp32 101 GFLOP/s; load average 0.5 0.3 1.0 before, 2.0 1.0 1.0 after' \
+        in line and line.endswith('; clock wall')
 
 
 def test_plan_and_goals():

@@ -34,6 +34,12 @@ def test_benchmark_tool_onnx_option_writes_rows(tmp_path):
          '--warmup', '0', '--clock', 'cpu', '--json', str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    rows = json.loads(out.read_text())['onnx']
+    results = json.loads(out.read_text())
+    rows = results['onnx']
     assert [row['target'] for row in rows] == ['segmenter', 'segmenter']
     assert '| segmenter | 128x128 | 1 | cpu |' in result.stdout
+    # Without backbone tasks the run still records the machine, with the load before and after.
+    machine = results['machine']
+    assert len(machine['load_average']) == len(machine['load_average_after']) == 3
+    line = next(line for line in result.stdout.splitlines() if line.startswith('Machine: '))
+    assert f"({machine['cpu_capability']}, bf16 " in line and ' after; clock cpu' in line

@@ -108,12 +108,11 @@ def main(argv=None) -> int:
         print(f"Machine: {format_machine(results)}\n")
         print(format_summary(results['summary'], results['goals']) + '\n')
         print(format_table(results))
-    if args.whole_model:
+    if 'machine' not in results and (args.whole_model or args.onnx):
         from convnext_dense.extras.benchmark.runner import machine_info
+        results.update(machine=machine_info('cpu'), clock=args.clock)
+    if args.whole_model:
         from convnext_dense.extras.benchmark.whole_model import run_whole_models
-        if 'machine' not in results:
-            results.update(machine=machine_info('cpu'), clock=args.clock)
-            print(f"Machine: {format_machine(results)}")
         rows = run_whole_models(args.whole_model, args.sizes, args.whole_model_modes,
                                 args.repeats, args.warmup, args.clock, log)
         results['whole_model'] = rows
@@ -123,6 +122,10 @@ def main(argv=None) -> int:
         results['onnx'] = run_onnx_speed(args.onnx, args.sizes[0], args.repeats, args.warmup,
                                          args.clock, args.arch, log)
         print('\n' + format_rows(results['onnx']))
+    if not args.tasks and 'machine' in results:  # the backbone runs record and print it above
+        from convnext_dense.extras.benchmark.timing import load_average
+        results['machine']['load_average_after'] = load_average()
+        print(f"\nMachine: {format_machine(results)}")
     results['command'] = ' '.join(['python', 'tools/benchmark.py'] + list(
         sys.argv[1:] if argv is None else argv))
     write_json(results, args.json)

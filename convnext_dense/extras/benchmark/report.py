@@ -83,11 +83,18 @@ def format_machine(results: Dict) -> str:
            f"{'native' if machine.get('native_bf16') else 'emulated'}, flags "
            f"{' '.join(machine.get('cpu_flags', ())) or 'none'}")
     per_core = machine.get('threads_per_core')
-    return (f"{machine.get('gpu') or machine['processor']} ({isa}); {machine['cores']} logical CPUs"
-            f"{'' if per_core is None else f' ({per_core} per core)'}, "
-            f"{machine['threads']} threads; torch {machine['torch']}; matmul peak {peaks}; "
-            f"load average {' '.join(f'{x:.1f}' for x in load)} before, "
-            f"{' '.join(f'{x:.1f}' for x in after)} after; clock {results.get('clock', 'wall')}")
+    parts = [f"{machine.get('gpu') or machine['processor']} ({isa})",
+             f"{machine['cores']} logical CPUs"
+             f"{'' if per_core is None else f' ({per_core} per core)'}, "
+             f"{machine['threads']} threads",
+             f"torch {machine['torch']}"]
+    if peaks:  # only runs that time the backbone measure it
+        parts.append(f'matmul peak {peaks}')
+    if load:
+        parts.append(f"load average {' '.join(f'{x:.1f}' for x in load)} before"
+                     + (f", {' '.join(f'{x:.1f}' for x in after)} after" if after else ''))
+    parts.append(f"clock {results.get('clock', 'wall')}")
+    return '; '.join(parts)
 
 
 def write_json(results: Dict, path: Optional[str]) -> None:
