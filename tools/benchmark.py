@@ -108,7 +108,9 @@ def main(argv=None) -> int:
         print(f"Machine: {format_machine(results)}\n")
         print(format_summary(results['summary'], results['goals']) + '\n')
         print(format_table(results))
-    if 'machine' not in results and (args.whole_model or args.onnx):
+    # Without backbone tasks no run records the machine: record it here, the load after below.
+    standalone = not args.tasks and bool(args.whole_model or args.onnx)
+    if standalone:
         from convnext_dense.extras.benchmark.runner import machine_info
         results.update(machine=machine_info('cpu'), clock=args.clock)
     if args.whole_model:
@@ -122,7 +124,7 @@ def main(argv=None) -> int:
         results['onnx'] = run_onnx_speed(args.onnx, args.sizes[0], args.repeats, args.warmup,
                                          args.clock, args.arch, log)
         print('\n' + format_rows(results['onnx']))
-    if not args.tasks and 'machine' in results:  # the backbone runs record and print it above
+    if standalone:
         from convnext_dense.extras.benchmark.timing import load_average
         results['machine']['load_average_after'] = load_average()
         print(f"\nMachine: {format_machine(results)}")
