@@ -7,8 +7,9 @@ import sys
 import pytest
 import torch
 
+import convnext_dense.cpu_fast_paths.fused_ops as fused_ops
 from convnext_dense import ConvNeXt
-from convnext_dense.extras.benchmark.cases import Case
+from convnext_dense.extras.benchmark.cases import Case, make_images, make_step, prepare
 from convnext_dense.extras.benchmark.flops import count_macs
 from convnext_dense.extras.benchmark.memory import measure_step_memory
 from convnext_dense.extras.benchmark.report import check_goals, format_machine
@@ -22,7 +23,8 @@ def test_benchmark_cli_writes_table_and_json(tmp_path):
     result = subprocess.run(
         [sys.executable, 'tools/benchmark.py', '--arch', json.dumps(TINY), '--sizes', '64x96',
          '--repeats', '1', '--warmup', '0', '--precisions', 'fp32',
-         '--variants', 'eager', 'with_cp', '--matmul-shapes', '256x256x256', '--json', str(out)],
+         '--variants', 'eager', 'with_cp', 'mlp_routes', '--matmul-shapes', '256x256x256',
+         '--json', str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert '| infer fp32 eager 64x96 |' in result.stdout
@@ -31,6 +33,9 @@ def test_benchmark_cli_writes_table_and_json(tmp_path):
     groups = {entry['group']: entry for entry in results['summary']}
     assert 'ratio_vs_huggingface' in groups['train fp32 eager 64x96']
     assert 'cp_time_ratio' in groups['train fp32 with_cp 64x96']
+    routes = groups['infer fp32 mlp_routes 64x96']
+    assert set(routes['route_s']) == {'onednn', 'blas'} and routes['blas_over_onednn'] > 0
+    assert 'MLP routes: oneDNN ' in result.stdout
     infer = [row for row in results['rows'] if row['case']['task'] == 'infer']
     assert infer and all(row['agrees'] for row in infer)
     assert results['command'].startswith('python tools/benchmark.py --arch {')
@@ -38,6 +43,7 @@ def test_benchmark_cli_writes_table_and_json(tmp_path):
     assert machine['cpu_capability'] == torch.backends.cpu.get_cpu_capability()
     assert isinstance(machine['native_bf16'], bool) and isinstance(machine['cpu_flags'], list)
     assert f"({machine['cpu_capability']}, bf16 " in result.stdout
+    assert machine['wide_mlp_route'] in ('onednn', 'blas') and machine['cpu_vendor']
 
 
 def test_with_cp_step_needs_less_memory():
@@ -72,8 +78,10 @@ def test_machine_line_says_only_what_was_measured():
     line = format_machine({'machine': machine, 'clock': 'cpu'})
     assert line == ('Some CPU (AVX2, bf16 emulated, flags avx2); 2 logical CPUs (2 per core), '
                     '1 threads; torch 2.13.0; load average 0.5 0.3 1.0 before; clock cpu')
-    line = format_machine({'machine': dict(machine, load_average_after=[2.0, 1.0, 1.0]),
+    line = format_machine({'machine': dict(machine, load_average_after=[2.0, 1.0, 1.0],
+                                           wide_mlp_route='blas'),
                            'matmul_peak': {'fp32': {'gflops': 101.4}}})
+    assert line.startswith('Some CPU (AVX2, bf16 emulated, flags avx2, wide-block MLP blas); ')
     assert 'matmul peak fp32 101 GFLOP/s; load average 0.5 0.3 1.0 before, 2.0 1.0 1.0 after' \
         in line and line.endswith('; clock wall')
 
@@ -99,6 +107,25 @@ def test_plan_and_goals():
         BenchmarkConfig(variants=('fast',))
     with pytest.raises(ValueError, match="precision 'bf16-cast' is for inference"):
         Case('ours', 'train', 'bf16-cast', (64, 64))
+
+
+def test_mlp_routes_variant_times_each_route_of_ours_beside_the_peers(monkeypatch):
+    config = BenchmarkConfig(variants=('mlp_routes',))
+    groups = plan_groups(config, ['ours', 'huggingface'])
+    assert [(g.task, g.family) for g in groups] == [('infer', 'fp32')]  # the fused path's case
+    assert [c.label() for c in groups[0].cases] == [
+        'ours+onednn_mlp', 'ours+blas_mlp', 'huggingface']
+    for bad in (dict(mlp_route='mkl'), dict(mlp_route='blas', impl='huggingface'),
+                dict(mlp_route='blas', task='train')):
+        with pytest.raises(ValueError, match='mlp_route'):
+            Case(**{**dict(impl='ours', task='infer', precision='fp32', size=(64, 64)), **bad})
+    calls = []
+    original = fused_ops.blas_mlp_chunk
+    monkeypatch.setattr(fused_ops, 'blas_mlp_chunk', lambda *a: calls.append(1) or original(*a))
+    case = Case('ours', 'infer', 'fp32', (64, 64), mlp_route='blas')
+    step = make_step(prepare(ConvNeXt(TINY), case), case, make_images(case))
+    step()
+    assert len(calls) == sum(TINY['depths'])
 
 
 @pytest.mark.slow

@@ -99,7 +99,8 @@ def test_native_bf16_needs_bf16_arithmetic(monkeypatch, machine, bf16, amx, ne_c
     monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported', lambda: bf16, raising=False)
     monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: amx, raising=False)
     flags = frozenset({'avx2', 'avx512bw'} | ({'avx_ne_convert'} if ne_convert else set()))
-    monkeypatch.setattr(cpu_support, '_cpu_info', lambda: ('a CPU', flags, {}))
+    monkeypatch.setattr(cpu_support, '_cpu_info',
+                        lambda: cpu_support.CpuInfo('a CPU', 'GenuineIntel', flags, {}))
     cpu_support.native_bf16.cache_clear()
     try:
         assert cpu_support.native_bf16() is native
@@ -115,6 +116,8 @@ def test_describe_records_what_benchmarks_need():
     assert facts['cpu_capability'] == torch.backends.cpu.get_cpu_capability()
     assert facts['native_bf16'] == cpu_support.native_bf16()
     assert facts['onednn_bf16'] == cpu_support.onednn_bf16()
+    assert facts['cpu_vendor'] == cpu_support.cpu_vendor() != ''
+    assert facts['wide_mlp_route'] == cpu_support.mlp_route(1024)
     assert facts['threads'] == torch.get_num_threads()
     assert isinstance(facts['cpu_model'], str) and isinstance(facts['flags'], list)
     assert facts['threads_per_core'] in (None, 1, 2, 4)
@@ -204,13 +207,98 @@ def test_native_bf16_takes_the_fused_bf16_path(tiny_arch, onednn_bf16_kernels, p
     assert set(packed_dtypes) == {torch.bfloat16} and model._float32_copy._value is None
 
 
-def test_blas_mlp_for_wide_blocks_on_avx2_only(monkeypatch):
+@pytest.mark.parametrize('vendor,capability,blas', [
+    ('GenuineIntel', 'AVX2', True),  # Haswell .. Alder Lake client: measured, MKL's AVX2 branch
+    ('AuthenticAMD', 'AVX2', False),  # EPYC Rome / Milan: MKL's generic branch
+    ('HygonGenuine', 'AVX2', False),
+    ('unknown', 'AVX2', False),  # no /proc/cpuinfo
+    ('GenuineIntel', 'AVX512', False),
+    ('AuthenticAMD', 'AVX512', False),  # Zen 4
+    ('unknown', 'SVE256', False),
+    ('unknown', 'DEFAULT', False),
+])
+def test_blas_mlp_only_for_wide_blocks_on_intel_avx2(monkeypatch, vendor, capability, blas):
+    monkeypatch.setattr(cpu_support, 'cpu_capability', lambda: capability)
+    monkeypatch.setattr(cpu_support, 'cpu_vendor', lambda: vendor)
+    assert cpu_support.mlp_route(128) == 'onednn'  # the fused epilogue wins on narrow blocks
+    for channels in (256, 512, 1024):
+        assert cpu_support.mlp_route(channels) == ('blas' if blas else 'onednn')
+        assert cpu_support.onednn_mlp(channels) is not blas
+    assert cpu_support.describe()['wide_mlp_route'] == ('blas' if blas else 'onednn')
+
+
+def test_forced_mlp_route_overrides_the_choice_and_restores_it(monkeypatch):
     monkeypatch.setattr(cpu_support, 'cpu_capability', lambda: 'AVX2')
-    assert cpu_support.onednn_mlp(128) and not cpu_support.onednn_mlp(256)
-    assert not cpu_support.onednn_mlp(1024)
-    for capability in ('AVX512', 'SVE256', 'DEFAULT'):  # measured on AVX-512; kept elsewhere
-        monkeypatch.setattr(cpu_support, 'cpu_capability', lambda: capability)
-        assert cpu_support.onednn_mlp(1024)
+    monkeypatch.setattr(cpu_support, 'cpu_vendor', lambda: 'GenuineIntel')
+    with cpu_support.force_mlp_route('onednn'):
+        assert cpu_support.mlp_route(1024) == 'onednn'
+        with cpu_support.force_mlp_route('blas'):
+            assert cpu_support.mlp_route(128) == 'blas'
+        with cpu_support.force_mlp_route(None):
+            assert [cpu_support.mlp_route(c) for c in (128, 1024)] == ['onednn', 'blas']
+        assert cpu_support.mlp_route(1024) == 'onednn'
+    assert cpu_support.mlp_route(1024) == 'blas'
+    with pytest.raises(ValueError, match=r"MLP route 'mkl' is not one of \('onednn', 'blas'\)"):
+        with cpu_support.force_mlp_route('mkl'):
+            pass
+    assert cpu_support.mlp_route(1024) == 'blas'
+
+
+@pytest.mark.parametrize('route', cpu_support.MLP_ROUTES)
+def test_forced_route_runs_and_matches_plain(tiny_arch, route, monkeypatch):
+    calls = {'onednn': 0, 'blas': 0}
+    for name, function in (('onednn', 'linear_gelu'), ('blas', 'blas_mlp_chunk')):
+        original = getattr(fused_ops, function)
+
+        def counted(*args, _original=original, _name=name):
+            calls[_name] += 1
+            return _original(*args)
+        monkeypatch.setattr(fused_ops, function, counted)
+    model = _model(tiny_arch)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.inference_mode(), fast_paths(False):
+        plain = model(x)
+    with torch.inference_mode(), cpu_support.force_mlp_route(route):
+        forced = model(x)
+    other = 'blas' if route == 'onednn' else 'onednn'
+    assert calls[route] == sum(tiny_arch['depths']) and calls[other] == 0
+    for a, p in zip(forced, plain):
+        _assert_rel(a, p, 1e-5, route)
+
+
+AMD_CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 23
+model name\t: AMD EPYC 7B12
+siblings\t: 2
+cpu cores\t: 1
+flags\t\t: fpu sse2 avx avx2 fma
+
+processor\t: 1
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 7B12
+"""
+
+
+def test_cpu_info_reads_the_vendor(monkeypatch, tmp_path):
+    import builtins
+    cpuinfo = tmp_path / 'cpuinfo'
+    cpuinfo.write_text(AMD_CPUINFO)
+    real_open = builtins.open
+    monkeypatch.setattr(cpu_support, 'open', lambda path, *a, **k: real_open(
+        cpuinfo if path == '/proc/cpuinfo' else path, *a, **k), raising=False)
+    monkeypatch.setattr(cpu_support, 'cpu_capability', lambda: 'AVX2')
+    cpu_support._cpu_info.cache_clear()
+    try:
+        info = cpu_support._cpu_info()
+        assert info == cpu_support.CpuInfo('AMD EPYC 7B12', 'AuthenticAMD',
+                                           frozenset({'fpu', 'sse2', 'avx', 'avx2', 'fma'}),
+                                           {'siblings': 2, 'cpu cores': 1})
+        facts = cpu_support.describe()
+        assert facts['cpu_vendor'] == 'AuthenticAMD' and facts['wide_mlp_route'] == 'onednn'
+        assert facts['threads_per_core'] == 2 and facts['flags'] == ['avx2']
+    finally:
+        cpu_support._cpu_info.cache_clear()
 
 
 @pytest.mark.parametrize('onednn', [True, False])

@@ -61,7 +61,9 @@ def parse_args(argv=None):
                         choices=['infer', 'train'])
     parser.add_argument('--precisions', nargs='+', default=['fp32', 'bf16'],
                         choices=PRECISION_FAMILIES)
-    parser.add_argument('--variants', nargs='+', default=['eager'], choices=VARIANTS)
+    parser.add_argument('--variants', nargs='+', default=['eager'], choices=VARIANTS,
+                        help="with_cp: training with activation checkpointing; mlp_routes: fp32 "
+                             "inference with each route of the fused block MLP (oneDNN, BLAS)")
     parser.add_argument('--peers', nargs='*', default=['huggingface', 'timm', 'mmpretrain'])
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=1)

@@ -5,7 +5,7 @@ Every path computes what the plain block computes (tests compare each with it to
 * :mod:`.switch` — :func:`fast_paths` (``with fast_paths(False):`` runs the plain computation)
   and :func:`tracing` (traced / compiled code takes plain ops).
 * :mod:`.cpu_support` — what this CPU and torch build can do, decided once per process (oneDNN
-  bf16, native bf16 arithmetic, oneDNN or BLAS matmuls for wide blocks on AVX2).
+  bf16, native bf16 arithmetic, oneDNN or BLAS matmuls for wide blocks on Intel AVX2 CPUs).
 * :mod:`.fused_ops` — inference: two oneDNN matmuls with GELU and the residual add in their
   epilogues, on cached packed weights.
 * :mod:`.fast_grads` — training: a faster depthwise-conv weight gradient, channels-last to

@@ -11,23 +11,41 @@ questions about bfloat16:
   32 GFLOP/s against 117 in float32.
 
 Where bf16 is not native the backbone computes a bf16 request in float32 (:mod:`.float32_fallback`).
+And one about float32: :func:`mlp_route`, which matmuls run a wide block's inference MLP.
 Tests monkeypatch these functions to force either answer.
 """
+import contextlib
 import functools
 import logging
 import platform
-from typing import Dict
+from typing import Dict, FrozenSet, Iterator, NamedTuple, Optional
 
 import torch
 
 logger = logging.getLogger(__name__)
 
-# Block width from which, on x86 CPUs without AVX-512, torch's BLAS (MKL) matmul with an in-place
-# GELU beats oneDNN's fused matmuls: oneDNN's AVX2 kernels are 7-10 % slower on the wide layers
-# and the fused epilogue saves less there (one pass per 4C multiply-adds); at 128 channels the
-# epilogue wins by 20 % (ConvNeXt-B block MLPs at 512x512, one thread, with AVX2 kernels only).
+# Block width from which, on Intel CPUs without AVX-512, torch's BLAS (MKL) matmul with an
+# in-place GELU beats oneDNN's fused matmuls: oneDNN's AVX2 kernels are 7-10 % slower than MKL's
+# on the wide layers and the fused epilogue saves less there (one pass per 4C multiply-adds); at
+# 128 channels the epilogue wins by 20 % (ConvNeXt-B block MLPs at 512x512, one thread, an Ice
+# Lake Xeon limited to AVX2 kernels). Not on other vendors' CPUs: MKL runs its generic code branch
+# there (its verbose mode names "Intel(R) Architecture processors" for an AMD EPYC, "AVX2 enabled
+# processors" for an Intel CPU), and on a real AMD EPYC oneDNN's fused path was 0.86-0.95x HF's
+# MKL matmuls where the Intel approximation gave 1.02x.
 BLAS_MLP_MIN_CHANNELS = 256
+BLAS_MLP_VENDORS = ('GenuineIntel',)
+MLP_ROUTES = ('onednn', 'blas')
 _X86 = ('x86_64', 'amd64', 'i386', 'i686', 'x86')
+_forced_mlp_route: Optional[str] = None
+
+
+class CpuInfo(NamedTuple):
+    """What /proc/cpuinfo says about the first CPU ('unknown' / empty where it says nothing)."""
+
+    model: str
+    vendor: str
+    flags: FrozenSet[str]
+    counts: Dict[str, int]  # 'siblings' and 'cpu cores', where listed
 
 
 @functools.lru_cache(maxsize=None)
@@ -36,9 +54,46 @@ def cpu_capability() -> str:
     return torch.backends.cpu.get_cpu_capability()
 
 
+def cpu_vendor() -> str:
+    """The CPU's vendor string ('GenuineIntel', 'AuthenticAMD', ...; 'unknown' off Linux)."""
+    return _cpu_info().vendor
+
+
+def mlp_route(channels: int) -> str:
+    """Which matmuls run a fused float32 block MLP of ``channels``: ``'onednn'`` or ``'blas'``.
+
+    ``'blas'`` (MKL matmuls, in-place GELU) for blocks of :data:`BLAS_MLP_MIN_CHANNELS` or more
+    on Intel CPUs whose best ISA is AVX2, ``'onednn'`` (fused epilogues) everywhere else, unless
+    :func:`force_mlp_route` says otherwise.
+    """
+    if _forced_mlp_route is not None:
+        return _forced_mlp_route
+    wide_on_intel_avx2 = (channels >= BLAS_MLP_MIN_CHANNELS and cpu_capability() == 'AVX2'
+                          and cpu_vendor() in BLAS_MLP_VENDORS)
+    return 'blas' if wide_on_intel_avx2 else 'onednn'
+
+
 def onednn_mlp(channels: int) -> bool:
     """Whether a fused float32 block of ``channels`` runs oneDNN's fused matmuls (else BLAS)."""
-    return not (cpu_capability() == 'AVX2' and channels >= BLAS_MLP_MIN_CHANNELS)
+    return mlp_route(channels) == 'onednn'
+
+
+@contextlib.contextmanager
+def force_mlp_route(route: Optional[str]) -> Iterator[None]:
+    """Run every fused float32 block MLP through ``route`` inside the ``with`` body.
+
+    ``'onednn'`` or ``'blas'``; ``None`` restores :func:`mlp_route`'s own choice. Both routes
+    compute the same result (to float32 rounding); ``tools/benchmark.py --variants mlp_routes``
+    times them side by side on this machine.
+    """
+    global _forced_mlp_route
+    if route is not None and route not in MLP_ROUTES:
+        raise ValueError(f'MLP route {route!r} is not one of {MLP_ROUTES} (or None)')
+    previous, _forced_mlp_route = _forced_mlp_route, route
+    try:
+        yield
+    finally:
+        _forced_mlp_route = previous
 
 
 @functools.lru_cache(maxsize=None)
@@ -58,13 +113,13 @@ def native_bf16() -> bool:
     cpu = torch.cpu
     return bool(getattr(cpu, '_is_avx512_bf16_supported', lambda: False)()
                 or getattr(cpu, '_is_amx_tile_supported', lambda: False)()
-                or 'avx_ne_convert' in _cpu_info()[1])
+                or 'avx_ne_convert' in _cpu_info().flags)
 
 
 @functools.lru_cache(maxsize=None)
-def _cpu_info():
-    """``(model name, flags, {'siblings': n, 'cpu cores': n})`` from /proc/cpuinfo."""
-    flags, model, counts = frozenset(), 'unknown', {}
+def _cpu_info() -> CpuInfo:
+    """:class:`CpuInfo` from /proc/cpuinfo, read once."""
+    flags, model, vendor, counts = frozenset(), 'unknown', 'unknown', {}
     try:
         with open('/proc/cpuinfo', encoding='utf-8') as cpuinfo:
             for line in cpuinfo:
@@ -72,26 +127,32 @@ def _cpu_info():
                 key = key.strip()
                 if key == 'model name' and model == 'unknown':
                     model = value.strip()
+                elif key == 'vendor_id' and vendor == 'unknown':
+                    vendor = value.strip()
                 elif key in ('flags', 'Features') and not flags:
                     flags = frozenset(value.split())
                 elif key in ('siblings', 'cpu cores') and key not in counts:
                     counts[key] = int(value)
-    except (OSError, ValueError):  # not Linux: the model and flags stay unknown
+    except (OSError, ValueError):  # not Linux: the model, vendor and flags stay unknown
         pass
-    return model, flags, counts
+    return CpuInfo(model, vendor, flags, counts)
 
 
 def describe() -> Dict[str, object]:
-    """The facts a benchmark records: CPU model, ISA torch dispatches to, bf16 support and the
-    flags behind it, torch threads, hardware threads per core."""
-    model, flags, counts = _cpu_info()
+    """The facts a benchmark records: CPU model and vendor, ISA torch dispatches to, bf16
+    support and the flags behind it, the wide blocks' MLP route, torch and hardware threads."""
+    info = _cpu_info()
+    counts = info.counts
     return dict(
-        cpu_model=model,
+        cpu_model=info.model,
+        cpu_vendor=info.vendor,
         cpu_capability=cpu_capability(),
         onednn_bf16=onednn_bf16(),
         native_bf16=native_bf16(),
-        flags=sorted(flags & {'avx2', 'avx512f', 'avx512bw', 'avx512vl', 'avx512dq',
-                              'avx512_bf16', 'avx_ne_convert', 'amx_bf16', 'amx_tile', 'bf16'}),
+        flags=sorted(info.flags & {'avx2', 'avx512f', 'avx512bw', 'avx512vl', 'avx512dq',
+                                   'avx512_bf16', 'avx_ne_convert', 'amx_bf16', 'amx_tile',
+                                   'bf16'}),
+        wide_mlp_route=mlp_route(BLAS_MLP_MIN_CHANNELS),
         threads=torch.get_num_threads(),
         # 2 where the logical CPUs are hyper-threads sharing cores (None where unknown).
         threads_per_core=(counts['siblings'] // counts['cpu cores']
@@ -105,4 +166,4 @@ def warn_bf16_emulated() -> None:
     logger.warning(
         'bfloat16 is emulated on this CPU (%s, torch capability %s: no AVX512-BF16, AMX or '
         'AVX-NE-CONVERT), and float32 is faster here: the ConvNeXt backbone computes in float32 '
-        'and returns the dtype asked for.', _cpu_info()[0], cpu_capability())
+        'and returns the dtype asked for.', _cpu_info().model, cpu_capability())

@@ -48,8 +48,8 @@ def blas_mlp_chunk(x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor,
 
     The bias of the first layer rides in the matmul (``addmm``), GELU runs in place, and the
     second matmul accumulates into ``shortcut + bias2``: one pass over the hidden activations
-    more than oneDNN's epilogues, but on AVX2-only CPUs MKL's matmul is faster than oneDNN's
-    for wide layers (see :func:`convnext_dense.cpu_fast_paths.cpu_support.onednn_mlp`).
+    more than oneDNN's epilogues, but on Intel CPUs with AVX2 only MKL's matmul is faster than
+    oneDNN's for wide layers (see :func:`convnext_dense.cpu_fast_paths.cpu_support.mlp_route`).
     """
     hidden = torch.addmm(bias1, x, weight1.t())
     torch.ops.aten.gelu_(hidden)

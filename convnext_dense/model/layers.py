@@ -63,7 +63,7 @@ class ConvNeXtBlock(nn.Module):
     CPU; with ``with_cp`` it recomputes all but pwconv2 in the backward pass. On CPU, when nothing
     needs a gradient, the fused path runs two oneDNN matmuls with GELU and the residual add in their
     epilogues (see :mod:`convnext_dense.cpu_fast_paths`; in bfloat16 only where oneDNN runs bf16
-    on this CPU, and for wide blocks on AVX2-only CPUs BLAS matmuls instead).
+    on this CPU, and for wide blocks on Intel CPUs with AVX2 only BLAS matmuls instead).
 
     Args:
         channels: Input and output channels.

@@ -7,6 +7,7 @@ from typing import Callable, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ...cpu_fast_paths import cpu_support
 from ...model.backbone import ConvNeXt
 from .peers import BUILDERS, FeatureMaps, PEERS
 
@@ -32,6 +33,9 @@ class Case:
             (the backbone is channels-last inside in any case).
         with_cp: Activation checkpointing (ours: ``with_cp=True``; timm: grad checkpointing).
         compile: ``torch.compile`` the model.
+        mlp_route: Ours, fp32 inference: run every fused block MLP through ``'onednn'`` or
+            ``'blas'`` (:func:`~convnext_dense.cpu_fast_paths.cpu_support.force_mlp_route`);
+            ``None``: the route this machine picks.
     """
 
     impl: str
@@ -42,6 +46,7 @@ class Case:
     channels_last: bool = False
     with_cp: bool = False
     compile: bool = False
+    mlp_route: Optional[str] = None
 
     def __post_init__(self) -> None:
         for name, value, allowed in (('impl', self.impl, IMPLS), ('task', self.task, TASKS),
@@ -52,10 +57,17 @@ class Case:
             raise ValueError("precision 'bf16-cast' is for inference; train with 'bf16-autocast'")
         if self.with_cp and self.impl in ('huggingface',):
             raise ValueError("Hugging Face's ConvNeXt has no gradient checkpointing")
+        if self.mlp_route is not None and (
+                self.mlp_route not in cpu_support.MLP_ROUTES or self.impl != 'ours'
+                or self.task != 'infer' or self.precision != 'fp32'):
+            raise ValueError(f"mlp_route {self.mlp_route!r}: one of {cpu_support.MLP_ROUTES}, "
+                             "for our backbone's fp32 inference only")
 
     def label(self) -> str:
         """Short name for tables: impl and the options that are on."""
         options = [name for name in ('channels_last', 'with_cp', 'compile') if getattr(self, name)]
+        if self.mlp_route is not None:
+            options.append(f'{self.mlp_route}_mlp')
         return '+'.join([self.impl] + options)
 
     def as_dict(self) -> dict:
@@ -136,7 +148,7 @@ def make_step(model: nn.Module, case: Case,
 
     if case.task == 'infer':
         def infer_step():
-            with torch.inference_mode(), autocast():
+            with torch.inference_mode(), autocast(), cpu_support.force_mlp_route(case.mlp_route):
                 return tuple(model(images))
         return infer_step
 

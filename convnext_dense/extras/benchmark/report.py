@@ -61,6 +61,9 @@ def format_summary(summary: Sequence[Dict], goals: Sequence[Dict]) -> str:
         others = ', '.join(f"{p} x{entry[f'ratio_vs_{p}']:.2f}" for p in ('timm', 'mmpretrain')
                            if f'ratio_vs_{p}' in entry)
         modes = f"ours {entry['ours_mode']}" + (f", HF {entry['huggingface_mode']}" if hf else '')
+        if 'route_s' in entry:
+            modes += (f"; MLP routes: oneDNN {entry['route_s']['onednn']:.3f} s, BLAS "
+                      f"{entry['route_s']['blas']:.3f} s (BLAS x{entry['blas_over_onednn']:.2f})")
         lines.append(f"| {entry['group']} | {entry['ours_s']:.3f} | "
                      f"{'' if hf is None else f'{hf:.3f}'} | "
                      f"{'' if ratio is None else f'{ratio:.3f}'} | {modes}"
@@ -81,7 +84,9 @@ def format_machine(results: Dict) -> str:
     after = machine.get('load_average_after', ())
     isa = (f"{machine.get('cpu_capability', '?')}, bf16 "
            f"{'native' if machine.get('native_bf16') else 'emulated'}, flags "
-           f"{' '.join(machine.get('cpu_flags', ())) or 'none'}")
+           f"{' '.join(machine.get('cpu_flags', ())) or 'none'}"
+           + (f", wide-block MLP {machine['wide_mlp_route']}" if 'wide_mlp_route' in machine
+              else ''))
     per_core = machine.get('threads_per_core')
     parts = [f"{machine.get('gpu') or machine['processor']} ({isa})",
              f"{machine['cores']} logical CPUs"

@@ -19,7 +19,7 @@ from .matmul_peak import matmul_peak
 from .peers import BUILDERS, copy_ours_into, load_into_ours, peer_available
 from .timing import CLOCKS, load_average, time_interleaved
 
-VARIANTS = ('eager', 'channels_last', 'with_cp', 'compile')
+VARIANTS = ('eager', 'channels_last', 'with_cp', 'compile', 'mlp_routes')
 PRECISION_FAMILIES = ('fp32', 'tf32', 'bf16')
 # Output agreement with our fp32 plain path, relative to the largest output value.
 AGREEMENT_TOLERANCE = {'fp32': 1e-4, 'tf32': 1e-2, 'bf16': 5e-2}
@@ -36,7 +36,9 @@ class BenchmarkConfig:
         precisions: ``'fp32'``, ``'tf32'`` (GPU) and / or ``'bf16'`` (bf16 inference: autocast
             and a cast model; bf16 training: autocast).
         variants: ``'eager'``, ``'channels_last'``, ``'with_cp'`` (training only: ours with and
-            without checkpointing, and peers that support it), ``'compile'`` (``torch.compile``).
+            without checkpointing, and peers that support it), ``'compile'`` (``torch.compile``),
+            ``'mlp_routes'`` (fp32 inference only: ours with each route of the fused block MLP,
+            oneDNN and BLAS, beside the peers).
         peers: Peers to include when importable (``'huggingface'``, ``'timm'``, ``'mmpretrain'``).
         repeats: Timed steps per case.
         warmup: Untimed steps per case first.
@@ -98,7 +100,7 @@ def plan_groups(config: BenchmarkConfig, impls: Sequence[str]) -> List[Group]:
                               ('bf16-autocast', 'bf16-cast') if task == 'infer'
                               else ('bf16-autocast',))
                 for variant in config.variants:
-                    if variant == 'with_cp' and task != 'train':
+                    if not _variant_applies(variant, task, family):
                         continue
                     group = Group(size, task, family, variant)
                     for impl in impls:
@@ -109,6 +111,14 @@ def plan_groups(config: BenchmarkConfig, impls: Sequence[str]) -> List[Group]:
     return groups
 
 
+def _variant_applies(variant: str, task: str, family: str) -> bool:
+    if variant == 'with_cp':
+        return task == 'train'
+    if variant == 'mlp_routes':  # the fused MLP runs only in inference; bf16 always on oneDNN
+        return task == 'infer' and family == 'fp32'
+    return True
+
+
 def _variant_cases(impl, task, precision, size, variant, batch) -> List[Case]:
     base = dict(impl=impl, task=task, precision=precision, size=size, batch=batch)
     if variant == 'eager':
@@ -117,6 +127,9 @@ def _variant_cases(impl, task, precision, size, variant, batch) -> List[Case]:
         return [Case(**base, channels_last=True)]
     if variant == 'compile':
         return [Case(**base, compile=True)]
+    if variant == 'mlp_routes':
+        return ([Case(**base, mlp_route=route) for route in cpu_support.MLP_ROUTES]
+                if impl == 'ours' else [Case(**base)])
     if impl == 'huggingface':  # no activation checkpointing in transformers' ConvNeXt
         return []
     return [Case(**base), Case(**base, with_cp=True)] if impl == 'ours' else [
@@ -144,6 +157,7 @@ def machine_info(device: str) -> Dict:
     info = {'platform': platform.platform(),
             'processor': cpu['cpu_model'] if cpu['cpu_model'] != 'unknown' else
             platform.processor(),
+            'cpu_vendor': cpu['cpu_vendor'], 'wide_mlp_route': cpu['wide_mlp_route'],
             'cpu_capability': cpu['cpu_capability'], 'native_bf16': cpu['native_bf16'],
             'cpu_flags': cpu['flags'], 'cores': os.cpu_count(), 'threads': cpu['threads'],
             'threads_per_core': cpu['threads_per_core'],
@@ -247,7 +261,8 @@ def summarize(results: Dict) -> List[Dict]:
     """Per group: our best median over the reference peer's best, and with_cp's cost.
 
     Returns rows ``{'group', 'ours_s', 'peer', 'peer_s', 'ratio'}``; with_cp groups also give
-    ``cp_time_ratio`` and (with memory) ``cp_memory_ratio`` against ours without checkpointing.
+    ``cp_time_ratio`` and (with memory) ``cp_memory_ratio`` against ours without checkpointing;
+    mlp_routes groups give ``route_s`` (median per route) and ``blas_over_onednn``.
     """
     by_group: Dict[str, List[Dict]] = {}
     for row in results['rows']:
@@ -270,6 +285,9 @@ def summarize(results: Dict) -> List[Dict]:
             continue
         best_ours = min(ours, key=lambda r: r['median_s'])
         entry.update(ours_s=best_ours['median_s'], ours_mode=best_ours['case']['precision'])
+        routes = {r['case']['mlp_route']: r['median_s'] for r in ours if r['case'].get('mlp_route')}
+        if set(routes) == {'onednn', 'blas'}:
+            entry.update(route_s=routes, blas_over_onednn=routes['blas'] / routes['onednn'])
         for peer in ('huggingface', 'timm', 'mmpretrain'):
             peer_rows = [r for r in rows if r['case']['impl'] == peer]
             if peer_rows:
