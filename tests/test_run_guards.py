@@ -8,6 +8,7 @@ from mmengine.config import Config
 from convnext_dense.runtime import cli_options, run
 from convnext_dense.runtime.data_checks import (DataError, check_data_paths,
                                                 explain_annotation_errors)
+from convnext_dense.weights.safe_load import load_state_file
 from toy_runner import ToyModel, toy_runner
 
 
@@ -46,8 +47,9 @@ def test_last_good_checkpoint_stays_usable(tmp_path):
                         custom_hooks=[dict(type='convnext_dense.NonFiniteLossHook')])
     with pytest.raises(FloatingPointError, match=r'iteration 5 .*last good checkpoint: .*epoch_1.pth'):
         runner.train()
-    state = torch.load(tmp_path / 'epoch_1.pth', weights_only=True)['state_dict']
+    state = load_state_file(tmp_path / 'epoch_1.pth')['state_dict']
     assert all(torch.isfinite(value).all() for value in state.values())
+    import convnext_dense.model_checkpoints  # noqa: F401  (as tools/ do: mmengine's resume reads it)
     resumed = toy_runner(tmp_path, max_epochs=2, resume=True)
     resumed.train()
     assert resumed.epoch == 2
@@ -89,6 +91,30 @@ def test_missing_annotation_file_and_image_folder_are_named(tmp_path):
         cfg.val_dataloader.dataset.dataset = dict(cfg.train_dataloader.dataset, ann_file='annotations/val.json')
         check_data_paths(cfg, 'train')
     check_data_paths(_coco_cfg(tmp_path), 'train')  # complete now
+
+
+def test_missing_evaluator_annotation_file_is_named(tmp_path):
+    (tmp_path / 'annotations').mkdir()
+    (tmp_path / 'annotations' / 'train.json').write_text('{}')
+    (tmp_path / 'train').mkdir()
+    cfg = _coco_cfg(tmp_path)
+    cfg.val_evaluator = dict(type='CocoMetric', ann_file=str(tmp_path / 'nope.json'))
+    with pytest.raises(DataError, match=r"annotation file '.*nope.json' of val_evaluator.ann_file "
+                                        r"does not exist.*--cfg-options val_evaluator.ann_file=PATH"):
+        check_data_paths(cfg, 'train')
+    check_data_paths(cfg, 'test')  # testing reads test_evaluator, which this config has not
+    cfg.test_dataloader = cfg.train_dataloader
+    cfg.test_evaluator = [dict(type='CocoMetric', ann_file=str(tmp_path / 'annotations/train.json')),
+                          dict(type='CocoMetric', ann_file=str(tmp_path / 'gone.json'))]
+    with pytest.raises(DataError, match=r"'.*gone.json' of test_evaluator\[1\].ann_file"):
+        check_data_paths(cfg, 'test')
+    cfg.val_evaluator.ann_file = 's3://bucket/val.json'  # a remote file is the backend's to read
+    cfg.test_evaluator = dict(type='IoUMetric')  # no ground-truth file of its own
+    check_data_paths(cfg, 'train')
+    check_data_paths(cfg, 'test')
+    cfg.val_cfg = None
+    cfg.val_evaluator.ann_file = str(tmp_path / 'nope.json')
+    check_data_paths(cfg, 'train')  # no validation, nothing read
 
 
 @pytest.mark.parametrize('content, error', [

@@ -10,6 +10,7 @@ from mmengine.config import Config
 from .config import innermost_dataset
 
 LOADERS_BY_MODE = {'train': ('train_dataloader', 'val_dataloader'), 'test': ('test_dataloader',)}
+EVALUATORS_BY_MODE = {'train': 'val_evaluator', 'test': 'test_evaluator'}
 
 
 class DataError(ValueError):
@@ -49,6 +50,25 @@ def check_data_paths(cfg: Config, mode: str) -> None:
             folder = _join(root, prefix)
             if prefix and not osp.isdir(folder):
                 raise DataError(f"{key} folder '{folder}' of {where} does not exist: {hint}")
+    for where, ann_file in _evaluator_ann_files(cfg, mode):
+        if '://' not in ann_file and not osp.isfile(ann_file):
+            raise DataError(f"annotation file '{ann_file}' of {where} does not exist: point it at "
+                            f'the ground truth with --cfg-options {where}=PATH')
+
+
+def _evaluator_ann_files(cfg: Config, mode: str) -> Iterator[Tuple[str, str]]:
+    """``(where, path)`` of each ground-truth file the metrics of ``mode`` read (COCO metrics)."""
+    name = EVALUATORS_BY_MODE[mode]
+    evaluator = cfg.get(name)
+    validates = cfg.get('val_cfg') and cfg.get('val_dataloader')
+    if not evaluator or (mode == 'train' and not validates):
+        return
+    metrics = evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]
+    for index, metric in enumerate(metrics):
+        ann_file = metric.get('ann_file') if isinstance(metric, dict) else None
+        if ann_file:
+            where = name if len(metrics) == 1 else f'{name}[{index}]'
+            yield f'{where}.ann_file', ann_file
 
 
 def _has_files(folder: str) -> bool:
