@@ -139,6 +139,25 @@ def test_pickle_with_code_is_refused_and_runs_nothing(official, tmp_path, writer
     assert not marker.exists()
 
 
+def test_training_checkpoint_with_its_command_line_loads(official, tmp_path):
+    """The official repo's and timm's training checkpoints keep their argparse arguments."""
+    import argparse
+    _, state = official
+    path = tmp_path / 'checkpoint-best.pth'
+    args = argparse.Namespace(model='convnext_base', lr=4e-3, input_size=224, layer_scale=1e-6)
+    torch.save({'model': dict(state), 'epoch': 29, 'args': args}, path)
+    loaded = load_state_file(path)
+    assert vars(loaded['args']) == vars(args) and loaded['epoch'] == 29
+    backbone = ConvNeXt(arch=ARCH, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    backbone.init_weights()
+    assert torch.equal(backbone.downsample_layers[0][0].weight, state['downsample_layers.0.0.weight'])
+    marker = tmp_path / 'payload-ran'
+    torch.save({'model': dict(state), 'args': argparse.Namespace(hook=_Payload(marker))}, path)
+    with pytest.raises(ValueError, match='`posix.system`'):  # only the Namespace itself is allowed
+        load_state_file(path)
+    assert not marker.exists()
+
+
 class _Getattr:
     def __reduce__(self):
         return (getattr, ('abc', 'upper'))

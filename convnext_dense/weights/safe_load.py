@@ -2,10 +2,12 @@
 
 safetensors files hold only tensors. Pickled PyTorch files are read with
 ``torch.load(weights_only=True)``: tensors, plain containers and numbers only. mmengine training
-checkpoints also pickle their logs (numpy arrays and scalars, ``HistoryBuffer``); exactly those
-classes are allowed, and ``getattr`` only for a ``HistoryBuffer``'s statistics methods. Any other
-global makes the load fail before anything from the file is executed.
+checkpoints also pickle their logs (numpy arrays and scalars, ``HistoryBuffer``), and the
+official ConvNeXt repo's and timm's training scripts their command line (``argparse.Namespace``);
+exactly those classes are allowed, and ``getattr`` only for a ``HistoryBuffer``'s statistics
+methods. Any other global makes the load fail before anything from the file is executed.
 """
+import argparse
 import _compat_pickle
 import contextlib
 import inspect
@@ -44,17 +46,20 @@ def _history_buffer_statistic(obj: Any, name: str) -> Any:
 
 
 def training_log_allowlist() -> List[Tuple[Any, str]]:
-    """(object, pickled name) of the data-only objects mmengine writes beside the weights.
+    """(object, pickled name) of the data-only objects training scripts write beside the weights.
 
     For ``torch.serialization.safe_globals``: numpy arrays, scalars and dtypes, mmengine's
-    ``HistoryBuffer`` and a ``getattr`` limited to its statistics methods.
+    ``HistoryBuffer`` and a ``getattr`` limited to its statistics methods, and the
+    ``argparse.Namespace`` of the official ConvNeXt repo's and timm's checkpoints (``'args'``;
+    unpickled, it only sets attributes).
     """
     import numpy as np
     from mmengine.logging import HistoryBuffer
     multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
     allowed = [(HistoryBuffer, 'mmengine.logging.history_buffer.HistoryBuffer'),
                (_history_buffer_statistic, 'builtins.getattr'),
-               (np.ndarray, 'numpy.ndarray'), (np.dtype, 'numpy.dtype')]
+               (np.ndarray, 'numpy.ndarray'), (np.dtype, 'numpy.dtype'),
+               (argparse.Namespace, 'argparse.Namespace')]
     for core in ('numpy.core', 'numpy._core'):  # files written by numpy 1 and numpy 2
         allowed += [(multiarray._reconstruct, f'{core}.multiarray._reconstruct'),
                     (multiarray.scalar, f'{core}.multiarray.scalar')]
