@@ -150,6 +150,23 @@ def test_export_reports_a_missing_checkpoint(tmp_path):
     assert 'none.pth not found' in result.stderr
 
 
+def test_missing_deploy_extra_is_named_with_its_install_command(upernet, tmp_path, monkeypatch):
+    config, checkpoint, _ = upernet
+    export_model(config, checkpoint, tmp_path / 'onnx')
+    monkeypatch.setitem(sys.modules, 'onnx', None)  # as if not installed: import raises
+    with pytest.raises(ModuleNotFoundError, match=r"onnx is not installed: .*pip install -e "
+                                                  r"'\.\[deploy\]'"):
+        export_model(config, checkpoint, tmp_path / 'again')
+    assert not (tmp_path / 'again').exists()
+    script = ("import runpy, sys; sys.modules['onnxruntime'] = None; sys.argv = sys.argv[1:]; "
+              "runpy.run_path(sys.argv[0], run_name='__main__')")
+    result = subprocess.run(
+        [sys.executable, '-c', script, 'tools/onnx_demo.py', str(tmp_path / 'any.jpg'),
+         str(tmp_path / 'onnx')], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.startswith('error: onnxruntime is not installed: ')
+
+
 def test_detector_export_needs_a_shape(tmp_path):
     with pytest.raises(ValueError, match=r'--shape H W'):
         export_model(DET_CONFIG, None, tmp_path)

@@ -54,6 +54,20 @@ def _seg_data_options(root):
     return options
 
 
+@pytest.mark.parametrize('script, args', [('dist_train.sh', 'CONFIG GPUS'),
+                                          ('dist_test.sh', 'CONFIG CHECKPOINT GPUS'),
+                                          ('torchrun.sh', 'NPROC TOOL.py'),
+                                          ('slurm_train.sh', 'PARTITION JOB_NAME CONFIG WORK_DIR')])
+def test_launchers_explain_themselves(script, args):
+    run_script = lambda *a: subprocess.run(['bash', str(ROOT / 'tools' / script), *a],
+                                           capture_output=True, text=True, timeout=60)
+    shown = run_script('--help')
+    assert shown.returncode == 0 and f'tools/{script} {args}' in shown.stdout
+    assert not shown.stdout.startswith('!') and '#' not in shown.stdout.splitlines()[0]
+    missing = run_script()
+    assert missing.returncode == 2 and f'tools/{script} {args}' in missing.stderr
+
+
 def test_close_process_group_destroys_the_group(tmp_path):
     store = torch.distributed.FileStore(str(tmp_path / 'store'), 1)
     torch.distributed.init_process_group('gloo', store=store, rank=0, world_size=1)

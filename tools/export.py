@@ -38,7 +38,7 @@ def main(argv=None) -> int:
                                  args.dynamic, args.fp16, args.part)
         return f'wrote {onnx_file} and {onnx_file.parent / "deploy.json"}'
 
-    return exit_code(export, (ExportError, FileNotFoundError, ValueError))
+    return exit_code(export, (ExportError, FileNotFoundError, ValueError, ModuleNotFoundError))
 
 
 if __name__ == '__main__':

@@ -25,7 +25,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     return exit_code(lambda: 'wrote ' + str(draw_prediction(args.image, args.model_dir,
-                                                             args.out_dir, args.score_thr)))
+                                                             args.out_dir, args.score_thr)),
+                     (FileNotFoundError, ValueError, ModuleNotFoundError))
 
 
 if __name__ == '__main__':

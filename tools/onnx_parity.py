@@ -17,7 +17,7 @@ from convnext_dense.deploy.parity import detector_parity, segmenter_parity
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=' '.join(__doc__.split('\n\n')[0].split()))
     parser.add_argument('config', help='the config the export was made from')
     parser.add_argument('checkpoint', help='its checkpoint')
     parser.add_argument('model_dir', help='folder written by tools/export.py')

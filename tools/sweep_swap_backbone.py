@@ -16,7 +16,7 @@ from convnext_dense.extras.swap_survey.sweep import (resnet_configs, run_sweep, 
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=' '.join(__doc__.split('\n\n')[0].split()))
     parser.add_argument('--out', required=True, help='JSON file for the per-config results')
     parser.add_argument('--scope', nargs='+', default=['mmdet', 'mmseg'],
                         choices=['mmdet', 'mmseg'])

@@ -4,6 +4,9 @@
 # Multi-node: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node.
 # On a machine without CUDA the processes use the gloo backend (NPROC = number of processes).
 set -euo pipefail
+usage() { sed -n '2,5s/^# \{0,1\}//p' "$0"; }
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
+if [[ $# -lt 2 ]]; then usage >&2; exit 2; fi
 NPROC=$1
 TOOL=$2
 NNODES=${NNODES:-1}
@@ -11,7 +14,10 @@ NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
 HERE=$(cd "$(dirname "$0")" && pwd)
-PYTHON=${PYTHON:-python}
+# The checkout's .venv (make install) when there is one, else the python on PATH.
+DEFAULT_PYTHON=python
+if [[ -x "$HERE/../.venv/bin/python" ]]; then DEFAULT_PYTHON="$HERE/../.venv/bin/python"; fi
+PYTHON=${PYTHON:-$DEFAULT_PYTHON}
 
 PYTHONPATH="$HERE/..:${PYTHONPATH:-}" \
 "$PYTHON" -m torch.distributed.run \

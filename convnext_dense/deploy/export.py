@@ -17,7 +17,7 @@ from mmengine.runner import load_checkpoint
 from ..cpu_fast_paths import fast_paths
 from ..runtime.config import load_config, task_scope
 from ..runtime.device import replace_sync_bn
-from .errors import ExportError
+from .errors import ExportError, import_deploy_module
 from .graphs import DET_OUTPUTS, BackboneGraph, SegmenterGraph, TwoStageGraph
 from .meta import build_meta, write_meta
 from .precision import to_fp16
@@ -115,9 +115,11 @@ def export_model(config: PathLike, checkpoint: Optional[PathLike], out_dir: Path
     Raises:
         ExportError: a module or operator of the model cannot be exported (named in the message).
         ValueError: a bad ``shape`` or ``part``.
+        ModuleNotFoundError: onnx is not installed (the ``deploy`` extra).
     """
     if part not in PARTS:
         raise ValueError(f'part {part!r} is not one of {PARTS}')
+    import_deploy_module('onnx')  # torch's exporter needs it; say so before building anything
     model, cfg, scope = build_model(config, checkpoint)
     if shape is None:
         shape = default_shape(cfg, scope, part)

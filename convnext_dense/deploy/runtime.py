@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import import_deploy_module
 from .meta import read_meta
 
 PathLike = Union[str, os.PathLike]
@@ -32,7 +33,7 @@ class OnnxModel:
     """
 
     def __init__(self, model_dir: PathLike, threads: Optional[int] = None):
-        import onnxruntime as ort
+        ort = import_deploy_module('onnxruntime')
         self.model_dir = Path(model_dir)
         self.meta = read_meta(self.model_dir)
         options = ort.SessionOptions()
