@@ -1,5 +1,8 @@
 """Non-finite losses stop training with a clear message; missing data and bad annotations are named."""
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +13,8 @@ from convnext_dense.runtime.data_checks import (DataError, check_data_paths,
                                                 explain_annotation_errors)
 from convnext_dense.weights.safe_load import load_state_file
 from toy_runner import ToyModel, toy_runner
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class ExplodingModel(ToyModel):
@@ -91,6 +96,23 @@ def test_missing_annotation_file_and_image_folder_are_named(tmp_path):
         cfg.val_dataloader.dataset.dataset = dict(cfg.train_dataloader.dataset, ann_file='annotations/val.json')
         check_data_paths(cfg, 'train')
     check_data_paths(_coco_cfg(tmp_path), 'train')  # complete now
+
+
+@pytest.mark.parametrize('tool', ['train.py', 'test.py'])
+def test_tools_name_missing_data_in_one_line(tool, tmp_path):
+    args = [] if tool == 'train.py' else [str(tmp_path / 'model.pth')]
+    options = [f'{loader}.dataset.data_root={tmp_path}/nowhere'
+               for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+    result = subprocess.run(
+        [sys.executable, f'tools/{tool}', 'configs/demo/upernet_convnext-demo_shapes.py', *args,
+         '--work-dir', str(tmp_path / 'work'), '--cfg-options', *options],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr[-2000:]
+    if tool == 'train.py':
+        assert last_line.startswith(f"error: data root '{tmp_path}/nowhere'")
+    else:  # the checkpoint is looked for first
+        assert last_line.startswith('error: ') and 'model.pth' in last_line
 
 
 def test_missing_evaluator_annotation_file_is_named(tmp_path):

@@ -1,5 +1,6 @@
 """Evaluate a checkpoint: COCO bbox/segm AP (mmdet configs) or mIoU (mmseg configs)."""
 import argparse
+import sys
 
 from convnext_dense.runtime import cli_options, run
 
@@ -26,8 +27,8 @@ def main():
     if args.out:
         cli_options.add_result_dump(cfg, args.out)
     cli_options.set_launcher(cfg, args.launcher)
-    run.run(cfg, 'test')
+    return run.run_or_explain(cfg, 'test')
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

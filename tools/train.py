@@ -1,5 +1,6 @@
 """Train a detector (mmdet config) or segmenter (mmseg config) with mmengine's Runner."""
 import argparse
+import sys
 
 from convnext_dense.runtime import cli_options, run
 
@@ -22,8 +23,8 @@ def main():
     cli_options.set_auto_scale_lr(cfg, args.auto_scale_lr)
     cli_options.set_resume(cfg, args.resume)
     cli_options.set_launcher(cfg, args.launcher)
-    run.run(cfg, 'train')
+    return run.run_or_explain(cfg, 'train')
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

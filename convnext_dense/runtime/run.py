@@ -5,6 +5,7 @@ The package's checkpoint switch (:mod:`convnext_dense.model_checkpoints`: safe l
 atomic writes, whole models of every layout) is turned on for the run.
 """
 import os
+import sys
 
 import torch
 from mmengine.config import Config
@@ -15,7 +16,7 @@ from mmengine.runner import Runner
 from ..atomic_files import remove_interrupted_writes
 from ..weights.sources import resolve_source
 from .checkpoint_runner import StrictLoadRunner
-from .data_checks import check_data_paths, explain_annotation_errors
+from .data_checks import DataError, check_data_paths, explain_annotation_errors
 from .device import adapt_to_device
 
 
@@ -78,6 +79,19 @@ def run(cfg: Config, mode: str):
         result = runner.train() if mode == 'train' else runner.test()
     close_process_group()
     return result
+
+
+def run_or_explain(cfg: Config, mode: str) -> int:
+    """:func:`run` for ``tools/train.py`` / ``tools/test.py``: exit code 0, or 1 with one
+    ``error: ...`` line (no traceback) when a file is missing or the data the config points at
+    is missing or malformed (:class:`~.data_checks.DataError`); other errors keep their
+    traceback."""
+    try:
+        run(cfg, mode)
+    except (DataError, FileNotFoundError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
+    return 0
 
 
 def close_process_group() -> None:
