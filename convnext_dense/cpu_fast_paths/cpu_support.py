@@ -30,8 +30,9 @@ logger = logging.getLogger(__name__)
 # 128 channels the epilogue wins by 20 % (ConvNeXt-B block MLPs at 512x512, one thread, an Ice
 # Lake Xeon limited to AVX2 kernels). Not on other vendors' CPUs: MKL runs other code there (on
 # qemu's EPYC-Rome model its generic branch, mkl_blas_def_sgemm_kernel_0_zen with generic packing,
-# against mkl_blas_avx2_sgemm_kernel_0_b0 on an Intel AVX2 model), and on a real AMD EPYC oneDNN's
-# fused path was 0.86-0.95x HF's MKL matmuls where the Intel approximation gave 1.02x.
+# against mkl_blas_avx2_sgemm_kernel_0_b0 on an Intel AVX2 model), and a real AMD EPYC ran the
+# backbone with oneDNN for every block at 0.86-0.95x HF's time (MKL matmuls), where the Intel
+# CPU limited to AVX2 gave it 1.02x.
 BLAS_MLP_MIN_CHANNELS = 256
 BLAS_MLP_VENDORS = ('GenuineIntel',)
 MLP_ROUTES = ('onednn', 'blas')
