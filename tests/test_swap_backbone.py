@@ -116,6 +116,15 @@ def test_delta_file_inherits_from_the_stock_config(tmp_path):
     assert 'depth' not in reloaded.model.backbone and 'norm_eval' not in reloaded.model.backbone
 
 
+def test_a_single_custom_import_is_kept_whole(tmp_path):
+    # mask2former's configs import 'mmdet.models' as a string, not a list.
+    name = 'mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py'
+    out = tmp_path / 'mask2former_convnext.py'
+    plan_swap(name, arch=TINY_ARCH, pretrained=None).dump(str(out))
+    imports = Config.fromfile(str(out)).custom_imports.imports
+    assert imports == ['mmdet.models', 'convnext_dense', 'convnext_dense.model_checkpoints']
+
+
 def test_delta_file_of_a_config_path_names_it_relatively(tmp_path):
     (tmp_path / 'configs').mkdir()
     source = tmp_path / 'configs' / 'my_retinanet.py'

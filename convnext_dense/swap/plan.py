@@ -100,7 +100,9 @@ def _find_model(source: Source) -> Dict:
 
 
 def _custom_imports(cfg: Config) -> Dict:
-    imports = list((cfg.get('custom_imports') or {}).get('imports', []))
+    imports = (cfg.get('custom_imports') or {}).get('imports', [])
+    # mmengine takes one module name or a list (mask2former's configs give 'mmdet.models').
+    imports = [imports] if isinstance(imports, str) else list(imports)
     imports += [name for name in CUSTOM_IMPORTS if name not in imports]
     return dict(imports=imports, allow_failed_imports=False)
 
