@@ -8,6 +8,7 @@ from tiny import TINY_ARCH
 from convnext_dense import swap_backbone
 from convnext_dense.runtime.config import stock_config_path
 from convnext_dense.swap import plan_swap
+from convnext_dense.swap.errors import SwapRefused
 from convnext_dense.runtime.config import task_registry
 
 FASTER_RCNN = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
@@ -123,6 +124,23 @@ def test_a_single_custom_import_is_kept_whole(tmp_path):
     plan_swap(name, arch=TINY_ARCH, pretrained=None).dump(str(out))
     imports = Config.fromfile(str(out)).custom_imports.imports
     assert imports == ['mmdet.models', 'convnext_dense', 'convnext_dense.model_checkpoints']
+
+
+OCRNET = 'mmseg::ocrnet/ocrnet_r101-d8_4xb2-40k_cityscapes-512x1024.py'
+
+
+def test_cascade_heads_that_need_one_stride_are_refused_by_name():
+    # OCRHead gathers context from the FCN head's output (stage 2) position by position over its
+    # own input (stage 3): one stride in the dilated ResNet, 16 and 32 in ConvNeXt.
+    with pytest.raises(SwapRefused, match=r"model.decode_head\[1\]: fails on ConvNeXt features: "
+                                          r".*strides \[8\] in the old backbone and have "
+                                          r"\[16, 32\] in ConvNeXt"):
+        plan_swap(OCRNET, arch=TINY_ARCH, pretrained=None)
+    cfg = Config.fromfile(stock_config_path(OCRNET))
+    cfg.model.decode_head[0].update(in_index=3, in_channels=2048)  # both heads on one stage
+    swapped = plan_swap(cfg, arch=TINY_ARCH, pretrained=None).apply()
+    assert [h.in_index for h in swapped.model.decode_head] == [0, 0]
+    assert swapped.model.backbone.out_indices == (3,)
 
 
 def test_delta_file_of_a_config_path_names_it_relatively(tmp_path):

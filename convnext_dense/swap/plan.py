@@ -17,7 +17,7 @@ from .passthrough import neck_passthrough, passthrough_consumers
 from .probe import probe_backbone
 from .render import render_config
 from .source import Source, load_source
-from .verify import neck_error
+from .verify import cascade_error, neck_error
 
 # The package, and its checkpoint switch (safe, strict loading in init_detector / init_model).
 CUSTOM_IMPORTS = ('convnext_dense', 'convnext_dense.model_checkpoints')
@@ -154,6 +154,12 @@ def plan_swap(cfg: Union[str, Config],
         error = neck_error(model, mapping, source.scope)
         if error:
             raise SwapRefused('model.neck', f'fails on ConvNeXt features: {error}')
+    failed_head = cascade_error(model, mapping, source.scope)
+    if failed_head:
+        old_strides = sorted({feeds.strides[feeds.stages.index(s)] for s in mapping.out_indices})
+        raise SwapRefused(failed_head[0], f'fails on ConvNeXt features: {failed_head[1]} (the '
+                          f'cascade combines maps that had strides {old_strides} in the old '
+                          f'backbone and have {sorted(set(mapping.out_strides))} in ConvNeXt)')
 
     old_channels = [feeds.channels[feeds.stages.index(s)] for s in mapping.out_indices]
     name = arch if isinstance(arch, str) else 'custom'

@@ -9,7 +9,7 @@ from ..runtime.config import task_registry
 from .errors import SwapRefused
 
 # Large enough that every ResNet stage (even dilated ones) keeps a spatial extent above 1.
-_PROBE_SIZE = 128
+PROBE_SIZE = 128
 _STAGE_OF_STRIDE = {4: 0, 8: 1, 16: 2, 32: 3}
 
 
@@ -31,7 +31,7 @@ def run_module(cfg: dict, scope: str, device: str, inputs):
 
 def _run_backbone(cfg: dict, scope: str, device: str):
     def image(device):
-        return torch.rand(1, cfg.get('in_channels', 3), _PROBE_SIZE, _PROBE_SIZE, device=device)
+        return torch.rand(1, cfg.get('in_channels', 3), PROBE_SIZE, PROBE_SIZE, device=device)
     backbone, outputs = run_module(cfg, scope, device, image)
     return outputs, getattr(backbone, 'out_indices', None)
 
@@ -65,7 +65,7 @@ def probe_backbone(backbone_cfg: dict, scope: str, field: str = 'model.backbone'
         raise SwapRefused(field, f'{cfg.get("type")!r} does not return a tuple of (N, C, H, W) '
                           'feature maps')
     channels = tuple(int(o.shape[1]) for o in outputs)
-    strides = tuple(_PROBE_SIZE // int(o.shape[2]) for o in outputs)
+    strides = tuple(PROBE_SIZE // int(o.shape[2]) for o in outputs)
     if out_indices is not None and len(tuple(out_indices)) == len(outputs):
         stages = tuple(int(i) for i in out_indices)
     elif all(s in _STAGE_OF_STRIDE for s in strides):
