@@ -1,4 +1,5 @@
 """Non-finite losses stop training with a clear message; missing data and bad annotations are named."""
+import importlib
 import json
 import subprocess
 import sys
@@ -54,7 +55,7 @@ def test_last_good_checkpoint_stays_usable(tmp_path):
         runner.train()
     state = load_state_file(tmp_path / 'epoch_1.pth')['state_dict']
     assert all(torch.isfinite(value).all() for value in state.values())
-    import convnext_dense.model_checkpoints  # noqa: F401  (as tools/ do: mmengine's resume reads it)
+    importlib.import_module('convnext_dense.model_checkpoints')  # as tools/ do, for the resume
     resumed = toy_runner(tmp_path, max_epochs=2, resume=True)
     resumed.train()
     assert resumed.epoch == 2
