@@ -122,12 +122,14 @@ def test_missing_evaluator_annotation_file_is_named(tmp_path):
     (tmp_path / 'train').mkdir()
     cfg = _coco_cfg(tmp_path)
     cfg.val_evaluator = dict(type='CocoMetric', ann_file=str(tmp_path / 'nope.json'))
-    with pytest.raises(DataError, match=r"annotation file '.*nope.json' of val_evaluator.ann_file "
-                                        r"does not exist.*--cfg-options val_evaluator.ann_file=PATH"):
+    with pytest.raises(DataError, match=r"annotation file '.*nope.json' of val_evaluator."
+                                        r"ann_file does not exist.*--cfg-options "
+                                        r"val_evaluator.ann_file=PATH"):
         check_data_paths(cfg, 'train')
     check_data_paths(cfg, 'test')  # testing reads test_evaluator, which this config has not
     cfg.test_dataloader = cfg.train_dataloader
-    cfg.test_evaluator = [dict(type='CocoMetric', ann_file=str(tmp_path / 'annotations/train.json')),
+    present = str(tmp_path / 'annotations/train.json')
+    cfg.test_evaluator = [dict(type='CocoMetric', ann_file=present),
                           dict(type='CocoMetric', ann_file=str(tmp_path / 'gone.json'))]
     with pytest.raises(DataError, match=r"'.*gone.json' of test_evaluator\[1\].ann_file"):
         check_data_paths(cfg, 'test')

@@ -150,7 +150,8 @@ def test_training_checkpoint_with_its_command_line_loads(official, tmp_path):
     assert vars(loaded['args']) == vars(args) and loaded['epoch'] == 29
     backbone = ConvNeXt(arch=ARCH, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     backbone.init_weights()
-    assert torch.equal(backbone.downsample_layers[0][0].weight, state['downsample_layers.0.0.weight'])
+    stem = backbone.downsample_layers[0][0].weight
+    assert torch.equal(stem, state['downsample_layers.0.0.weight'])
     marker = tmp_path / 'payload-ran'
     torch.save({'model': dict(state), 'args': argparse.Namespace(hook=_Payload(marker))}, path)
     with pytest.raises(ValueError, match='`posix.system`'):  # only the Namespace itself is allowed
