@@ -139,14 +139,15 @@ def add_result_dump(cfg: Config, out: str) -> None:
         cfg.test_evaluator.keep_results = True
 
 
-def exit_code(action: Callable[[], str],
+def exit_code(action: Callable[[], Optional[str]],
               errors: Tuple[Type[BaseException], ...] = (FileNotFoundError, ValueError)) -> int:
-    """Run a tool's ``action``: print the line it returns (exit code 0), or ``error: ...`` for the
-    errors a user can fix, without a traceback (exit code 1)."""
+    """Run a tool's ``action``: print the line it returns, if any (exit code 0), or ``error: ...``
+    for the errors a user can fix, without a traceback (exit code 1)."""
     try:
         message = action()
     except errors as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
-    print(message)
+    if message is not None:
+        print(message)
     return 0

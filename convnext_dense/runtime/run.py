@@ -5,7 +5,6 @@ The package's checkpoint switch (:mod:`convnext_dense.model_checkpoints`: safe l
 atomic writes, whole models of every layout) is turned on for the run.
 """
 import os
-import sys
 
 import torch
 from mmengine.config import Config
@@ -16,6 +15,7 @@ from mmengine.runner import Runner
 from ..atomic_files import remove_interrupted_writes
 from ..weights.sources import resolve_source
 from .checkpoint_runner import StrictLoadRunner
+from .cli_options import exit_code
 from .data_checks import DataError, check_data_paths, explain_annotation_errors
 from .device import adapt_to_device
 
@@ -86,12 +86,9 @@ def run_or_explain(cfg: Config, mode: str) -> int:
     ``error: ...`` line (no traceback) when a file is missing or the data the config points at
     is missing or malformed (:class:`~.data_checks.DataError`); other errors keep their
     traceback."""
-    try:
-        run(cfg, mode)
-    except (DataError, FileNotFoundError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
-    return 0
+    def action() -> None:
+        run(cfg, mode)  # the runner logs its own results
+    return exit_code(action, (DataError, FileNotFoundError))
 
 
 def close_process_group() -> None:
