@@ -20,6 +20,9 @@ from .consumers import typed_modules
 from .mapping import Mapping
 from .probe import PROBE_SIZE, run_module
 
+# mmcv's words for an op without a kernel on this device (GPU-only ops on a CPU machine).
+_NO_KERNEL = 'implementation for device'
+
 
 def neck_error(model: Dict, mapping: Mapping, scope: str) -> Optional[str]:
     """Why the first neck, with its rewritten fields, fails on the new backbone outputs, or
@@ -40,11 +43,15 @@ def neck_error(model: Dict, mapping: Mapping, scope: str) -> Optional[str]:
             return None
         except Exception as error:  # the neck's own exception is the finding
             errors.append(f'{type(error).__name__}: {error}')
-    if all('implementation for device' in e for e in errors):
-        print_log(f'swap_backbone: could not run {path} here to check it: {errors[-1]}',
-                  logger='current', level=logging.WARNING)
+    if all(_NO_KERNEL in e for e in errors):
+        _warn_unchecked(path, errors[-1])
         return None
     return errors[-1]
+
+
+def _warn_unchecked(path: str, error: str) -> None:
+    print_log(f'swap_backbone: could not run {path} here to check it: {error}',
+              logger='current', level=logging.WARNING)
 
 
 def cascade_error(model: Dict, mapping: Mapping, scope: str) -> Optional[Tuple[str, str]]:
@@ -68,7 +75,9 @@ def cascade_error(model: Dict, mapping: Mapping, scope: str) -> Optional[Tuple[s
                     return None  # not a cascade head (no previous output to combine)
                 previous = head(maps) if previous is None else head(maps, previous)
         except Exception as error:  # the head's own exception is the finding
-            if 'implementation for device' in str(error):
+            why = f'{type(error).__name__}: {error}'
+            if _NO_KERNEL in why:
+                _warn_unchecked(path, why)
                 return None
-            return path, f'{type(error).__name__}: {error}'
+            return path, why
     return None
