@@ -167,4 +167,5 @@ def warn_bf16_emulated() -> None:
     logger.warning(
         'bfloat16 is emulated on this CPU (%s, torch capability %s: no AVX512-BF16, AMX or '
         'AVX-NE-CONVERT), and float32 is faster here: the ConvNeXt backbone computes in float32 '
-        'and returns the dtype asked for.', _cpu_info().model, cpu_capability())
+        'and returns the dtype its plain path would (bfloat16 for a model cast to bf16).',
+        _cpu_info().model, cpu_capability())

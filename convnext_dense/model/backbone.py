@@ -92,7 +92,8 @@ class ConvNeXt(BaseModule):
         """Return one ``(N, C_i, H / s_i, W / s_i)`` map per index in ``out_indices``.
 
         bfloat16 (a cast model or CPU autocast) on a CPU without bf16 arithmetic is computed in
-        float32 and returned in the dtype asked for (see
+        float32 and returned in the dtype the plain path returns: bfloat16 for a cast model, and
+        under autocast float32 where the layer scale promotes it (see
         :mod:`convnext_dense.cpu_fast_paths.float32_fallback`).
         """
         request = float32_fallback.emulated_bf16_request(self, x)

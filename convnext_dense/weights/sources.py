@@ -91,8 +91,8 @@ def download_url(url: str) -> Path:
         reason = getattr(err, 'reason', None) or err
         raise FileNotFoundError(
             f'cannot download {url} ({reason}). If this machine is offline, download the file '
-            f'elsewhere and put it at {dst} (it is used from there), or pass its local path as '
-            'checkpoint=') from None
+            f'elsewhere and put it at {dst} (it is used from there), or pass its local path in '
+            'place of the URL') from None
     return dst
 
 
@@ -181,7 +181,8 @@ def _hub_unreachable_message(repo_id: str, err: Exception) -> str:
     return (f"cannot fetch '{repo_id}' from the Hugging Face hub{offline} and it is not in the "
             f'cache {constants.HF_HUB_CACHE} ({reason}). On a machine with '
             f'internet run `hf download {repo_id} config.json pytorch_model.bin --local-dir DIR` '
-            '(or `huggingface-cli download`), copy DIR here and pass checkpoint=DIR; or copy '
+            '(or `huggingface-cli download`), copy DIR here and pass DIR in place of the hub id; '
+            'or copy '
             "that machine's Hugging Face cache to this one")
 
 
