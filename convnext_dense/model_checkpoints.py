@@ -41,7 +41,8 @@ from torch import nn
 from .model.backbone import ConvNeXt
 from .runtime.checkpoint_safety import (AtomicLocalBackend, allow_mmengine_checkpoints,
                                         load_local_checkpoint)
-from .weights.model_loader import load_model_checkpoint, read_model_checkpoint
+from .weights.model_loader import (converted_checkpoint, load_model_checkpoint,
+                                    read_model_checkpoint)
 
 _HUB_ID = re.compile(r'[A-Za-z0-9][\w.-]*/[\w.-]+')
 # Modules that import mmengine's ``_load_checkpoint_to_model`` by name; those imported after
@@ -54,8 +55,7 @@ def load_local_or_hf(filename: str, map_location=None) -> dict:
     path = Path(os.path.expanduser(filename))
     if path.is_file() or not (path.is_dir() or _HUB_ID.fullmatch(filename)):
         return load_local_checkpoint(filename, map_location)
-    checkpoint = read_model_checkpoint(filename)
-    return {'state_dict': checkpoint.state_dict, 'meta': checkpoint.meta}
+    return converted_checkpoint(read_model_checkpoint(filename))
 
 
 def _holds_convnext(model: nn.Module) -> bool:

@@ -82,6 +82,23 @@ def test_hf_directory_loads_through_init_model(hf_dir, mmseg_from_hf):
     assert tuple(mmseg_from_hf.dataset_meta['classes']) == CLASSES
 
 
+def test_init_model_reports_the_hf_layout_it_read(hf_dir):
+    # init_model reads the directory through mmengine's loader, which renames it; loading that
+    # dict must still name the directory and Hugging Face's layout, not "our own layout".
+    from mmseg.apis import init_model
+    from convnext_dense.model_checkpoints import load_local_or_hf
+    from convnext_dense.weights.model_layouts import LAYOUT_HF_UPERNET
+    from convnext_dense.weights.model_loader import READ_FROM, load_model_checkpoint
+    path, _, _ = hf_dir
+    converted = load_local_or_hf(str(path))
+    model = init_model(demo_cfg(SEG_CONFIG), None, device='cpu')
+    checkpoint = load_model_checkpoint(model, converted)
+    assert checkpoint.layout == LAYOUT_HF_UPERNET
+    assert str(path) in checkpoint.where
+    assert 'backbone.downsample_layers.0.0.weight' in checkpoint.renamed
+    assert READ_FROM not in checkpoint.meta and READ_FROM in converted['meta']
+
+
 def test_round_trip_back_to_hf(hf_dir, mmseg_from_hf, tmp_path):
     from transformers import UperNetForSemanticSegmentation
     _, x, reference = hf_dir

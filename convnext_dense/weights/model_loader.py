@@ -25,6 +25,9 @@ from .safe_load import load_state_file
 from .sources import resolve_source
 
 PURPOSES = ('evaluate', 'finetune')
+# ``meta`` key of a checkpoint dict already read and renamed (:func:`converted_checkpoint`): where
+# it was read from, in which layout and what was renamed, so that loading the dict says so.
+READ_FROM = 'convnext_dense_read_from'
 # BatchNorm's batch counter does not change what a model computes; old files may lack it.
 _IGNORED_MISSING = ('num_batches_tracked',)
 
@@ -74,8 +77,20 @@ def read_model_checkpoint(source: Source) -> ModelCheckpoint:
         if not config_json.is_file() and not Path(os.fspath(source)).exists():
             config_json = _hub_config(os.fspath(source)) or config_json
         meta.setdefault('dataset_meta', _hf_dataset_meta(config_json))
+    read_from = meta.pop(READ_FROM, None)
+    if path is None and isinstance(read_from, Mapping):  # read and renamed before
+        return ModelCheckpoint(conversion.state_dict, meta, read_from['layout'],
+                               read_from['where'], dict(read_from['renamed']))
     return ModelCheckpoint(conversion.state_dict, meta, conversion.layout, where,
                            conversion.renamed)
+
+
+def converted_checkpoint(checkpoint: ModelCheckpoint) -> Dict[str, object]:
+    """``{'state_dict', 'meta'}`` of a checkpoint read by :func:`read_model_checkpoint`, for
+    mmengine's loaders: loading it again reports the original source and layout."""
+    read_from = {'where': checkpoint.where, 'layout': checkpoint.layout,
+                 'renamed': dict(checkpoint.renamed)}
+    return {'state_dict': checkpoint.state_dict, 'meta': {**checkpoint.meta, READ_FROM: read_from}}
 
 
 def _hub_config(repo_id: str) -> Optional[Path]:
