@@ -182,8 +182,7 @@ def _hub_unreachable_message(repo_id: str, err: Exception) -> str:
             f'cache {constants.HF_HUB_CACHE} ({reason}). On a machine with '
             f'internet run `hf download {repo_id} config.json pytorch_model.bin --local-dir DIR` '
             '(or `huggingface-cli download`), copy DIR here and pass DIR in place of the hub id; '
-            'or copy '
-            "that machine's Hugging Face cache to this one")
+            "or copy that machine's Hugging Face cache to this one")
 
 
 def _weights_in_directory(path: Path) -> Path:
