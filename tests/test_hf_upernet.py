@@ -120,6 +120,25 @@ def test_round_trip_back_to_hf(hf_dir, mmseg_from_hf, tmp_path):
     assert (_hf_logits(again, x) - own_logits).abs().max().item() < TOLERANCE
 
 
+def test_a_failed_hf_upernet_write_keeps_the_directory_there_was(mmseg_from_hf, tmp_path,
+                                                                 monkeypatch):
+    from transformers import UperNetForSemanticSegmentation
+    from convnext_dense.weights import save_hf_upernet
+    out = tmp_path / 'hf_upernet'
+    save_hf_upernet(mmseg_from_hf.state_dict(), out, CLASSES)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def dies_midway(self, save_directory, **kwargs):
+        (Path(save_directory) / 'config.json').write_text('{"half": ')
+        raise OSError('disk full')
+
+    monkeypatch.setattr(UperNetForSemanticSegmentation, 'save_pretrained', dies_midway)
+    with pytest.raises(OSError, match='disk full'):
+        save_hf_upernet(mmseg_from_hf.state_dict(), out, CLASSES)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ['hf_upernet']  # no half-written folder left
+
+
 def test_hf_directory_to_mmseg_checkpoint(hf_dir, tmp_path):
     from mmseg.apis import init_model
     path, x, reference = hf_dir

@@ -1,4 +1,5 @@
-"""Convert a ConvNeXt checkpoint: to backbone weights, to a Hugging Face UperNet, or to mmseg.
+"""Convert a ConvNeXt checkpoint: to backbone weights, to Hugging Face (a ConvNextBackbone or a
+UperNet), or to mmseg.
 
 SRC may be a file, an http(s) URL, a Hugging Face model directory or a hub id; the layout
 (official, Hugging Face, timm, mmpretrain, full mmdet / mmseg checkpoint, Hugging Face
@@ -7,35 +8,37 @@ UperNetForSemanticSegmentation) is detected from the keys.
 Example:
     python tools/convert_checkpoint.py facebook/convnext-base-224-22k convnext_base_22k.safetensors
     python tools/convert_checkpoint.py convnext_base_22k_224.pth convnext_base_22k.pth --format pth
+    python tools/convert_checkpoint.py work_dirs/mask_rcnn/epoch_36.pth hf_convnext --to hf-backbone
     python tools/convert_checkpoint.py work_dirs/upernet/iter_160000.pth hf_upernet --to hf-upernet
     python tools/convert_checkpoint.py openmmlab/upernet-convnext-tiny upernet_t.pth --to mmseg
 """
 import argparse
 import sys
 
-from convnext_dense.convert import convert_file
+from convnext_dense.convert import convert_file, convert_to_hf_backbone
 from convnext_dense.weights import format_report
 from convnext_dense.convert.backbone_file import FORMATS
 from convnext_dense.weights.hf_upernet import (classes_from_meta, mapping_lines, save_hf_upernet,
                                                save_mmseg_checkpoint)
 from convnext_dense.weights.model_loader import read_model_checkpoint
 
-TARGETS = ('backbone', 'hf-upernet', 'mmseg')
+TARGETS = ('backbone', 'hf-backbone', 'hf-upernet', 'mmseg')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('src', help='checkpoint file, URL, Hugging Face directory or hub id')
-    parser.add_argument('dst', help='output file (a directory for --to hf-upernet)')
+    parser.add_argument('dst', help='output file (a directory for --to hf-backbone / hf-upernet)')
     parser.add_argument('--to', choices=TARGETS, default='backbone',
-                        help='backbone weights alone (default); a Hugging Face '
+                        help='backbone weights alone (default); a Hugging Face ConvNextBackbone '
+                             'directory (the feature maps of a dense backbone); a Hugging Face '
                              'UperNetForSemanticSegmentation directory; an mmseg checkpoint')
     parser.add_argument('--format', choices=FORMATS, default=None,
                         help='backbone output format (default: pth for .pth/.pt/.bin, else '
                              'safetensors)')
     parser.add_argument('--prefix', default=None,
-                        help="backbone: take only keys under this prefix, e.g. 'backbone.' "
-                             '(default: detect)')
+                        help="backbone, hf-backbone: take only keys under this prefix, e.g. "
+                             "'backbone.' (default: detect)")
     parser.add_argument('--pool-scales', type=int, nargs='+', default=[1, 2, 3, 6],
                         help='hf-upernet: the decode head\'s pyramid pooling scales '
                              '(default: 1 2 3 6)')
@@ -64,9 +67,22 @@ def _whole_model(args) -> None:
         print(f'wrote {len(checkpoint.state_dict)} tensors to {dst}')
 
 
+def _hf_backbone(args) -> None:
+    conversion, where, mapped = convert_to_hf_backbone(args.src, args.dst, args.prefix)
+    print(format_report(conversion, where))
+    renamed = {k: v for k, v in mapped.items() if k != v}
+    print(f'mapped {len(mapped)} tensors to Hugging Face names ({len(renamed)} renamed):')
+    print('\n'.join(mapping_lines(renamed, 0 if args.verbose else 12)))
+    print(f'wrote {args.dst}/config.json and {args.dst}/model.safetensors '
+          '(transformers\' ConvNextBackbone.from_pretrained loads it)')
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        if args.to == 'hf-backbone':
+            _hf_backbone(args)
+            return 0
         if args.to != 'backbone':
             _whole_model(args)
             return 0

@@ -1,4 +1,5 @@
-"""Write converted backbone weights to disk (the logic behind ``tools/convert_checkpoint.py``)."""
+"""Write converted backbone weights to disk (the logic behind ``tools/convert_checkpoint.py``):
+this package's backbone file, or a Hugging Face ``ConvNextBackbone`` directory."""
 import json
 import os
 from pathlib import Path
@@ -9,6 +10,7 @@ import torch
 from ..atomic_files import atomic_path
 from ..model.backbone import ConvNeXt
 from ..weights.fit import infer_arch, plan_load
+from ..weights.hf_backbone import save_hf_backbone
 from ..weights.layouts import Conversion
 from ..weights.loader import Checkpoint, read_checkpoint
 
@@ -86,3 +88,34 @@ def convert_file(src: Checkpoint, dst: Union[str, os.PathLike], fmt: Optional[st
                 'arch': json.dumps(dict(depths=depths, channels=channels))}
     save_backbone_weights(weights, dst, fmt, metadata)
     return conversion, where
+
+
+def convert_to_hf_backbone(src: Checkpoint, dst: Union[str, os.PathLike],
+                           prefix: Optional[str] = None
+                           ) -> Tuple[Conversion, str, Dict[str, str]]:
+    """Convert a checkpoint from any source and layout to a Hugging Face ``ConvNextBackbone``.
+
+    Args:
+        src: File, URL, Hugging Face directory or hub id (see :func:`resolve_source`): a dense
+            backbone, or a whole detector / segmenter (its ``backbone.*``).
+        dst: Output directory (``ConvNextBackbone.from_pretrained(dst)`` loads it).
+        prefix: Keys to take, e.g. ``'backbone.'``; None detects it.
+
+    Returns:
+        The conversion, a description of where it came from, and ``{hf key: backbone key}``.
+
+    Raises:
+        ValueError: keys no rule maps, or weights that are not a whole dense ConvNeXt backbone
+            (see :func:`~convnext_dense.weights.hf_backbone.save_hf_backbone`); nothing is
+            written then.
+    """
+    conversion, where = read_checkpoint(src, prefix)
+    if conversion.unmapped:
+        raise ValueError(f'{where} ({conversion.layout}): {len(conversion.unmapped)} keys are not '
+                         f'ConvNeXt backbone weights: {list(conversion.unmapped)[:8]}; nothing was '
+                         'written')
+    try:
+        _, mapped = save_hf_backbone(conversion.state_dict, dst)
+    except ValueError as err:
+        raise ValueError(f'{where} ({conversion.layout}): {err}; nothing was written') from None
+    return conversion, where, mapped

@@ -13,8 +13,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
+from ..atomic_files import atomic_dir, atomic_path
 from .fit import infer_arch
-from .layouts import OUTPUT_NORM
+from .hf_backbone import hf_convnext_config, output_norm_stages
 from .model_layouts import BACKBONE, to_hf_upernet
 
 PathLike = Union[str, os.PathLike]
@@ -45,11 +46,10 @@ def hf_upernet_config(state_dict: Mapping[str, torch.Tensor],
             auxiliary head on another stage, a backbone without four outputs, a class count that
             does not match ``classes``).
     """
-    from transformers import ConvNextConfig, UperNetConfig
+    from transformers import UperNetConfig
     backbone = {k[len(BACKBONE):]: v for k, v in state_dict.items() if k.startswith(BACKBONE)}
     depths, channels = infer_arch(backbone)
-    norms = sorted(int(m[1]) for k in backbone for m in [OUTPUT_NORM.fullmatch(k)]
-                   if m and m[2] == 'weight')
+    norms = list(output_norm_stages(backbone))
     if None in depths or None in channels or norms != [0, 1, 2, 3]:
         raise ValueError(f'Hugging Face UperNet needs a ConvNeXt with four outputs; the checkpoint '
                          f'holds depths {depths}, channels {channels}, output norms {norms}')
@@ -61,11 +61,7 @@ def hf_upernet_config(state_dict: Mapping[str, torch.Tensor],
     if classes is not None and len(classes) != num_labels:
         raise ValueError(f'{len(classes)} class names for a head with {num_labels} outputs')
     labels = list(classes) if classes else [f'LABEL_{i}' for i in range(num_labels)]
-    backbone_config = ConvNextConfig(
-        num_channels=int(backbone['downsample_layers.0.0.weight'].shape[1]),
-        depths=list(depths), hidden_sizes=list(channels),
-        layer_scale_init_value=1e-6 if any(k.endswith('.gamma') for k in backbone) else 0.0,
-        out_features=['stage1', 'stage2', 'stage3', 'stage4'])
+    backbone_config = hf_convnext_config(backbone)
     aux = _auxiliary_settings(state_dict, channels)
     return UperNetConfig(
         backbone_config=backbone_config,
@@ -96,7 +92,8 @@ def save_hf_upernet(state_dict: Mapping[str, torch.Tensor], dst: PathLike,
     """Write a Hugging Face ``UperNetForSemanticSegmentation`` directory.
 
     The tensors are loaded strictly into a transformers model built from
-    :func:`hf_upernet_config`, which then saves itself, so the directory is what
+    :func:`hf_upernet_config`, which saves itself into a new folder that then replaces ``dst``
+    (an existing ``dst`` is kept if anything fails), so the directory is what
     ``from_pretrained`` reads.
 
     Returns:
@@ -115,26 +112,25 @@ def save_hf_upernet(state_dict: Mapping[str, torch.Tensor], dst: PathLike,
         raise ValueError(f'the checkpoint does not fill Hugging Face\'s UperNet: missing {missing[:8]}'
                          f', unexpected {result.unexpected_keys[:8]}')
     dst = Path(dst)
-    model.save_pretrained(dst)
+    with atomic_dir(dst) as work:
+        model.save_pretrained(work)
     return dst, mapped
 
 
 def save_mmseg_checkpoint(state_dict: Mapping[str, torch.Tensor], dst: PathLike,
                           classes: Optional[Sequence[str]] = None,
                           source: str = '') -> Path:
-    """Write ``{'state_dict', 'meta': {'dataset_meta': {'classes'}}}`` with ``torch.save``."""
+    """Write ``{'state_dict', 'meta': {'dataset_meta': {'classes'}}}`` with ``torch.save``.
+
+    The file is written beside ``dst`` first and then renamed, so ``dst`` is never half-written.
+    """
     meta: Dict[str, object] = {'converted_from': source}
     if classes:
         meta['dataset_meta'] = {'classes': tuple(classes)}
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f'.{dst.name}.{os.getpid()}.tmp')
-    try:
+    with atomic_path(dst) as tmp:
         torch.save({'state_dict': {k: v.contiguous() for k, v in state_dict.items()},
                     'meta': meta}, tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dst
 
 

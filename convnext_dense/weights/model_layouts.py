@@ -10,7 +10,8 @@ heads are mmseg's with ``batch_norm`` for ``bn`` and ``classifier`` for ``conv_s
 * mmdet 3.x / mmseg 1.x model-zoo files of their ConvNeXt configs: mmpretrain backbone names;
 * Hugging Face ``UperNetForSemanticSegmentation`` with a ``ConvNextBackbone``.
 
-:func:`to_hf_upernet` goes the other way, to Hugging Face's names.
+:func:`to_hf_upernet` goes the other way, to Hugging Face's names (:func:`hf_backbone_key` for a
+backbone alone).
 """
 import re
 from dataclasses import dataclass, field
@@ -124,7 +125,7 @@ def to_hf_upernet(state_dict: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, tor
     for key, value in ours.items():
         module, _, rest = key.partition('.')
         if module == 'backbone':
-            target = _first_match(rest, _BACKBONE_TO_HF)
+            target = hf_backbone_key(rest)
             target = None if target is None else BACKBONE + target
         elif module in HEADS:
             target = f'{module}.{_head_to_hf(rest)}'
@@ -139,6 +140,15 @@ def to_hf_upernet(state_dict: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, tor
         raise ValueError(f'{len(unknown)} keys have no place in Hugging Face\'s '
                          f'UperNetForSemanticSegmentation: {unknown[:8]}')
     return out, mapped
+
+
+def hf_backbone_key(key: str) -> Optional[str]:
+    """A backbone key in the official names under Hugging Face ``ConvNextBackbone``'s name.
+
+    ``stages.2.0.gamma`` -> ``encoder.stages.2.layers.0.layer_scale_parameter``, ``norm0.weight``
+    -> ``hidden_states_norms.stage1.weight``; None for a key with no place there.
+    """
+    return _first_match(key, _BACKBONE_TO_HF)
 
 
 def _head_from_hf(key: str) -> str:

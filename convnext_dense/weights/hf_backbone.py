@@ -1,0 +1,104 @@
+"""Hand a ConvNeXt dense backbone to Hugging Face transformers as a ``ConvNextBackbone``.
+
+:func:`save_hf_backbone` writes a directory that ``ConvNextBackbone.from_pretrained`` loads:
+``config.json`` (a ``ConvNextConfig`` read off the tensor shapes, ``out_features`` = the stages
+with an output norm) and ``model.safetensors``. Its feature maps are this package's backbone
+outputs, so the backbone of a detector or segmenter fine-tuned here can go into any transformers
+model that takes a backbone. :func:`hf_convnext_config` is shared with the UperNet export.
+"""
+import os
+from pathlib import Path
+from typing import Dict, Mapping, Tuple, Union
+
+import torch
+
+from ..atomic_files import atomic_dir
+from .fit import describe_arch, infer_arch
+from .layouts import OUTPUT_NORM
+from .model_layouts import hf_backbone_key
+
+PathLike = Union[str, os.PathLike]
+
+
+def output_norm_stages(weights: Mapping[str, torch.Tensor]) -> Tuple[int, ...]:
+    """The stages (0-3) whose output LayerNorm (``norm{i}.weight``) the weights hold."""
+    return tuple(sorted(int(m[1]) for k in weights for m in [OUTPUT_NORM.fullmatch(k)]
+                        if m and m[2] == 'weight'))
+
+
+def hf_convnext_config(weights: Mapping[str, torch.Tensor]):
+    """The ``ConvNextConfig`` of backbone-layout weights (official names, no prefix).
+
+    Depths, widths, input channels and layer scale come from the tensors; ``out_features`` are
+    the stages with an output norm (``norm0`` -> ``'stage1'``).
+
+    Raises:
+        ValueError: the weights hold part of a ConvNeXt, or no output norm (a classification
+            checkpoint: transformers' ``ConvNextBackbone`` would get fresh norms).
+    """
+    from transformers import ConvNextConfig
+    depths, channels = infer_arch(weights)
+    if None in depths or None in channels:
+        raise ValueError(f'the weights hold only part of a ConvNeXt: '
+                         f'{describe_arch(depths, channels)}')
+    stages = output_norm_stages(weights)
+    if not stages:
+        raise ValueError('the weights hold no per-stage output norm (norm0-norm3): a '
+                         'classification checkpoint, whose Hugging Face form is ConvNextModel '
+                         '(the hub\'s facebook/convnext-* directories); a ConvNextBackbone needs '
+                         'the norms of a dense backbone, e.g. a detector\'s or segmenter\'s')
+    return ConvNextConfig(
+        num_channels=int(weights['downsample_layers.0.0.weight'].shape[1]),
+        depths=list(depths), hidden_sizes=list(channels),
+        layer_scale_init_value=1e-6 if any(k.endswith('.gamma') for k in weights) else 0.0,
+        out_features=[f'stage{stage + 1}' for stage in stages])
+
+
+def to_hf_backbone(weights: Mapping[str, torch.Tensor]
+                   ) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    """Backbone-layout weights under ``ConvNextBackbone``'s names: ``(hf_state, {hf key: key})``.
+
+    Raises:
+        ValueError: a key with no place in ``ConvNextBackbone``.
+    """
+    hf_state, mapped, unknown = {}, {}, []
+    for key, value in weights.items():
+        target = hf_backbone_key(key)
+        if target is None:
+            unknown.append(key)
+        else:
+            hf_state[target] = value
+            mapped[target] = key
+    if unknown:
+        raise ValueError(f'{len(unknown)} keys have no place in Hugging Face\'s ConvNextBackbone: '
+                         f'{unknown[:8]}')
+    return hf_state, mapped
+
+
+def save_hf_backbone(weights: Mapping[str, torch.Tensor],
+                     dst: PathLike) -> Tuple[Path, Dict[str, str]]:
+    """Write ``weights`` (backbone layout) as a Hugging Face ``ConvNextBackbone`` directory.
+
+    The tensors are loaded strictly into a transformers model built from
+    :func:`hf_convnext_config`, which saves itself into a new folder that then replaces ``dst``
+    (an existing ``dst`` is kept if anything fails).
+
+    Returns:
+        The directory and ``{hf key: backbone key}``.
+
+    Raises:
+        ValueError: see :func:`hf_convnext_config` and :func:`to_hf_backbone`; or tensors that do
+            not fill the model.
+    """
+    from transformers import ConvNextBackbone
+    config = hf_convnext_config(weights)
+    hf_state, mapped = to_hf_backbone(weights)
+    model = ConvNextBackbone(config)
+    result = model.load_state_dict(hf_state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(f'the weights do not fill Hugging Face\'s ConvNextBackbone: missing '
+                         f'{result.missing_keys[:8]}, unexpected {result.unexpected_keys[:8]}')
+    dst = Path(dst)
+    with atomic_dir(dst) as work:
+        model.save_pretrained(work)
+    return dst, mapped
