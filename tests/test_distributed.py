@@ -57,7 +57,9 @@ def _seg_data_options(root):
 @pytest.mark.parametrize('script, args', [('dist_train.sh', 'CONFIG GPUS'),
                                           ('dist_test.sh', 'CONFIG CHECKPOINT GPUS'),
                                           ('torchrun.sh', 'NPROC TOOL.py'),
-                                          ('slurm_train.sh', 'PARTITION JOB_NAME CONFIG WORK_DIR')])
+                                          ('slurm_train.sh', 'PARTITION JOB_NAME CONFIG WORK_DIR'),
+                                          ('slurm_test.sh', 'PARTITION JOB_NAME CONFIG CHECKPOINT'),
+                                          ('slurm_run.sh', 'PARTITION JOB_NAME TOOL.py')])
 def test_launchers_explain_themselves(script, args):
     run_script = lambda *a: subprocess.run(['bash', str(ROOT / 'tools' / script), *a],
                                            capture_output=True, text=True, timeout=60)
@@ -66,6 +68,40 @@ def test_launchers_explain_themselves(script, args):
     assert not shown.stdout.startswith('!') and '#' not in shown.stdout.splitlines()[0]
     missing = run_script()
     assert missing.returncode == 2 and f'tools/{script} {args}' in missing.stderr
+
+
+def _fake_srun(tmp_path) -> Path:
+    """A `srun` that records its arguments, one per line, in $SRUN_LOG."""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    srun = bin_dir / 'srun'
+    srun.write_text('#!/usr/bin/env bash\nprintf \'%s\\n\' "$@" > "$SRUN_LOG"\n')
+    srun.chmod(0o755)
+    return bin_dir
+
+
+@pytest.mark.parametrize('script, tool, expected_tail', [
+    ('slurm_train.sh', 'train.py', ['CONFIG.py', '--work-dir=work_dirs/job', '--amp']),
+    ('slurm_test.sh', 'test.py', ['CONFIG.py', 'CKPT.pth', '--amp']),
+])
+def test_slurm_launchers_hand_srun_the_allocation_and_the_tool(tmp_path, script, tool,
+                                                               expected_tail):
+    log = tmp_path / 'srun.log'
+    env = dict(os.environ, PATH=f'{_fake_srun(tmp_path)}:{os.environ["PATH"]}',
+               SRUN_LOG=str(log), PYTHON='/opt/py/bin/python', GPUS='16',
+               SRUN_ARGS='--time=1:00:00 --qos=high')
+    env.pop('GPUS_PER_NODE', None)
+    env.pop('CPUS_PER_TASK', None)
+    second = 'work_dirs/job' if script == 'slurm_train.sh' else 'CKPT.pth'
+    result = subprocess.run(['bash', str(ROOT / 'tools' / script), 'gpu', 'job', 'CONFIG.py',
+                             second, '--amp'], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert log.read_text().splitlines() == [
+        '-p', 'gpu', '--job-name=job', '--gres=gpu:8', '--ntasks=16', '--ntasks-per-node=8',
+        '--cpus-per-task=5', '--kill-on-bad-exit=1', '--time=1:00:00', '--qos=high',
+        '/opt/py/bin/python', '-u', str(ROOT / 'tools' / tool), *expected_tail,
+        '--launcher', 'slurm']
 
 
 def test_close_process_group_destroys_the_group(tmp_path):
