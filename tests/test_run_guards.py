@@ -116,6 +116,21 @@ def test_tools_name_missing_data_in_one_line(tool, tmp_path):
         assert last_line.startswith('error: ') and 'model.pth' in last_line
 
 
+@pytest.mark.parametrize('args, error', [
+    (['train.py', 'configs/nope.py'], "error: config 'configs/nope.py' not found"),
+    (['test.py', 'configs/demo/mask-rcnn_convnext-demo_shapes.py', 'x.pth', '--tta'],
+     'error: --tta needs tta_model and tta_pipeline in the config; this mmdet config defines'),
+    (['train.py', 'configs/demo/upernet_convnext-demo_shapes.py', '--launcher', 'slurm'],
+     "error: launcher 'slurm' needs GPUs; on a CPU-only machine use 'pytorch'"),
+])
+def test_tools_name_a_bad_config_or_option_in_one_line(args, error, tmp_path):
+    tool, *rest = args
+    result = subprocess.run([sys.executable, f'tools/{tool}', *rest, '--work-dir', str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(error)
+
+
 def test_missing_evaluator_annotation_file_is_named(tmp_path):
     (tmp_path / 'annotations').mkdir()
     (tmp_path / 'annotations' / 'train.json').write_text('{}')

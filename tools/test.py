@@ -16,8 +16,7 @@ def parse_args():
     return parser.parse_args()
 
 
-def main():
-    args = parse_args()
+def build_config(args):
     cfg = cli_options.config_from_args(args)
     cfg.load_from = args.checkpoint
     if args.tta:
@@ -27,7 +26,13 @@ def main():
     if args.out:
         cli_options.add_result_dump(cfg, args.out)
     cli_options.set_launcher(cfg, args.launcher)
-    return run.run_or_explain(cfg, 'test')
+    return cfg
+
+
+def main():
+    args = parse_args()
+    cfg = cli_options.configured(lambda: build_config(args))
+    return 1 if cfg is None else run.run_or_explain(cfg, 'test')
 
 
 if __name__ == '__main__':

@@ -16,14 +16,19 @@ def parse_args():
     return parser.parse_args()
 
 
-def main():
-    args = parse_args()
+def build_config(args):
     cfg = cli_options.config_from_args(args)
     cli_options.set_amp(cfg, args.amp)
     cli_options.set_auto_scale_lr(cfg, args.auto_scale_lr)
     cli_options.set_resume(cfg, args.resume)
     cli_options.set_launcher(cfg, args.launcher)
-    return run.run_or_explain(cfg, 'train')
+    return cfg
+
+
+def main():
+    args = parse_args()
+    cfg = cli_options.configured(lambda: build_config(args))
+    return 1 if cfg is None else run.run_or_explain(cfg, 'train')
 
 
 if __name__ == '__main__':

@@ -139,6 +139,17 @@ def add_result_dump(cfg: Config, out: str) -> None:
         cfg.test_evaluator.keep_results = True
 
 
+def configured(build: Callable[[], Config]) -> Optional[Config]:
+    """The config ``build`` returns, or None after one ``error: ...`` line (no traceback) when
+    a file is missing or an option does not fit the config (``FileNotFoundError``,
+    ``ValueError``): the mistakes tools/train.py and tools/test.py find before anything runs."""
+    try:
+        return build()
+    except (FileNotFoundError, ValueError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return None
+
+
 def exit_code(action: Callable[[], Optional[str]],
               errors: Tuple[Type[BaseException], ...] = (FileNotFoundError, ValueError)) -> int:
     """Run a tool's ``action``: print the line it returns, if any (exit code 0), or ``error: ...``
