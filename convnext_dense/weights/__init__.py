@@ -16,7 +16,7 @@ from .layouts import Conversion, convert_to_backbone, convert_with_report, detec
 from .hf_backbone import save_hf_backbone
 from .hf_upernet import save_hf_upernet, save_mmseg_checkpoint
 from .loader import format_report, load_pretrained, read_checkpoint
-from .model_layouts import convert_model_state_dict, to_hf_upernet
+from .model_layouts import convert_model_state_dict, to_hf_backbone, to_hf_upernet
 from .model_loader import load_model_checkpoint, read_model_checkpoint
 from .safe_load import load_state_file
 from .sources import resolve_source
@@ -26,5 +26,5 @@ __all__ = [
     'convert_with_report', 'describe_arch', 'detect_naming', 'format_report', 'infer_arch',
     'load_model_checkpoint', 'load_pretrained', 'load_state_file', 'read_checkpoint',
     'read_model_checkpoint', 'resolve_source', 'save_hf_backbone', 'save_hf_upernet',
-    'save_mmseg_checkpoint', 'to_hf_upernet',
+    'save_mmseg_checkpoint', 'to_hf_backbone', 'to_hf_upernet',
 ]

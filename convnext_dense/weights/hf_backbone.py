@@ -15,7 +15,7 @@ import torch
 from ..atomic_files import atomic_dir
 from .fit import describe_arch, infer_arch
 from .layouts import OUTPUT_NORM
-from .model_layouts import hf_backbone_key
+from .model_layouts import to_hf_backbone
 
 PathLike = Union[str, os.PathLike]
 
@@ -54,25 +54,24 @@ def hf_convnext_config(weights: Mapping[str, torch.Tensor]):
         out_features=[f'stage{stage + 1}' for stage in stages])
 
 
-def to_hf_backbone(weights: Mapping[str, torch.Tensor]
-                   ) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
-    """Backbone-layout weights under ``ConvNextBackbone``'s names: ``(hf_state, {hf key: key})``.
+def save_filled(model: torch.nn.Module, hf_state: Mapping[str, torch.Tensor], dst: PathLike,
+                what: str) -> Path:
+    """Load ``hf_state`` into the transformers ``model`` (every parameter and buffer but
+    BatchNorm's ``num_batches_tracked``, nothing else) and ``save_pretrained`` it into a new
+    folder that then replaces ``dst`` (an existing ``dst`` is kept if anything fails).
 
     Raises:
-        ValueError: a key with no place in ``ConvNextBackbone``.
+        ValueError: tensors missing or left over; ``what`` names the model in the message.
     """
-    hf_state, mapped, unknown = {}, {}, []
-    for key, value in weights.items():
-        target = hf_backbone_key(key)
-        if target is None:
-            unknown.append(key)
-        else:
-            hf_state[target] = value
-            mapped[target] = key
-    if unknown:
-        raise ValueError(f'{len(unknown)} keys have no place in Hugging Face\'s ConvNextBackbone: '
-                         f'{unknown[:8]}')
-    return hf_state, mapped
+    result = model.load_state_dict(hf_state, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith('num_batches_tracked')]
+    if missing or result.unexpected_keys:
+        raise ValueError(f'the weights do not fill {what}: missing {missing[:8]}, unexpected '
+                         f'{result.unexpected_keys[:8]}')
+    dst = Path(dst)
+    with atomic_dir(dst) as work:
+        model.save_pretrained(work)
+    return dst
 
 
 def save_hf_backbone(weights: Mapping[str, torch.Tensor],
@@ -87,18 +86,12 @@ def save_hf_backbone(weights: Mapping[str, torch.Tensor],
         The directory and ``{hf key: backbone key}``.
 
     Raises:
-        ValueError: see :func:`hf_convnext_config` and :func:`to_hf_backbone`; or tensors that do
-            not fill the model.
+        ValueError: see :func:`hf_convnext_config` and
+            :func:`~convnext_dense.weights.model_layouts.to_hf_backbone`; or tensors that do not
+            fill the model.
     """
     from transformers import ConvNextBackbone
     config = hf_convnext_config(weights)
     hf_state, mapped = to_hf_backbone(weights)
-    model = ConvNextBackbone(config)
-    result = model.load_state_dict(hf_state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(f'the weights do not fill Hugging Face\'s ConvNextBackbone: missing '
-                         f'{result.missing_keys[:8]}, unexpected {result.unexpected_keys[:8]}')
-    dst = Path(dst)
-    with atomic_dir(dst) as work:
-        model.save_pretrained(work)
+    dst = save_filled(ConvNextBackbone(config), hf_state, dst, "Hugging Face's ConvNextBackbone")
     return dst, mapped

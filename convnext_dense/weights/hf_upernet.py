@@ -13,9 +13,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ..atomic_files import atomic_dir, atomic_path
+from ..atomic_files import atomic_path
 from .fit import infer_arch
-from .hf_backbone import hf_convnext_config, output_norm_stages
+from .hf_backbone import hf_convnext_config, output_norm_stages, save_filled
 from .model_layouts import BACKBONE, to_hf_upernet
 
 PathLike = Union[str, os.PathLike]
@@ -105,15 +105,8 @@ def save_hf_upernet(state_dict: Mapping[str, torch.Tensor], dst: PathLike,
     from transformers import UperNetForSemanticSegmentation
     hf_state, mapped = to_hf_upernet(state_dict)
     config = hf_upernet_config({mapped[k]: v for k, v in hf_state.items()}, classes, pool_scales)
-    model = UperNetForSemanticSegmentation(config)
-    result = model.load_state_dict(hf_state, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith('num_batches_tracked')]
-    if missing or result.unexpected_keys:
-        raise ValueError(f'the checkpoint does not fill Hugging Face\'s UperNet: missing {missing[:8]}'
-                         f', unexpected {result.unexpected_keys[:8]}')
-    dst = Path(dst)
-    with atomic_dir(dst) as work:
-        model.save_pretrained(work)
+    dst = save_filled(UperNetForSemanticSegmentation(config), hf_state, dst,
+                      "Hugging Face's UperNet")
     return dst, mapped
 
 

@@ -10,12 +10,12 @@ heads are mmseg's with ``batch_norm`` for ``bn`` and ``classifier`` for ``conv_s
 * mmdet 3.x / mmseg 1.x model-zoo files of their ConvNeXt configs: mmpretrain backbone names;
 * Hugging Face ``UperNetForSemanticSegmentation`` with a ``ConvNextBackbone``.
 
-:func:`to_hf_upernet` goes the other way, to Hugging Face's names (:func:`hf_backbone_key` for a
+:func:`to_hf_upernet` goes the other way, to Hugging Face's names (:func:`to_hf_backbone` for a
 backbone alone).
 """
 import re
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 
@@ -120,35 +120,52 @@ def to_hf_upernet(state_dict: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, tor
         ValueError: a key outside the backbone, ``decode_head`` and ``auxiliary_head``, or a
             backbone key with no Hugging Face name.
     """
-    ours = convert_model_state_dict(state_dict).state_dict
-    out, mapped, unknown = {}, {}, []
-    for key, value in ours.items():
+    def hf_key(key: str) -> Optional[str]:
         module, _, rest = key.partition('.')
         if module == 'backbone':
-            target = hf_backbone_key(rest)
-            target = None if target is None else BACKBONE + target
-        elif module in HEADS:
-            target = f'{module}.{_head_to_hf(rest)}'
-        else:
-            target = None
-        if target is None:
-            unknown.append(key)
-        else:
-            out[target] = value
-            mapped[target] = key
+            target = _first_match(rest, _BACKBONE_TO_HF)
+            return None if target is None else BACKBONE + target
+        return f'{module}.{_head_to_hf(rest)}' if module in HEADS else None
+
+    out, mapped, unknown = _renamed(convert_model_state_dict(state_dict).state_dict, hf_key)
     if unknown:
         raise ValueError(f'{len(unknown)} keys have no place in Hugging Face\'s '
                          f'UperNetForSemanticSegmentation: {unknown[:8]}')
     return out, mapped
 
 
-def hf_backbone_key(key: str) -> Optional[str]:
-    """A backbone key in the official names under Hugging Face ``ConvNextBackbone``'s name.
+def to_hf_backbone(weights: Mapping[str, torch.Tensor]
+                   ) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    """Backbone weights in the official names (no prefix) under Hugging Face
+    ``ConvNextBackbone``'s (``stages.2.0.gamma`` ->
+    ``encoder.stages.2.layers.0.layer_scale_parameter``, ``norm0.weight`` ->
+    ``hidden_states_norms.stage1.weight``).
 
-    ``stages.2.0.gamma`` -> ``encoder.stages.2.layers.0.layer_scale_parameter``, ``norm0.weight``
-    -> ``hidden_states_norms.stage1.weight``; None for a key with no place there.
+    Returns:
+        ``(hf_state_dict, {hf key: backbone key})``.
+
+    Raises:
+        ValueError: a key with no place in ``ConvNextBackbone``.
     """
-    return _first_match(key, _BACKBONE_TO_HF)
+    out, mapped, unknown = _renamed(weights, lambda key: _first_match(key, _BACKBONE_TO_HF))
+    if unknown:
+        raise ValueError(f'{len(unknown)} keys have no place in Hugging Face\'s ConvNextBackbone: '
+                         f'{unknown[:8]}')
+    return out, mapped
+
+
+def _renamed(state_dict: Mapping[str, torch.Tensor], new_key
+             ) -> Tuple[Dict[str, torch.Tensor], Dict[str, str], List[str]]:
+    """``(renamed state dict, {new key: key}, the keys new_key maps to None)``."""
+    out, mapped, unknown = {}, {}, []
+    for key, value in state_dict.items():
+        target = new_key(key)
+        if target is None:
+            unknown.append(key)
+        else:
+            out[target] = value
+            mapped[target] = key
+    return out, mapped, unknown
 
 
 def _head_from_hf(key: str) -> str:
