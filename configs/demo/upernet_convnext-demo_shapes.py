@@ -53,6 +53,16 @@ test_pipeline = [
     dict(type='LoadAnnotations', reduce_zero_label=False),
     dict(type='PackSegInputs')
 ]
+# `--tta`: each image at its own size x 0.75-1.5, with flip. The real configs' test-time scales,
+# ADE20K's (2560, 640) x 0.5-1.75, would blow these 128-192 px images up 2-9 times.
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale_factor=r, keep_ratio=True) for r in (0.75, 1.0, 1.25, 1.5)],
+        [dict(type='RandomFlip', prob=0., direction='horizontal'),
+         dict(type='RandomFlip', prob=1., direction='horizontal')],
+        [dict(type='LoadAnnotations', reduce_zero_label=False)],
+        [dict(type='PackSegInputs')]])]
 train_dataloader = dict(
     batch_size=8,
     num_workers=1,
