@@ -15,8 +15,9 @@ MMDET_TOOLS = Path(mmdet.__file__).parent / '.mim' / 'tools'
 MMSEG_TOOLS = Path(mmseg.__file__).parent / '.mim' / 'tools'
 
 
-def _run(tool: Path, *args):
-    result = subprocess.run([sys.executable, str(tool), *map(str, args)], cwd=ROOT,
+def _run(tool: Path, *args, cwd: Path):
+    # In a scratch directory: mmseg's print_config.py writes example.py where it runs.
+    result = subprocess.run([sys.executable, str(tool), *map(str, args)], cwd=cwd,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
@@ -27,8 +28,8 @@ def _run(tool: Path, *args):
                   'cascade-mask-rcnn_convnext-b-in22k_fpn_4conv1fc-giou_ms-crop-3x_coco.py'),
     (MMSEG_TOOLS, 'configs/upernet/upernet_convnext-b-in22k_8xb2-160k_ade20k-640x640.py'),
 ])
-def test_print_config_resolves_the_configs(tools, config):
-    out = _run(tools / 'misc' / 'print_config.py', config)
+def test_print_config_resolves_the_configs(tools, config, tmp_path):
+    out = _run(tools / 'misc' / 'print_config.py', ROOT / config, cwd=tmp_path)
     assert "type='convnext_dense.ConvNeXt'" in out and "arch='base'" in out
 
 
@@ -36,6 +37,7 @@ def test_mmdet_browse_dataset_draws_the_demo_data(tmp_path):
     generate_shapes_dataset(tmp_path / 'shapes', seed=5, num_train=3, num_val=1)
     coco = tmp_path / 'shapes' / 'coco'
     _run(MMDET_TOOLS / 'analysis_tools' / 'browse_dataset.py',
-         'configs/demo/mask-rcnn_convnext-demo_shapes.py', '--not-show', '--output-dir',
-         tmp_path / 'drawn', '--cfg-options', f'train_dataloader.dataset.data_root={coco}/')
+         ROOT / 'configs/demo/mask-rcnn_convnext-demo_shapes.py', '--not-show', '--output-dir',
+         tmp_path / 'drawn', '--cfg-options', f'train_dataloader.dataset.data_root={coco}/',
+         cwd=tmp_path)
     assert len(list((tmp_path / 'drawn').glob('*.jpg'))) == 3
