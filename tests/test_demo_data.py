@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 import pytest
 from mmengine.registry import DefaultScope
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from convnext_dense.extras.demo import shapes

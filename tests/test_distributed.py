@@ -1,6 +1,5 @@
 """tools/dist_train.sh and tools/dist_test.sh run two CPU processes (gloo) and merge results."""
 import os
-import pickle
 import socket
 import subprocess
 import sys
