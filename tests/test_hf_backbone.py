@@ -97,6 +97,18 @@ def test_a_classification_checkpoint_is_refused_and_nothing_written(sources, tmp
     assert not dst.exists()
 
 
+@pytest.mark.parametrize('drop, error', [
+    ('downsample_layers.0.0.weight', 'no stem convolution'),
+    ('stages.3.', 'hold only part of a ConvNeXt'),
+])
+def test_a_partial_backbone_is_refused(drop, error, tmp_path):
+    from convnext_dense.weights import save_hf_backbone
+    weights = {k: v for k, v in ConvNeXt(arch=ARCH).state_dict().items() if not k.startswith(drop)}
+    with pytest.raises(ValueError, match=error):
+        save_hf_backbone(weights, tmp_path / 'out')
+    assert not (tmp_path / 'out').exists()
+
+
 def test_a_failed_write_keeps_the_directory_there_was(sources, tmp_path, monkeypatch):
     from transformers import ConvNextBackbone
     _, detector, three, _ = sources

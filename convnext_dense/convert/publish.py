@@ -105,7 +105,7 @@ def publish_checkpoint(src: PathLike, out: PathLike,
 def _check_plain_load(data: bytes, save_keys: Sequence[str]) -> None:
     try:
         torch.load(io.BytesIO(data), map_location='cpu', weights_only=True)
-    except Exception as err:  # noqa: BLE001 - whatever torch refuses, name the keys kept
+    except Exception as err:  # whatever torch refuses: name the keys kept
         raise ValueError(f'the kept keys {list(save_keys)} hold objects a plain '
                          f'torch.load(weights_only=True) refuses ({err.__class__.__name__}: '
                          f'{str(err).splitlines()[0]}); keep fewer keys') from None

@@ -33,14 +33,18 @@ def hf_convnext_config(weights: Mapping[str, torch.Tensor]):
     the stages with an output norm (``norm0`` -> ``'stage1'``).
 
     Raises:
-        ValueError: the weights hold part of a ConvNeXt, or no output norm (a classification
-            checkpoint: transformers' ``ConvNextBackbone`` would get fresh norms).
+        ValueError: the weights hold part of a ConvNeXt (no stem, a stage missing), or no
+            output norm (a classification checkpoint: transformers' ``ConvNextBackbone`` would
+            get fresh norms).
     """
     from transformers import ConvNextConfig
     depths, channels = infer_arch(weights)
     if None in depths or None in channels:
         raise ValueError(f'the weights hold only part of a ConvNeXt: '
                          f'{describe_arch(depths, channels)}')
+    stem = weights.get('downsample_layers.0.0.weight')
+    if stem is None:
+        raise ValueError('the weights hold no stem convolution (downsample_layers.0.0.weight)')
     stages = output_norm_stages(weights)
     if not stages:
         raise ValueError('the weights hold no per-stage output norm (norm0-norm3): a '
@@ -48,7 +52,7 @@ def hf_convnext_config(weights: Mapping[str, torch.Tensor]):
                          '(the hub\'s facebook/convnext-* directories); a ConvNextBackbone needs '
                          'the norms of a dense backbone, e.g. a detector\'s or segmenter\'s')
     return ConvNextConfig(
-        num_channels=int(weights['downsample_layers.0.0.weight'].shape[1]),
+        num_channels=int(stem.shape[1]),
         depths=list(depths), hidden_sizes=list(channels),
         layer_scale_init_value=1e-6 if any(k.endswith('.gamma') for k in weights) else 0.0,
         out_features=[f'stage{stage + 1}' for stage in stages])
