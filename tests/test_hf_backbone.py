@@ -14,6 +14,7 @@ import torch
 from convnext_dense import ConvNeXt
 from convnext_dense.convert import convert_to_hf_backbone
 from convnext_dense.weights import load_pretrained, load_state_file
+from failing_writes import assert_a_dying_save_keeps
 from weights_reference import (ARCH, build_hf_classifier, channel_layer_norm, dense_norms,
                                detector_from_hf, hf_stage_outputs, save_hf_dirs)
 
@@ -114,17 +115,8 @@ def test_a_failed_write_keeps_the_directory_there_was(sources, tmp_path, monkeyp
     _, detector, three, _ = sources
     dst = tmp_path / 'hf_convnext'
     convert_to_hf_backbone(str(detector), dst)
-    before = {p.name: p.read_bytes() for p in dst.iterdir()}
-
-    def dies_midway(self, save_directory, **kwargs):
-        (Path(save_directory) / 'config.json').write_text('{"half": ')
-        raise OSError('disk full')
-
-    monkeypatch.setattr(ConvNextBackbone, 'save_pretrained', dies_midway)
-    with pytest.raises(OSError, match='disk full'):
-        convert_to_hf_backbone(str(three), dst)
-    assert {p.name: p.read_bytes() for p in dst.iterdir()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['hf_convnext']  # no leftovers
+    assert_a_dying_save_keeps(dst, ConvNextBackbone,
+                              lambda: convert_to_hf_backbone(str(three), dst), monkeypatch)
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from failing_writes import assert_a_dying_save_keeps
 from model_checkpoints import SEG_CONFIG, demo_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,17 +127,9 @@ def test_a_failed_hf_upernet_write_keeps_the_directory_there_was(mmseg_from_hf, 
     from convnext_dense.weights import save_hf_upernet
     out = tmp_path / 'hf_upernet'
     save_hf_upernet(mmseg_from_hf.state_dict(), out, CLASSES)
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
-
-    def dies_midway(self, save_directory, **kwargs):
-        (Path(save_directory) / 'config.json').write_text('{"half": ')
-        raise OSError('disk full')
-
-    monkeypatch.setattr(UperNetForSemanticSegmentation, 'save_pretrained', dies_midway)
-    with pytest.raises(OSError, match='disk full'):
-        save_hf_upernet(mmseg_from_hf.state_dict(), out, CLASSES)
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert [p.name for p in tmp_path.iterdir()] == ['hf_upernet']  # no half-written folder left
+    assert_a_dying_save_keeps(
+        out, UperNetForSemanticSegmentation,
+        lambda: save_hf_upernet(mmseg_from_hf.state_dict(), out, CLASSES), monkeypatch)
 
 
 def test_hf_directory_to_mmseg_checkpoint(hf_dir, tmp_path):
