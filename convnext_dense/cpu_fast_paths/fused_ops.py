@@ -6,9 +6,11 @@ the matmul's epilogue: no bias copy and no separate GELU, scale or add pass; lar
 through both in chunks of rows (:func:`fused_mlp`). The weights they use (``pwconv2`` scaled by
 ``gamma``, cast to the compute dtype) are cached per block until a parameter changes.
 """
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
+
+from . import column_split
 
 # Whether this torch build has oneDNN's fused linear operators (CPU builds with MKLDNN). A
 # constant, so that torch.compile reads it without tracing into torch.backends.
@@ -60,7 +62,9 @@ def blas_mlp_chunk(x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor,
 
 def fused_mlp(x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor, weight2: torch.Tensor,
               bias2: torch.Tensor, shortcut: Optional[torch.Tensor] = None,
-              onednn: bool = True) -> torch.Tensor:
+              onednn: bool = True,
+              column_halves: Optional[Callable[[], Tuple[torch.Tensor, ...]]] = None
+              ) -> torch.Tensor:
     """``gelu(x @ weight1.T + bias1) @ weight2.T + bias2 (+ shortcut)`` over the last dim of ``x``.
 
     Rows are taken in chunks whose GELU activations stay within :data:`HIDDEN_CHUNK_BYTES`, each
@@ -74,6 +78,9 @@ def fused_mlp(x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor, weigh
             for oneDNN, or plain for BLAS).
         shortcut: Added to the result (contiguous, the result's shape and dtype), or ``None``.
         onednn: oneDNN's fused matmuls (packed weights), else torch's BLAS matmul.
+        column_halves: Returns the second layer's two column halves (:class:`ColumnHalves`):
+            oneDNN's second matmul may then run as two where that is faster
+            (:mod:`.column_split`).
 
     Returns:
         ``(..., C_out)`` in ``x``'s dtype.
@@ -89,6 +96,9 @@ def fused_mlp(x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor, weigh
         if not onednn:
             return blas_mlp_chunk(x[start:start + step], weight1, bias1, weight2, bias2, part)
         hidden = linear_gelu(x[start:start + step], weight1, bias1)
+        if column_halves is not None and column_split.applies(hidden, bias2.numel()):
+            return column_split.second_layer(hidden, weight2, bias2, part, column_halves,
+                                             linear, linear_add)
         if part is None:
             return linear(hidden, weight2, bias2)
         return linear_add(hidden, weight2, bias2, part)
@@ -188,13 +198,44 @@ class InferenceWeights(ParameterCache):
         if weights is not None:
             return weights
         with torch.no_grad():
-            weight1, bias1, weight2, bias2 = params[:4]
-            if gamma is not None:
-                weight2 = weight2.float() * gamma.float()[:, None]
-                bias2 = bias2.float() * gamma.float()
-            weights = tuple(t.to(dtype).contiguous() for t in (weight1, bias1, weight2, bias2))
+            weight2, bias2 = folded_second_layer(pwconv2, gamma)
+            weights = tuple(t.to(dtype).contiguous()
+                            for t in (pwconv1.weight, pwconv1.bias, weight2, bias2))
             if onednn:  # oneDNN's blocked layout, once, instead of a reorder inside every call
                 weights = (torch.ops.mkldnn._reorder_linear_weight(weights[0]), weights[1],
                            torch.ops.mkldnn._reorder_linear_weight(weights[2]), weights[3])
         self.keep(key, params, weights)
         return weights
+
+
+def folded_second_layer(pwconv2: torch.nn.Linear, gamma: Optional[torch.Tensor]
+                        ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``pwconv2``'s weight and bias with the layer scale folded in (in float32 when there is
+    one): ``gamma * (g @ W2.T + b2) == g @ (gamma * W2).T + gamma * b2``."""
+    weight, bias = pwconv2.weight, pwconv2.bias
+    if gamma is None:
+        return weight, bias
+    return weight.float() * gamma.float()[:, None], bias.float() * gamma.float()
+
+
+class ColumnHalves(ParameterCache):
+    """The fused path's second layer (``gamma`` folded in) as two halves of its output columns,
+    packed for oneDNN in one dtype, kept like :class:`InferenceWeights` (see
+    :mod:`.column_split`; built only for blocks whose shapes run the halves)."""
+
+    def get(self, pwconv2: torch.nn.Linear, gamma: Optional[torch.Tensor],
+            dtype: torch.dtype) -> Tuple[torch.Tensor, ...]:
+        """``(weight_a, bias_a, weight_b, bias_b)``: output columns ``[0, C/2)``, ``[C/2, C)``."""
+        params = (pwconv2.weight, pwconv2.bias, gamma)
+        key, halves = self.cached(params, (dtype,))
+        if halves is not None:
+            return halves
+        with torch.no_grad():
+            weight, bias = folded_second_layer(pwconv2, gamma)
+            cut = weight.shape[0] // 2
+            halves = ()
+            for rows in (slice(0, cut), slice(cut, None)):
+                halves += (torch.ops.mkldnn._reorder_linear_weight(
+                    weight[rows].to(dtype).contiguous()), bias[rows].to(dtype).contiguous())
+        self.keep(key, params, halves)
+        return halves

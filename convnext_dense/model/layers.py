@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..cpu_fast_paths import (ONEDNN_LINEAR, InferenceWeights, cpu_support, depthwise_conv,
-                              fast_paths_enabled, fused_mlp, keep_pwconv2_context, patch_matmul,
-                              patch_matmul_applies, tracing)
+from ..cpu_fast_paths import (ONEDNN_LINEAR, ColumnHalves, InferenceWeights, cpu_support,
+                              depthwise_conv, fast_paths_enabled, fused_mlp, keep_pwconv2_context,
+                              patch_matmul, patch_matmul_applies, tracing)
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -86,6 +86,7 @@ class ConvNeXtBlock(nn.Module):
         self.drop_path_rate = drop_path_rate
         self.with_cp = with_cp
         self._inference_weights = InferenceWeights()
+        self._column_halves = ColumnHalves()
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """The residual branch, before drop path (plain path)."""
@@ -147,15 +148,18 @@ class ConvNeXtBlock(nn.Module):
         # The plain path's dtype: under autocast, bf16 branch times float32 gamma is float32.
         out_dtype = (x.dtype if self.gamma is None
                      else torch.promote_types(x.dtype, self.gamma.dtype))
+        halves = ((lambda: self._column_halves.get(self.pwconv2, self.gamma, dtype)) if onednn
+                  else None)
         shortcut = x.permute(0, 2, 3, 1)
         if out_dtype == dtype and shortcut.is_contiguous():
-            return fused_mlp(y, *weights, shortcut, onednn).permute(0, 3, 1, 2)
-        return x.to(out_dtype) + fused_mlp(y, *weights, None, onednn).permute(0, 3, 1, 2)
+            return fused_mlp(y, *weights, shortcut, onednn, halves).permute(0, 3, 1, 2)
+        return x.to(out_dtype) + fused_mlp(y, *weights, None, onednn, halves).permute(0, 3, 1, 2)
 
     def train(self, mode: bool = True) -> 'ConvNeXtBlock':
         """Switch mode; entering training drops the cached inference weights."""
         if mode:
             self._inference_weights.clear()
+            self._column_halves.clear()
         return super().train(mode)
 
     def extra_repr(self) -> str:
