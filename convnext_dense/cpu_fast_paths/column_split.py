@@ -6,8 +6,9 @@ CPU with AMX that happens to the bf16 second layer of ConvNeXt-B's stage 3 at 51
 shapes the halves are slower (up to 2.9x). oneDNN's choice cannot be read in advance, so each
 shape is timed the first time it is seen, both ways, and the faster kept (as
 ``torch.backends.cudnn.benchmark`` does), for low-precision inference on more than one thread
-only: float32 and single-threaded calls never gain. The halves give the same values: every output
-column is computed from the same row of the weight.
+only: float32 and single-threaded calls never gain. The halves compute the same sums (each output
+column from the same weight row; ConvNeXt-B's outputs were bit-identical on the AMX Xeon measured),
+though a kernel that blocks the sums differently could round them differently.
 """
 import time
 from contextlib import contextmanager
