@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import convnext_dense.cpu_fast_paths.column_split as column_split
+import convnext_dense.cpu_fast_paths.cpu_support as cpu_support
 import convnext_dense.cpu_fast_paths.fused_ops as fused_ops
 from convnext_dense import ConvNeXt
 from convnext_dense.cpu_fast_paths.column_split import SplitChoices, force_column_split
@@ -48,7 +49,8 @@ def _forms(model, x, spy):
 def test_halves_give_the_whole_matmul_values_in_float32(tiny_arch, narrow_halves, spy):
     model = _trained_like(tiny_arch)
     x = torch.randn(2, 3, 67, 93)
-    forms = _forms(model, x, spy)
+    with cpu_support.force_mlp_route('onednn'):  # the halves are oneDNN's; BLAS runs whole
+        forms = _forms(model, x, spy)
     blocks = sum(tiny_arch['depths'])
     assert forms[False, 'calls'] == blocks and forms[True, 'calls'] == 2 * blocks
     for whole, halves in zip(forms[False], forms[True]):
@@ -71,12 +73,12 @@ def test_halves_give_the_whole_matmul_values_in_bf16(tiny_arch, narrow_halves, s
 
 def test_halves_follow_parameter_changes(tiny_arch, narrow_halves):
     model, x = _trained_like(tiny_arch), torch.randn(1, 3, 64, 64)
-    with force_column_split(True), torch.inference_mode():
+    with cpu_support.force_mlp_route('onednn'), force_column_split(True), torch.inference_mode():
         model(x)  # builds and keeps the halves
     with torch.no_grad():
         model.stages[3][0].pwconv2.weight.mul_(-2)
         model.stages[3][0].gamma.add_(0.5)
-    with torch.inference_mode():
+    with cpu_support.force_mlp_route('onednn'), torch.inference_mode():
         with force_column_split(True):
             halves = model(x)
         with force_column_split(False):
