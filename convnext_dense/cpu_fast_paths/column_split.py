@@ -88,7 +88,7 @@ def applies(hidden: torch.Tensor, out_channels: int) -> bool:
 def second_layer(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                  shortcut: Optional[torch.Tensor],
                  halves: Callable[[], Tuple[torch.Tensor, ...]],
-                 linear: Callable, linear_add: Callable) -> torch.Tensor:
+                 matmul: Callable) -> torch.Tensor:
     """``hidden @ weight.T + bias (+ shortcut)``, whole or as two column halves (faster form).
 
     Args:
@@ -97,25 +97,20 @@ def second_layer(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
         shortcut: ``(rows, out)`` added to the result, or None.
         halves: Returns ``(weight_a, bias_a, weight_b, bias_b)``: the layer's two column halves,
             packed (called only when the halves run).
-        linear, linear_add: The oneDNN matmuls of :mod:`.fused_ops`.
+        matmul: ``matmul(hidden, weight, bias, shortcut)``, oneDNN's
+            (:func:`~convnext_dense.cpu_fast_paths.fused_ops.second_matmul`).
     """
-    out_channels = bias.numel()
-
     def whole() -> torch.Tensor:
-        if shortcut is None:
-            return linear(hidden, weight, bias)
-        return linear_add(hidden, weight, bias, shortcut)
+        return matmul(hidden, weight, bias, shortcut)
 
     def split() -> torch.Tensor:
         weight_a, bias_a, weight_b, bias_b = halves()
-        if shortcut is None:
-            parts = linear(hidden, weight_a, bias_a), linear(hidden, weight_b, bias_b)
-        else:
-            cut = bias_a.numel()
-            parts = (linear_add(hidden, weight_a, bias_a, shortcut[:, :cut].contiguous()),
-                     linear_add(hidden, weight_b, bias_b, shortcut[:, cut:].contiguous()))
-        return torch.cat(parts, dim=1)
+        cut = bias_a.numel()
+        shortcut_a, shortcut_b = ((None, None) if shortcut is None else
+                                  (shortcut[:, :cut].contiguous(), shortcut[:, cut:].contiguous()))
+        return torch.cat((matmul(hidden, weight_a, bias_a, shortcut_a),
+                          matmul(hidden, weight_b, bias_b, shortcut_b)), dim=1)
 
-    key = (hidden.shape[0], hidden.shape[1], out_channels, hidden.dtype,
+    key = (hidden.shape[0], hidden.shape[1], bias.numel(), hidden.dtype,
            torch.get_num_threads(), shortcut is None)
     return CHOICES.run(key, whole, split)

@@ -35,6 +35,14 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.T
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'none', [], '')
 
 
+def second_matmul(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                  shortcut: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``hidden @ weight.T + bias (+ shortcut)``: :func:`linear`, or :func:`linear_add`."""
+    if shortcut is None:
+        return linear(hidden, weight, bias)
+    return linear_add(hidden, weight, bias, shortcut)
+
+
 # Most bytes of GELU activations (pwconv1's 4C-channel output) that :func:`fused_mlp` holds at
 # once. Whole, they reach tens of MB (16 MB in bf16, 32 MB in fp32 for ConvNeXt-B's first stage at
 # 512x512): glibc tends to serve blocks that large fresh from the OS, so calls page-fault and
@@ -98,10 +106,8 @@ def fused_mlp(x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor, weigh
         hidden = linear_gelu(x[start:start + step], weight1, bias1)
         if column_halves is not None and column_split.applies(hidden, bias2.numel()):
             return column_split.second_layer(hidden, weight2, bias2, part, column_halves,
-                                             linear, linear_add)
-        if part is None:
-            return linear(hidden, weight2, bias2)
-        return linear_add(hidden, weight2, bias2, part)
+                                             second_matmul)
+        return second_matmul(hidden, weight2, bias2, part)
 
     if rows <= step:
         out = chunk(0)
