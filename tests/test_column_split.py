@@ -8,20 +8,11 @@ import torch
 import convnext_dense.cpu_fast_paths.column_split as column_split
 import convnext_dense.cpu_fast_paths.cpu_support as cpu_support
 import convnext_dense.cpu_fast_paths.fused_ops as fused_ops
-from convnext_dense import ConvNeXt
 from convnext_dense.cpu_fast_paths.column_split import SplitChoices, force_column_split
+from tiny import trained_like
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(),
                                 reason='the fused CPU path needs a torch build with oneDNN')
-
-
-def _trained_like(arch) -> ConvNeXt:
-    model = ConvNeXt(arch=arch, layer_scale_init_value=1.0)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith('gamma'):
-                param.uniform_(0.2, 1.0)
-    return model.eval()
 
 
 def _max_rel(actual, expected):
@@ -47,7 +38,7 @@ def _forms(model, x, spy):
 
 
 def test_halves_give_the_whole_matmul_values_in_float32(tiny_arch, narrow_halves, spy):
-    model = _trained_like(tiny_arch)
+    model = trained_like(tiny_arch).eval()
     x = torch.randn(2, 3, 67, 93)
     with cpu_support.force_mlp_route('onednn'):  # the halves are oneDNN's; BLAS runs whole
         forms = _forms(model, x, spy)
@@ -61,7 +52,7 @@ def test_halves_give_the_whole_matmul_values_in_float32(tiny_arch, narrow_halves
 @pytest.mark.parametrize('mode', ['cast', 'autocast'])
 def test_halves_give_the_whole_matmul_values_in_bf16(tiny_arch, narrow_halves, spy, mode,
                                                      onednn_bf16_kernels):
-    model, x = _trained_like(tiny_arch), torch.randn(2, 3, 64, 64)
+    model, x = trained_like(tiny_arch).eval(), torch.randn(2, 3, 64, 64)
     if mode == 'cast':
         model, x = model.to(torch.bfloat16), x.to(torch.bfloat16)
     with torch.autocast('cpu', dtype=torch.bfloat16, enabled=mode == 'autocast'):
@@ -72,7 +63,7 @@ def test_halves_give_the_whole_matmul_values_in_bf16(tiny_arch, narrow_halves, s
 
 
 def test_halves_follow_parameter_changes(tiny_arch, narrow_halves):
-    model, x = _trained_like(tiny_arch), torch.randn(1, 3, 64, 64)
+    model, x = trained_like(tiny_arch).eval(), torch.randn(1, 3, 64, 64)
     with cpu_support.force_mlp_route('onednn'), force_column_split(True), torch.inference_mode():
         model(x)  # builds and keeps the halves
     with torch.no_grad():

@@ -20,6 +20,7 @@ from convnext_dense.extras.benchmark.peers import build_huggingface, load_into_o
 from convnext_dense.cpu_fast_paths.fast_grads import (DepthwiseConv2d, channels_first,
                                                       depthwise_weight_grad)
 from convnext_dense.cpu_fast_paths import fast_paths, fast_paths_enabled
+from tiny import trained_like
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(),
                                 reason='the fused CPU path needs a torch build with oneDNN')
@@ -30,18 +31,6 @@ def _assert_rel(actual, expected, tol=1e-5, what=''):
     scale = expected.abs().max().clamp_min(1e-12)
     err = ((actual.float() - expected.float()).abs().max() / scale).item()
     assert err <= tol, f'{what}: relative error {err:.2e} > {tol:.0e}'
-
-
-def _trained_like(arch, layer_scale: bool = True, **kwargs) -> ConvNeXt:
-    """A backbone whose layer scales and norms are far from their init, so every block counts."""
-    model = ConvNeXt(arch=arch, layer_scale_init_value=1.0 if layer_scale else 0, **kwargs)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith('gamma'):
-                param.uniform_(0.2, 1.0)
-            elif 'norm' in name:
-                param.add_(torch.randn_like(param) * 0.1)
-    return model
 
 
 def _outputs(model, x, fast, grad_mode=False):
@@ -58,7 +47,7 @@ def _outputs(model, x, fast, grad_mode=False):
     (dict(layer_scale=False), (64, 96), 2),
 ])
 def test_fused_inference_matches_plain(tiny_arch, kwargs, size, batch):
-    model = _trained_like(tiny_arch, **kwargs).eval()
+    model = trained_like(tiny_arch, **kwargs).eval()
     x = torch.randn(batch, 3, *size)
     for fast, plain in zip(_outputs(model, x, True), _outputs(model, x, False)):
         assert fast.is_contiguous()
@@ -69,7 +58,7 @@ def test_fused_inference_matches_plain(tiny_arch, kwargs, size, batch):
 def test_fused_inference_in_row_chunks_matches_plain(tiny_arch, mode, monkeypatch, request, spy):
     if mode != 'fp32':
         request.getfixturevalue('onednn_bf16_kernels')  # the bf16 kernels themselves
-    model = _trained_like(tiny_arch).eval()
+    model = trained_like(tiny_arch).eval()
     x = torch.randn(2, 3, 67, 93)  # stage 0: 2 * 16 * 23 = 736 rows
     reference = _outputs(model, x, False)
     if mode == 'bf16-cast':
@@ -94,7 +83,7 @@ def test_fused_inference_in_row_chunks_matches_plain(tiny_arch, mode, monkeypatc
 
 def test_fused_path_runs_in_eval_and_for_frozen_blocks_only(tiny_arch, spy):
     calls = spy(layers, 'fused_mlp')
-    model = _trained_like(tiny_arch, frozen_stages=2).eval()
+    model = trained_like(tiny_arch, frozen_stages=2).eval()
     x = torch.randn(1, 3, 64, 64)
     model(x)  # grad mode on: only the frozen stages' blocks need no gradient
     with torch.no_grad():
@@ -113,7 +102,7 @@ def test_fused_path_runs_in_eval_and_for_frozen_blocks_only(tiny_arch, spy):
 ])
 def test_training_path_matches_plain_outputs_and_gradients(tiny_arch, drop_path_rate,
                                                            frozen_stages, size):
-    model = _trained_like(tiny_arch, drop_path_rate=drop_path_rate, frozen_stages=frozen_stages)
+    model = trained_like(tiny_arch, drop_path_rate=drop_path_rate, frozen_stages=frozen_stages)
     model.train()
     x = torch.randn(2, 3, *size)
     results = []
@@ -149,7 +138,7 @@ class _CountMatmuls(TorchDispatchMode):
 
 
 def test_with_cp_matches_and_does_not_recompute_pwconv2(tiny_arch):
-    plain = _trained_like(tiny_arch)
+    plain = trained_like(tiny_arch)
     checkpointed = ConvNeXt(arch=tiny_arch, layer_scale_init_value=1.0, with_cp=True)
     checkpointed.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 64, 64)
@@ -176,7 +165,7 @@ def test_with_cp_matches_and_does_not_recompute_pwconv2(tiny_arch):
 
 @pytest.mark.parametrize('mode', ['cast', 'autocast'])
 def test_bf16_inference_close_to_fp32(tiny_arch, mode):
-    model = _trained_like(tiny_arch).eval()
+    model = trained_like(tiny_arch).eval()
     x = torch.randn(2, 3, 64, 64)
     reference = _outputs(model, x, False)
     if mode == 'cast':
@@ -196,7 +185,7 @@ def test_bf16_inference_close_to_fp32(tiny_arch, mode):
 
 
 def test_bf16_autocast_training_close_to_plain(tiny_arch):
-    model = _trained_like(tiny_arch).train()
+    model = trained_like(tiny_arch).train()
     x = torch.randn(2, 3, 64, 64)
     grads = []
     for fast in (True, False):
@@ -211,7 +200,7 @@ def test_bf16_autocast_training_close_to_plain(tiny_arch):
 
 
 def test_cached_inference_weights_follow_parameter_changes(tiny_arch):
-    model = _trained_like(tiny_arch).eval()
+    model = trained_like(tiny_arch).eval()
     x = torch.randn(1, 3, 64, 64)
     _outputs(model, x, True)  # fills the caches
 
@@ -230,9 +219,9 @@ def test_cached_inference_weights_follow_parameter_changes(tiny_arch):
     optimizer.step()
     model.eval()
     check('after an optimizer step')
-    model.load_state_dict(_trained_like(tiny_arch).state_dict())
+    model.load_state_dict(trained_like(tiny_arch).state_dict())
     check('after load_state_dict')
-    model.load_state_dict(_trained_like(tiny_arch).state_dict(), assign=True)
+    model.load_state_dict(trained_like(tiny_arch).state_dict(), assign=True)
     check('after load_state_dict(assign=True)')
     model.to(torch.bfloat16).to(torch.float32)
     check('after a round trip through bfloat16')
@@ -342,7 +331,7 @@ def test_plain_path_is_the_textbook_block():
 @pytest.mark.slow
 def test_torch_compile_traces_the_plain_ops_without_graph_breaks(tiny_arch):
     import torch._dynamo
-    model = _trained_like(tiny_arch, drop_path_rate=0.1).eval()
+    model = trained_like(tiny_arch, drop_path_rate=0.1).eval()
     x = torch.randn(2, 3, 64, 64)
     explanation = torch._dynamo.explain(model)(x)
     assert explanation.graph_break_count == 0

@@ -8,7 +8,8 @@ Every path computes what the plain block computes (tests compare each with it to
   bf16, native bf16 arithmetic, oneDNN or BLAS matmuls for wide blocks on Intel AVX2 CPUs).
 * :mod:`.fused_ops` — inference: two oneDNN matmuls with GELU and the residual add in their
   epilogues, on cached packed weights; :mod:`.column_split` runs the second as two halves of its
-  output columns at the shapes where oneDNN would leave cores idle.
+  output columns at the shapes where oneDNN would leave cores idle; where BLAS matmuls run a
+  block, its weights are packed by MKL once.
 * :mod:`.fast_grads` — training: a faster depthwise-conv weight gradient, channels-last to
   channels-first without a copy in the forward, checkpointing that keeps pwconv2's input.
 * :mod:`.patch_conv` — training: the 2x2 stride-2 downsampling convolutions as one matmul over
@@ -17,12 +18,14 @@ Every path computes what the plain block computes (tests compare each with it to
 """
 from . import cpu_support, float32_fallback
 from .fast_grads import channels_first, depthwise_conv, keep_pwconv2_context
-from .fused_ops import ONEDNN_LINEAR, ColumnHalves, InferenceWeights, fused_mlp
+from .fused_ops import (MKL_PACKED_LINEAR, ONEDNN_LINEAR, ColumnHalves, InferenceWeights,
+                        MklPackedWeights, fused_mlp)
 from .patch_conv import patch_matmul, patch_matmul_applies
 from .switch import fast_paths, fast_paths_enabled, tracing
 
 __all__ = [
-    'ONEDNN_LINEAR', 'ColumnHalves', 'InferenceWeights', 'channels_first', 'cpu_support',
-    'depthwise_conv', 'fast_paths', 'fast_paths_enabled', 'float32_fallback', 'fused_mlp',
-    'keep_pwconv2_context', 'patch_matmul', 'patch_matmul_applies', 'tracing'
+    'MKL_PACKED_LINEAR', 'ONEDNN_LINEAR', 'ColumnHalves', 'InferenceWeights', 'MklPackedWeights',
+    'channels_first', 'cpu_support', 'depthwise_conv', 'fast_paths', 'fast_paths_enabled',
+    'float32_fallback', 'fused_mlp', 'keep_pwconv2_context', 'patch_matmul',
+    'patch_matmul_applies', 'tracing'
 ]

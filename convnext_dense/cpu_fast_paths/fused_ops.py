@@ -4,7 +4,9 @@ On CPU, when nothing needs a gradient, the block runs ``Linear + GELU`` and ``Li
 + residual add`` as two oneDNN matmuls with the bias, the exact (erf) GELU and the sum applied in
 the matmul's epilogue: no bias copy and no separate GELU, scale or add pass; large inputs go
 through both in chunks of rows (:func:`fused_mlp`). The weights they use (``pwconv2`` scaled by
-``gamma``, cast to the compute dtype) are cached per block until a parameter changes.
+``gamma``, cast to the compute dtype) are cached per block until a parameter changes. Where BLAS
+matmuls run the block instead (:func:`blas_mlp_chunk`), full chunks use weights packed by MKL
+once (:class:`MklPackedWeights`).
 """
 from typing import Callable, Optional, Sequence, Tuple
 
@@ -17,6 +19,10 @@ from . import column_split
 ONEDNN_LINEAR = (torch.backends.mkldnn.is_available()
                  and hasattr(torch.ops.mkldnn, '_linear_pointwise')
                  and hasattr(torch.ops.mkldnn, '_reorder_linear_weight'))
+# Whether it has MKL's matmul on weights packed in advance (``cblas_sgemm_compute``; x86 builds).
+MKL_PACKED_LINEAR = (torch.backends.mkl.is_available()
+                     and hasattr(torch.ops.mkl, '_mkl_linear')
+                     and hasattr(torch.ops.mkl, '_mkl_reorder_linear_weight'))
 
 
 def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -47,20 +53,37 @@ def second_matmul(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
 # once. Whole, they reach tens of MB (16 MB in bf16, 32 MB in fp32 for ConvNeXt-B's first stage at
 # 512x512): glibc tends to serve blocks that large fresh from the OS, so calls page-fault and
 # zero them anew, which costs more than a few smaller matmuls and one copy of the output.
+# The BLAS route takes half as many: ConvNeXt-B's wide stages then run chunks of 1024, 512 and 256
+# rows, which whole 512x512 inputs fill, and full chunks are what its MKL-packed weights serve.
 HIDDEN_CHUNK_BYTES = 8 << 20
 _MIN_CHUNK_ROWS = 256
 
 
+def chunk_rows(hidden_width: int, itemsize: int, onednn: bool) -> int:
+    """Rows per chunk of :func:`fused_mlp` for GELU activations ``hidden_width`` wide."""
+    budget = HIDDEN_CHUNK_BYTES if onednn else HIDDEN_CHUNK_BYTES // 2
+    return max(_MIN_CHUNK_ROWS, budget // (hidden_width * itemsize))
+
+
 def blas_mlp_chunk(x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor,
                    weight2: torch.Tensor, bias2: torch.Tensor,
-                   shortcut: Optional[torch.Tensor] = None) -> torch.Tensor:
+                   shortcut: Optional[torch.Tensor] = None,
+                   packed: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
     """:func:`fused_mlp` on 2-D ``x`` with plain ``(out, in)`` weights, through torch's BLAS matmul.
 
     The bias of the first layer rides in the matmul (``addmm``), GELU runs in place, and the
     second matmul accumulates into ``shortcut + bias2``: one pass over the hidden activations
     more than oneDNN's epilogues, but on Intel CPUs with AVX2 only MKL's matmul is faster than
     oneDNN's for wide layers (see :func:`convnext_dense.cpu_fast_paths.cpu_support.mlp_route`).
+    ``packed``: both weights packed by MKL for exactly ``x``'s number of rows
+    (:class:`MklPackedWeights`), which spares MKL packing them in every call.
     """
+    if packed is not None:
+        rows = x.shape[0]
+        hidden = torch.ops.mkl._mkl_linear(x, packed[0], weight1, bias1, rows)
+        torch.ops.aten.gelu_(hidden)
+        out = torch.ops.mkl._mkl_linear(hidden, packed[1], weight2, bias2, rows)
+        return out if shortcut is None else out.add_(shortcut)
     hidden = torch.addmm(bias1, x, weight1.t())
     torch.ops.aten.gelu_(hidden)
     if shortcut is None:
@@ -71,13 +94,14 @@ def blas_mlp_chunk(x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor,
 def fused_mlp(x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor, weight2: torch.Tensor,
               bias2: torch.Tensor, shortcut: Optional[torch.Tensor] = None,
               onednn: bool = True,
-              column_halves: Optional[Callable[[], Tuple[torch.Tensor, ...]]] = None
+              column_halves: Optional[Callable[[], Tuple[torch.Tensor, ...]]] = None,
+              mkl_packed: Optional[Callable[[int], Tuple[torch.Tensor, torch.Tensor]]] = None
               ) -> torch.Tensor:
     """``gelu(x @ weight1.T + bias1) @ weight2.T + bias2 (+ shortcut)`` over the last dim of ``x``.
 
-    Rows are taken in chunks whose GELU activations stay within :data:`HIDDEN_CHUNK_BYTES`, each
-    through :func:`linear_gelu`, then :func:`linear` or :func:`linear_add` (``onednn``), or
-    through :func:`blas_mlp_chunk`. In float32 the result equals one call over all rows; in
+    Rows are taken in chunks of :func:`chunk_rows` (GELU activations within
+    :data:`HIDDEN_CHUNK_BYTES`), each through :func:`linear_gelu`, then :func:`linear` or
+    :func:`linear_add` (``onednn``), or through :func:`blas_mlp_chunk`. In float32 the result equals one call over all rows; in
     bfloat16, where oneDNN may pick another kernel for fewer rows, it can differ by a rounding.
 
     Args:
@@ -89,6 +113,8 @@ def fused_mlp(x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor, weigh
         column_halves: Returns the second layer's two column halves (:class:`ColumnHalves`):
             oneDNN's second matmul may then run as two where that is faster
             (:mod:`.column_split`).
+        mkl_packed: Returns both layers packed by MKL for a number of rows
+            (:class:`MklPackedWeights`): the BLAS route's full chunks run on them.
 
     Returns:
         ``(..., C_out)`` in ``x``'s dtype.
@@ -97,12 +123,15 @@ def fused_mlp(x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor, weigh
     x = x.reshape(rows, x.shape[-1])
     if shortcut is not None:
         shortcut = shortcut.reshape(rows, -1)
-    step = max(_MIN_CHUNK_ROWS, HIDDEN_CHUNK_BYTES // (bias1.numel() * x.element_size()))
+    step = chunk_rows(bias1.numel(), x.element_size(), onednn)
 
     def chunk(start: int) -> torch.Tensor:
         part = None if shortcut is None else shortcut[start:start + step]
         if not onednn:
-            return blas_mlp_chunk(x[start:start + step], weight1, bias1, weight2, bias2, part)
+            # One packing per block, for full chunks; a shorter last chunk runs on plain weights.
+            full = mkl_packed is not None and rows - start >= step
+            return blas_mlp_chunk(x[start:start + step], weight1, bias1, weight2, bias2, part,
+                                  mkl_packed(step) if full else None)
         hidden = linear_gelu(x[start:start + step], weight1, bias1)
         if column_halves is not None and column_split.applies(hidden, bias2.numel()):
             return column_split.second_layer(hidden, weight2, bias2, part, column_halves,
@@ -199,7 +228,7 @@ class InferenceWeights(ParameterCache):
 
         ``onednn``: weights packed in oneDNN's layout, else plain ``(out, in)`` for BLAS.
         """
-        params = (pwconv1.weight, pwconv1.bias, pwconv2.weight, pwconv2.bias, gamma)
+        params = mlp_params(pwconv1, pwconv2, gamma)
         key, weights = self.cached(params, (dtype, onednn))
         if weights is not None:
             return weights
@@ -212,6 +241,12 @@ class InferenceWeights(ParameterCache):
                            torch.ops.mkldnn._reorder_linear_weight(weights[2]), weights[3])
         self.keep(key, params, weights)
         return weights
+
+
+def mlp_params(pwconv1: torch.nn.Linear, pwconv2: torch.nn.Linear,
+               gamma: Optional[torch.Tensor]) -> Tuple[Optional[torch.Tensor], ...]:
+    """The parameters the block MLP's cached weights are derived from."""
+    return (pwconv1.weight, pwconv1.bias, pwconv2.weight, pwconv2.bias, gamma)
 
 
 def folded_second_layer(pwconv2: torch.nn.Linear, gamma: Optional[torch.Tensor]
@@ -245,3 +280,29 @@ class ColumnHalves(ParameterCache):
                     weight[rows].to(dtype).contiguous()), bias[rows].to(dtype).contiguous())
         self.keep(key, params, halves)
         return halves
+
+
+class MklPackedWeights(ParameterCache):
+    """The BLAS route's two layers (``gamma`` folded in) packed by MKL for one number of rows.
+
+    MKL's matmul packs its weight operand into its own blocked layout in every call; packed once
+    (as torch's inductor does for float32 linear layers), full chunks skip that. A pack serves
+    exactly the number of rows it was made for, so :func:`fused_mlp` asks for one per block (its
+    chunk size) and runs shorter chunks on the plain weights. Kept like :class:`InferenceWeights`
+    (about as much memory as the two layers' weights), float32 only.
+    """
+
+    def get(self, pwconv1: torch.nn.Linear, pwconv2: torch.nn.Linear,
+            gamma: Optional[torch.Tensor], weights: Tuple[torch.Tensor, ...], rows: int
+            ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(weight1, weight2)`` of ``weights`` (the layers' plain :class:`InferenceWeights`)
+        packed for ``rows`` rows."""
+        params = mlp_params(pwconv1, pwconv2, gamma)
+        key, packed = self.cached(params, (rows,))
+        if packed is not None:
+            return packed
+        with torch.no_grad():
+            packed = tuple(torch.ops.mkl._mkl_reorder_linear_weight(weight, rows)
+                           for weight in (weights[0], weights[2]))
+        self.keep(key, params, packed)
+        return packed

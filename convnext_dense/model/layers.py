@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..cpu_fast_paths import (ONEDNN_LINEAR, ColumnHalves, InferenceWeights, cpu_support,
-                              depthwise_conv, fast_paths_enabled, fused_mlp, keep_pwconv2_context,
-                              patch_matmul, patch_matmul_applies, tracing)
+from ..cpu_fast_paths import (MKL_PACKED_LINEAR, ONEDNN_LINEAR, ColumnHalves, InferenceWeights,
+                              MklPackedWeights, cpu_support, depthwise_conv, fast_paths_enabled,
+                              fused_mlp, keep_pwconv2_context, patch_matmul,
+                              patch_matmul_applies, tracing)
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -87,6 +88,7 @@ class ConvNeXtBlock(nn.Module):
         self.with_cp = with_cp
         self._inference_weights = InferenceWeights()
         self._column_halves = ColumnHalves()
+        self._mkl_packed = MklPackedWeights()
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """The residual branch, before drop path (plain path)."""
@@ -150,16 +152,20 @@ class ConvNeXtBlock(nn.Module):
                      else torch.promote_types(x.dtype, self.gamma.dtype))
         halves = ((lambda: self._column_halves.get(self.pwconv2, self.gamma, dtype)) if onednn
                   else None)
+        packed = (None if onednn or not MKL_PACKED_LINEAR else lambda rows: self._mkl_packed.get(
+            self.pwconv1, self.pwconv2, self.gamma, weights, rows))
         shortcut = x.permute(0, 2, 3, 1)
         if out_dtype == dtype and shortcut.is_contiguous():
-            return fused_mlp(y, *weights, shortcut, onednn, halves).permute(0, 3, 1, 2)
-        return x.to(out_dtype) + fused_mlp(y, *weights, None, onednn, halves).permute(0, 3, 1, 2)
+            return fused_mlp(y, *weights, shortcut, onednn, halves, packed).permute(0, 3, 1, 2)
+        mlp = fused_mlp(y, *weights, None, onednn, halves, packed)
+        return x.to(out_dtype) + mlp.permute(0, 3, 1, 2)
 
     def train(self, mode: bool = True) -> 'ConvNeXtBlock':
         """Switch mode; entering training drops the cached inference weights."""
         if mode:
             self._inference_weights.clear()
             self._column_halves.clear()
+            self._mkl_packed.clear()
         return super().train(mode)
 
     def extra_repr(self) -> str:
