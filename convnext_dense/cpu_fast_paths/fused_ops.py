@@ -101,8 +101,9 @@ def fused_mlp(x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor, weigh
 
     Rows are taken in chunks of :func:`chunk_rows` (GELU activations within
     :data:`HIDDEN_CHUNK_BYTES`), each through :func:`linear_gelu`, then :func:`linear` or
-    :func:`linear_add` (``onednn``), or through :func:`blas_mlp_chunk`. In float32 the result equals one call over all rows; in
-    bfloat16, where oneDNN may pick another kernel for fewer rows, it can differ by a rounding.
+    :func:`linear_add` (``onednn``), or through :func:`blas_mlp_chunk`. In float32 the result
+    equals one call over all rows; in bfloat16, where oneDNN may pick another kernel for fewer
+    rows, it can differ by a rounding.
 
     Args:
         x: ``(..., C)`` input, contiguous.
@@ -124,14 +125,16 @@ def fused_mlp(x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor, weigh
     if shortcut is not None:
         shortcut = shortcut.reshape(rows, -1)
     step = chunk_rows(bias1.numel(), x.element_size(), onednn)
+    # One packing per block, for full chunks; a shorter last chunk runs on the plain weights.
+    packed = (mkl_packed(step) if mkl_packed is not None and not onednn and rows >= step
+              else None)
 
     def chunk(start: int) -> torch.Tensor:
         part = None if shortcut is None else shortcut[start:start + step]
         if not onednn:
-            # One packing per block, for full chunks; a shorter last chunk runs on plain weights.
-            full = mkl_packed is not None and rows - start >= step
+            full = packed is not None and rows - start >= step
             return blas_mlp_chunk(x[start:start + step], weight1, bias1, weight2, bias2, part,
-                                  mkl_packed(step) if full else None)
+                                  packed if full else None)
         hidden = linear_gelu(x[start:start + step], weight1, bias1)
         if column_halves is not None and column_split.applies(hidden, bias2.numel()):
             return column_split.second_layer(hidden, weight2, bias2, part, column_halves,
