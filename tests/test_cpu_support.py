@@ -2,7 +2,8 @@
 
 The decision (:func:`convnext_dense.cpu_fast_paths.cpu_support.native_bf16`) is forced both ways
 here, so the float32 fallback is exercised on a CPU with bf16 too; ``test_real_avx2_cpu`` runs the
-real call on an emulated AVX2-only CPU (an AMD EPYC, under qemu's user-mode emulation).
+real call on emulated AVX2-only CPUs (an AMD EPYC and an Intel Haswell, under qemu's user-mode
+emulation), with float32 through the BLAS route on MKL-packed weights.
 """
 import logging
 import os.path as osp
@@ -346,18 +347,35 @@ for ref, a, c in zip(reference, autocast, cast):
     scale = ref.abs().max()
     assert (a.float() - ref).abs().max() <= 1e-2 * scale, 'autocast'
     assert (c.float() - ref).abs().max() <= 1e-2 * scale and c.dtype == torch.bfloat16, 'cast'
+# float32 through the BLAS route, full chunks on MKL-packed weights (MKL's own code for this CPU)
+from convnext_dense.cpu_fast_paths import fused_ops
+fused_ops._MIN_CHUNK_ROWS, fused_ops.HIDDEN_CHUNK_BYTES = 1, 2 * 16 * 32 * 4  # 16 rows, stage 0
+packed_calls = []
+blas_mlp_chunk = fused_ops.blas_mlp_chunk
+fused_ops.blas_mlp_chunk = lambda *a: packed_calls.append(a[6] is not None) or blas_mlp_chunk(*a)
+model = model.float()
+x = torch.randn(1, 3, 64, 64)  # stage 0: 256 rows
+with torch.no_grad(), cpu_support.force_mlp_route('blas'):
+    blas = model(x)
+    with fast_paths(False):
+        plain = model(x)
+assert sum(packed_calls) >= 16, packed_calls
+for b, p in zip(blas, plain):
+    assert (b - p).abs().max() <= 1e-5 * p.abs().max(), 'BLAS route'
 print('ok')
 '''
 
 
 @pytest.mark.slow
-def test_real_avx2_cpu():
-    """The whole bf16 request on a CPU that has AVX2 and nothing newer, emulated by qemu."""
+@pytest.mark.parametrize('cpu', ['EPYC-Rome-v2', 'Haswell-v4'])  # MKL: generic code / AVX2 code
+def test_real_avx2_cpu(cpu):
+    """The whole bf16 request, and float32 through the BLAS route on MKL-packed weights, on a
+    CPU that has AVX2 and nothing newer, emulated by qemu (an AMD EPYC and an Intel Haswell)."""
     qemu = shutil.which('qemu-x86_64')
     if qemu is None:
         pytest.skip('needs qemu-x86_64 (Debian: apt-get install qemu-user) to emulate an '
                     'AVX2-only CPU')
-    result = subprocess.run([qemu, '-cpu', 'EPYC-Rome-v2', sys.executable, '-c', AVX2_SCRIPT],
+    result = subprocess.run([qemu, '-cpu', cpu, sys.executable, '-c', AVX2_SCRIPT],
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.split()
