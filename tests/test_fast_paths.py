@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import convnext_dense.cpu_fast_paths.cpu_support as cpu_support
 import convnext_dense.cpu_fast_paths.fast_grads as fast_grads
 import convnext_dense.cpu_fast_paths.fused_ops as fused_ops
 import convnext_dense.model.layers as layers
@@ -199,7 +200,11 @@ def test_bf16_autocast_training_close_to_plain(tiny_arch):
         _assert_rel(grads[0][name], grad, tol=5e-2, what=f'bf16 autocast gradient of {name}')
 
 
-def test_cached_inference_weights_follow_parameter_changes(tiny_arch):
+@pytest.mark.parametrize('route', ['onednn', 'blas'])
+def test_cached_inference_weights_follow_parameter_changes(tiny_arch, route, monkeypatch):
+    monkeypatch.setattr(fused_ops, '_MIN_CHUNK_ROWS', 1)  # BLAS: full chunks of 32 rows at stage
+    monkeypatch.setattr(fused_ops, 'HIDDEN_CHUNK_BYTES', 2 * 32 * 64 * 4)  # 0, on MKL packs
+    monkeypatch.setattr(cpu_support, '_forced_mlp_route', route)
     model = trained_like(tiny_arch).eval()
     x = torch.randn(1, 3, 64, 64)
     _outputs(model, x, True)  # fills the caches
