@@ -240,6 +240,36 @@ def test_forced_mlp_route_overrides_the_choice_and_restores_it(monkeypatch):
     assert cpu_support.mlp_route(1024) == 'blas'
 
 
+@pytest.fixture
+def route_env(monkeypatch):
+    """``route_env(value)``: the process started with ``CONVNEXT_DENSE_MLP_ROUTE=value``."""
+    def set_value(value):
+        monkeypatch.setenv(cpu_support.MLP_ROUTE_ENV, value)
+        cpu_support.env_mlp_route.cache_clear()
+    yield set_value
+    monkeypatch.delenv(cpu_support.MLP_ROUTE_ENV, raising=False)
+    cpu_support.env_mlp_route.cache_clear()
+
+
+def test_route_from_the_environment(monkeypatch, route_env):
+    monkeypatch.setattr(cpu_support, 'cpu_capability', lambda: 'AVX2')
+    monkeypatch.setattr(cpu_support, 'cpu_vendor', lambda: 'AuthenticAMD')
+    route_env('blas')  # e.g. where --variants mlp_routes found BLAS faster on an EPYC
+    assert [cpu_support.mlp_route(c) for c in (128, 1024)] == ['blas', 'blas']
+    assert cpu_support.describe()['wide_mlp_route'] == 'blas'
+    with cpu_support.force_mlp_route('onednn'):  # the benchmark's forced routes still win
+        assert cpu_support.mlp_route(1024) == 'onednn'
+    monkeypatch.setattr(cpu_support, 'cpu_vendor', lambda: 'GenuineIntel')
+    route_env('onednn')
+    assert cpu_support.mlp_route(1024) == 'onednn'
+    route_env('')
+    assert cpu_support.mlp_route(1024) == 'blas'  # unset or empty: this CPU's default
+    route_env('mkl')
+    with pytest.raises(ValueError, match=r"CONVNEXT_DENSE_MLP_ROUTE='mkl' is not one of "
+                                         r"\('onednn', 'blas'\)"):
+        cpu_support.mlp_route(1024)
+
+
 @pytest.mark.parametrize('route', cpu_support.MLP_ROUTES)
 def test_forced_route_runs_and_matches_plain(tiny_arch, route, monkeypatch):
     calls = {'onednn': 0, 'blas': 0}

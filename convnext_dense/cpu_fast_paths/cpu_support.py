@@ -17,6 +17,7 @@ Tests monkeypatch these functions to force either answer.
 import contextlib
 import functools
 import logging
+import os
 import platform
 from typing import Dict, FrozenSet, Iterator, NamedTuple, Optional
 
@@ -36,6 +37,9 @@ logger = logging.getLogger(__name__)
 BLAS_MLP_MIN_CHANNELS = 256
 BLAS_MLP_VENDORS = ('GenuineIntel',)
 MLP_ROUTES = ('onednn', 'blas')
+# Set to one of MLP_ROUTES, it runs every fused float32 block MLP of the process through that
+# route: for a CPU where `tools/benchmark.py --variants mlp_routes` finds the other one faster.
+MLP_ROUTE_ENV = 'CONVNEXT_DENSE_MLP_ROUTE'
 _X86 = ('x86_64', 'amd64', 'i386', 'i686', 'x86')
 _forced_mlp_route: Optional[str] = None
 
@@ -65,13 +69,29 @@ def mlp_route(channels: int) -> str:
 
     ``'blas'`` (MKL matmuls, in-place GELU) for blocks of :data:`BLAS_MLP_MIN_CHANNELS` or more
     on Intel CPUs whose best ISA is AVX2, ``'onednn'`` (fused epilogues) everywhere else, unless
-    :func:`force_mlp_route` says otherwise.
+    :func:`force_mlp_route` or the environment variable :data:`MLP_ROUTE_ENV` (in that order)
+    says otherwise.
     """
     if _forced_mlp_route is not None:
         return _forced_mlp_route
+    chosen = env_mlp_route()
+    if chosen is not None:
+        return chosen
     wide_on_intel_avx2 = (channels >= BLAS_MLP_MIN_CHANNELS and cpu_capability() == 'AVX2'
                           and cpu_vendor() in BLAS_MLP_VENDORS)
     return 'blas' if wide_on_intel_avx2 else 'onednn'
+
+
+@functools.lru_cache(maxsize=None)
+def env_mlp_route() -> Optional[str]:
+    """The route :data:`MLP_ROUTE_ENV` names (read once), or ``None`` where it is unset or empty."""
+    value = os.environ.get(MLP_ROUTE_ENV, '').strip()
+    if not value:
+        return None
+    if value not in MLP_ROUTES:
+        raise ValueError(f'{MLP_ROUTE_ENV}={value!r} is not one of {MLP_ROUTES} (or unset: '
+                         'the route this CPU gets by default)')
+    return value
 
 
 def onednn_mlp(channels: int) -> bool:
