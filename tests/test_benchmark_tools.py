@@ -12,8 +12,8 @@ from convnext_dense import ConvNeXt
 from convnext_dense.extras.benchmark.cases import Case, make_images, make_step, prepare
 from convnext_dense.extras.benchmark.flops import count_macs
 from convnext_dense.extras.benchmark.memory import measure_step_memory
-from convnext_dense.extras.benchmark.report import check_goals, format_machine
-from convnext_dense.extras.benchmark.runner import BenchmarkConfig, plan_groups
+from convnext_dense.extras.benchmark.report import check_goals, format_machine, format_summary
+from convnext_dense.extras.benchmark.runner import BenchmarkConfig, plan_groups, summarize
 from convnext_dense.extras.benchmark.timing import time_interleaved
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -44,6 +44,24 @@ def test_benchmark_cli_writes_table_and_json(tmp_path):
     assert isinstance(machine['native_bf16'], bool) and isinstance(machine['cpu_flags'], list)
     assert f"({machine['cpu_capability']}, bf16 " in result.stdout
     assert machine['wide_mlp_route'] in ('onednn', 'blas') and machine['cpu_vendor']
+
+
+@pytest.mark.parametrize('default,blas_s,hint', [
+    ('onednn', 0.90, 'CONVNEXT_DENSE_MLP_ROUTE=blas'),  # e.g. an EPYC where BLAS won
+    ('onednn', 0.97, None),  # within the margin: no advice from noise
+    ('blas', 0.90, None),  # the default already is the faster one
+    ('blas', 1.10, 'CONVNEXT_DENSE_MLP_ROUTE=onednn'),
+])
+def test_mlp_routes_summary_names_the_setting_for_a_faster_route(default, blas_s, hint):
+    def row(route, seconds):
+        case = dict(impl='ours', precision='fp32', mlp_route=route)
+        return dict(group='infer fp32 mlp_routes 512x512', case=case, median_s=seconds)
+    results = dict(machine=dict(wide_mlp_route=default),
+                   rows=[row('onednn', 1.0), row('blas', blas_s)])
+    entry, = summarize(results)
+    assert entry.get('route_hint') == hint
+    table = format_summary([entry], [])
+    assert (f'faster here than the default route: {hint}' in table) is (hint is not None)
 
 
 def test_with_cp_step_needs_less_memory():

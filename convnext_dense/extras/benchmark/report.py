@@ -64,6 +64,8 @@ def format_summary(summary: Sequence[Dict], goals: Sequence[Dict]) -> str:
         if 'route_s' in entry:
             modes += (f"; MLP routes: oneDNN {entry['route_s']['onednn']:.3f} s, BLAS "
                       f"{entry['route_s']['blas']:.3f} s (BLAS x{entry['blas_over_onednn']:.2f})")
+            if 'route_hint' in entry:
+                modes += f"; faster here than the default route: {entry['route_hint']}"
         lines.append(f"| {entry['group']} | {entry['ours_s']:.3f} | "
                      f"{'' if hf is None else f'{hf:.3f}'} | "
                      f"{'' if ratio is None else f'{ratio:.3f}'} | {modes}"

@@ -257,12 +257,18 @@ def _group_name(group: Group) -> str:
     return f'{group.task} {group.family} {group.variant} {group.size[0]}x{group.size[1]}'
 
 
+# The other MLP route must take less than this fraction of the default's time to be suggested.
+ROUTE_HINT_MARGIN = 0.95
+
+
 def summarize(results: Dict) -> List[Dict]:
     """Per group: our best median over the reference peer's best, and with_cp's cost.
 
     Returns rows ``{'group', 'ours_s', 'peer', 'peer_s', 'ratio'}``; with_cp groups also give
     ``cp_time_ratio`` and (with memory) ``cp_memory_ratio`` against ours without checkpointing;
-    mlp_routes groups give ``route_s`` (median per route) and ``blas_over_onednn``.
+    mlp_routes groups give ``route_s`` (median per route) and ``blas_over_onednn``, and
+    ``route_hint`` (the environment setting to use) where the route this machine does not take
+    by default was clearly faster.
     """
     by_group: Dict[str, List[Dict]] = {}
     for row in results['rows']:
@@ -288,6 +294,10 @@ def summarize(results: Dict) -> List[Dict]:
         routes = {r['case']['mlp_route']: r['median_s'] for r in ours if r['case'].get('mlp_route')}
         if set(routes) == {'onednn', 'blas'}:
             entry.update(route_s=routes, blas_over_onednn=routes['blas'] / routes['onednn'])
+            default = results.get('machine', {}).get('wide_mlp_route')
+            faster = min(routes, key=routes.get)
+            if default in routes and routes[faster] < ROUTE_HINT_MARGIN * routes[default]:
+                entry['route_hint'] = f'{cpu_support.MLP_ROUTE_ENV}={faster}'
         for peer in ('huggingface', 'timm', 'mmpretrain'):
             peer_rows = [r for r in rows if r['case']['impl'] == peer]
             if peer_rows:
