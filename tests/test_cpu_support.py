@@ -3,9 +3,12 @@
 The decision (:func:`convnext_dense.cpu_fast_paths.cpu_support.native_bf16`) is forced both ways
 here, so the float32 fallback is exercised on a CPU with bf16 too; ``test_real_avx2_cpu`` runs the
 real call on emulated AVX2-only CPUs (an AMD EPYC and an Intel Haswell, under qemu's user-mode
-emulation), with float32 through the BLAS route on MKL-packed weights.
+emulation), with float32 through the BLAS route on MKL-packed weights, and
+``test_real_aarch64_cpu`` inference and a training step on emulated aarch64 CPUs with and without
+the bf16 extension.
 """
 import logging
+import os
 import os.path as osp
 import shutil
 import subprocess
@@ -354,10 +357,13 @@ def test_both_matmul_routes_match_plain_in_chunks(tiny_arch, onednn, monkeypatch
         _assert_rel(b, p, 1e-5, f'onednn={onednn} in chunks vs plain')
 
 
-AVX2_SCRIPT = r'''
+# The backbone without the package's mmdet / mmseg registration (the emulated Pythons have none).
+BARE_PACKAGE = r'''
 import sys, types, torch
 package = types.ModuleType('convnext_dense'); package.__path__ = ['convnext_dense']
 sys.modules['convnext_dense'] = package
+'''
+AVX2_SCRIPT = BARE_PACKAGE + r'''
 from convnext_dense.cpu_fast_paths import cpu_support
 from convnext_dense.model.backbone import ConvNeXt
 from convnext_dense.cpu_fast_paths import fast_paths
@@ -411,3 +417,59 @@ def test_real_avx2_cpu(cpu):
     lines = result.stdout.split()
     assert lines[:3] == ['AVX2', 'False', 'False'] and lines[-1] == 'ok', result.stdout
     assert 'bfloat16 is emulated on this CPU' in result.stderr
+
+
+AARCH64_SCRIPT = BARE_PACKAGE + r'''
+import platform
+from convnext_dense.cpu_fast_paths import cpu_support, fast_paths, fused_ops
+from convnext_dense.model.backbone import ConvNeXt
+print(platform.machine(), cpu_support.onednn_bf16(), cpu_support.native_bf16(),
+      fused_ops.ONEDNN_LINEAR, fused_ops.MKL_PACKED_LINEAR)
+torch.manual_seed(0)
+model = ConvNeXt(arch=dict(depths=(1, 1, 1, 1), channels=(8, 16, 32, 64)),
+                 layer_scale_init_value=1.0).eval()
+x = torch.randn(1, 3, 32, 32)
+def rel(a, b):
+    return ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
+with torch.inference_mode():
+    with fast_paths(False):
+        plain = model(x)
+    assert max(rel(a, p) for a, p in zip(model(x), plain)) <= 1e-5, 'fp32'
+    with torch.autocast('cpu', torch.bfloat16):
+        assert max(rel(a, p) for a, p in zip(model(x), plain)) <= 1e-2, 'autocast'
+    cast = model.to(torch.bfloat16)(x.to(torch.bfloat16))
+    assert max(rel(c, p) for c, p in zip(cast, plain)) <= 1e-2, 'cast'
+    assert cast[0].dtype == torch.bfloat16
+model = model.float().train()
+grads, probes = [], [torch.randn(p.shape) for p in plain]  # random directions: no cancellation
+for fast in (True, False):  # the training path (fast depthwise weight gradient) and the plain one
+    model.zero_grad()
+    with fast_paths(fast):
+        sum((o * probe).sum() for o, probe in zip(model(x), probes)).backward()
+    grads.append([p.grad.clone() for p in model.parameters()])
+assert all(rel(f, p) <= 1e-4 for f, p in zip(*grads)), 'training gradients'
+print('ok')
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('cpu,bf16', [('max', True), ('neoverse-n1', False)])
+def test_real_aarch64_cpu(cpu, bf16):
+    """Inference (fp32, bf16) and a training step on emulated aarch64 CPUs, with and without
+    the bf16 extension, on torch's aarch64 CPU build (oneDNN with Arm Compute Library)."""
+    root = os.environ.get('CONVNEXT_DENSE_AARCH64_ROOT', osp.join(ROOT, 'build', 'aarch64'))
+    qemu = shutil.which('qemu-aarch64')
+    if qemu is None or not osp.isdir(osp.join(root, 'site')):
+        pytest.skip('needs qemu-aarch64 and an aarch64 Python with torch in build/aarch64 '
+                    '(tools/aarch64_sysroot.sh makes one; root and apt-get)')
+    sysroot = osp.join(root, 'sysroot')
+    env = dict(os.environ, PYTHONPATH=osp.join(root, 'site'))
+    result = subprocess.run(
+        [qemu, '-L', sysroot, '-cpu', cpu, osp.join(sysroot, 'usr', 'bin', 'python3.11'), '-c',
+         AARCH64_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.split()
+    assert lines[:5] == ['aarch64', str(bf16), str(bf16), 'True', 'False'], result.stdout
+    assert lines[-1] == 'ok', result.stdout
+    warned = 'bfloat16 is emulated on this CPU' in result.stderr
+    assert warned is not bf16 and ('no bf16 extension' in result.stderr) is warned

@@ -184,8 +184,10 @@ def describe() -> Dict[str, object]:
 @functools.lru_cache(maxsize=None)
 def warn_bf16_emulated() -> None:
     """Say once per process that bfloat16 was asked for where the CPU has no bf16 arithmetic."""
+    missing = ('AVX512-BF16, AMX or AVX-NE-CONVERT' if platform.machine().lower() in _X86
+               else 'bf16 extension')
     logger.warning(
-        'bfloat16 is emulated on this CPU (%s, torch capability %s: no AVX512-BF16, AMX or '
-        'AVX-NE-CONVERT), and float32 is faster here: the ConvNeXt backbone computes in float32 '
-        'and returns the dtype its plain path would (bfloat16 for a model cast to bf16).',
-        _cpu_info().model, cpu_capability())
+        'bfloat16 is emulated on this CPU (%s, %s, torch capability %s: no %s), and float32 is '
+        'faster here: the ConvNeXt backbone computes in float32 and returns the dtype its plain '
+        'path would (bfloat16 for a model cast to bf16).',
+        _cpu_info().model, platform.machine(), cpu_capability(), missing)
