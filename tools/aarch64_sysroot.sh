@@ -16,7 +16,7 @@ DEBS="python3.11-minimal libpython3.11-minimal libpython3.11-stdlib libc6 libgcc
 PURE="mmengine addict yapf termcolor rich pyyaml typing-extensions sympy mpmath networkx jinja2
       markupsafe fsspec filelock packaging platformdirs pygments markdown-it-py mdurl"
 
-command -v qemu-aarch64 >/dev/null || { echo "no qemu-aarch64 (apt-get install qemu-user)"; exit 1; }
+command -v qemu-aarch64 >/dev/null || { echo "no qemu-aarch64 (apt install qemu-user)"; exit 1; }
 command -v apt-get >/dev/null || { echo "needs Debian's apt-get for the arm64 python"; exit 1; }
 rm -rf "$OUT.partial" && mkdir -p "$OUT.partial/debs"
 dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
@@ -36,5 +36,5 @@ done
     --platform manylinux_2_28_aarch64 --platform manylinux_2_17_aarch64 \
     --platform manylinux2014_aarch64 --only-binary=:all: $pins
 PYTHONPATH="$OUT.partial/site" qemu-aarch64 -L "$OUT.partial/sysroot" -cpu max \
-    "$OUT.partial/sysroot/usr/bin/python3.11" -c "import torch; print('aarch64 torch', torch.__version__)"
+    "$OUT.partial/sysroot/usr/bin/python3.11" -c "import torch; print('torch', torch.__version__)"
 rm -rf "$OUT" "$OUT.partial/debs" && mv "$OUT.partial" "$OUT"
