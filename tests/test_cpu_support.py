@@ -435,6 +435,8 @@ with torch.inference_mode():
     with fast_paths(False):
         plain = model(x)
     assert max(rel(a, p) for a, p in zip(model(x), plain)) <= 1e-5, 'fp32'
+    with cpu_support.force_mlp_route('blas'):  # as CONVNEXT_DENSE_MLP_ROUTE=blas would
+        assert max(rel(a, p) for a, p in zip(model(x), plain)) <= 1e-5, 'fp32 BLAS route'
     with torch.autocast('cpu', torch.bfloat16):
         assert max(rel(a, p) for a, p in zip(model(x), plain)) <= 1e-2, 'autocast'
     cast = model.to(torch.bfloat16)(x.to(torch.bfloat16))
