@@ -357,11 +357,24 @@ def test_both_matmul_routes_match_plain_in_chunks(tiny_arch, onednn, monkeypatch
         _assert_rel(b, p, 1e-5, f'onednn={onednn} in chunks vs plain')
 
 
-# The backbone without the package's mmdet / mmseg registration (the emulated Pythons have none).
+# The backbone without mmengine: its BaseModule as a plain Module and the registry as a no-op.
+# Both are pure Python that the emulated CPUs took 15 s to import, for nothing that depends on
+# the CPU.
 BARE_PACKAGE = r'''
 import sys, types, torch
-package = types.ModuleType('convnext_dense'); package.__path__ = ['convnext_dense']
-sys.modules['convnext_dense'] = package
+def stub(name, **attributes):
+    module = sys.modules[name] = types.ModuleType(name)
+    module.__dict__.update(attributes)
+class BaseModule(torch.nn.Module):
+    def __init__(self, init_cfg=None):
+        super().__init__()
+        self.init_cfg = init_cfg
+class Registry:
+    def register_module(self):
+        return lambda cls: cls
+stub('mmengine'); stub('mmengine.model', BaseModule=BaseModule)
+stub('convnext_dense', __path__=['convnext_dense'])
+stub('convnext_dense.registry', MODELS=Registry())
 '''
 AVX2_SCRIPT = BARE_PACKAGE + r'''
 from convnext_dense.cpu_fast_paths import cpu_support

@@ -5,7 +5,8 @@
 # with OUT/site on sys.path. tests/test_cpu_support.py::test_real_aarch64_cpu uses it.
 # Debian's arm64 python3.11 (its packages unpacked, not installed), torch 2.10.0: the newest
 # CPU-only aarch64 wheel on PyPI (2.11 on are CUDA builds whose NVIDIA libraries PyPI does not
-# all have for aarch64), and the pure-Python packages mmengine needs, at this venv's versions.
+# all have for aarch64), numpy and torch's pure-Python dependencies, at this venv's versions (the
+# test stubs out mmengine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-build/aarch64}
@@ -13,8 +14,7 @@ PIP=${PIP:-.venv/bin/pip}
 TORCH_AARCH64=2.10.0
 DEBS="python3.11-minimal libpython3.11-minimal libpython3.11-stdlib libc6 libgcc-s1 libstdc++6
       zlib1g libexpat1 libffi8 libssl3 libbz2-1.0 liblzma5 libgomp1"
-PURE="mmengine addict yapf termcolor rich pyyaml typing-extensions sympy mpmath networkx jinja2
-      markupsafe fsspec filelock packaging platformdirs pygments markdown-it-py mdurl"
+PURE="typing-extensions sympy mpmath networkx jinja2 markupsafe fsspec filelock"
 
 command -v qemu-aarch64 >/dev/null || { echo "no qemu-aarch64 (apt install qemu-user)"; exit 1; }
 command -v apt-get >/dev/null || { echo "needs Debian's apt-get for the arm64 python"; exit 1; }
