@@ -376,68 +376,14 @@ stub('mmengine'); stub('mmengine.model', BaseModule=BaseModule)
 stub('convnext_dense', __path__=['convnext_dense'])
 stub('convnext_dense.registry', MODELS=Registry())
 '''
-AVX2_SCRIPT = BARE_PACKAGE + r'''
-from convnext_dense.cpu_fast_paths import cpu_support
-from convnext_dense.model.backbone import ConvNeXt
-from convnext_dense.cpu_fast_paths import fast_paths
-print(torch.backends.cpu.get_cpu_capability(), cpu_support.onednn_bf16(), cpu_support.native_bf16())
-torch.manual_seed(0)
-model = ConvNeXt(arch=dict(depths=(1, 1, 1, 1), channels=(8, 16, 32, 64)),
-                 layer_scale_init_value=1.0).eval()
-x = torch.randn(1, 3, 32, 32)
-with torch.inference_mode():
-    reference = model(x)
-    with fast_paths(False):
-        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(reference, model(x)))
-    with torch.autocast('cpu', torch.bfloat16):
-        autocast = model(x)
-    cast = model.to(torch.bfloat16)(x.to(torch.bfloat16))
-for ref, a, c in zip(reference, autocast, cast):
-    scale = ref.abs().max()
-    assert (a.float() - ref).abs().max() <= 1e-2 * scale, 'autocast'
-    assert (c.float() - ref).abs().max() <= 1e-2 * scale and c.dtype == torch.bfloat16, 'cast'
-# float32 through the BLAS route, full chunks on MKL-packed weights (MKL's own code for this CPU)
-from convnext_dense.cpu_fast_paths import fused_ops
-fused_ops._MIN_CHUNK_ROWS, fused_ops.HIDDEN_CHUNK_BYTES = 1, 2 * 16 * 32 * 4  # 16 rows, stage 0
-packed_calls = []
-blas_mlp_chunk = fused_ops.blas_mlp_chunk
-fused_ops.blas_mlp_chunk = lambda *a: packed_calls.append(a[6] is not None) or blas_mlp_chunk(*a)
-model = model.float()
-x = torch.randn(1, 3, 64, 64)  # stage 0: 256 rows
-with torch.no_grad(), cpu_support.force_mlp_route('blas'):
-    blas = model(x)
-    with fast_paths(False):
-        plain = model(x)
-assert sum(packed_calls) >= 16, packed_calls
-for b, p in zip(blas, plain):
-    assert (b - p).abs().max() <= 1e-5 * p.abs().max(), 'BLAS route'
-print('ok')
-'''
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize('cpu', ['EPYC-Rome-v2', 'Haswell-v4'])  # MKL: generic code / AVX2 code
-def test_real_avx2_cpu(cpu):
-    """The whole bf16 request, and float32 through the BLAS route on MKL-packed weights, on a
-    CPU that has AVX2 and nothing newer, emulated by qemu (an AMD EPYC and an Intel Haswell)."""
-    qemu = shutil.which('qemu-x86_64')
-    if qemu is None:
-        pytest.skip('needs qemu-x86_64 (Debian: apt-get install qemu-user) to emulate an '
-                    'AVX2-only CPU')
-    result = subprocess.run([qemu, '-cpu', cpu, sys.executable, '-c', AVX2_SCRIPT],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.split()
-    assert lines[:3] == ['AVX2', 'False', 'False'] and lines[-1] == 'ok', result.stdout
-    assert 'bfloat16 is emulated on this CPU' in result.stderr
-
-
-AARCH64_SCRIPT = BARE_PACKAGE + r'''
+# One script for every emulated CPU: what it prints first tells the tests which paths it took.
+EMULATED_CPU_SCRIPT = BARE_PACKAGE + r'''
 import platform
 from convnext_dense.cpu_fast_paths import cpu_support, fast_paths, fused_ops
 from convnext_dense.model.backbone import ConvNeXt
-print(platform.machine(), cpu_support.onednn_bf16(), cpu_support.native_bf16(),
-      fused_ops.ONEDNN_LINEAR, fused_ops.MKL_PACKED_LINEAR)
+print(torch.backends.cpu.get_cpu_capability(), cpu_support.onednn_bf16(),
+      cpu_support.native_bf16(), platform.machine(), fused_ops.ONEDNN_LINEAR,
+      fused_ops.MKL_PACKED_LINEAR)
 torch.manual_seed(0)
 model = ConvNeXt(arch=dict(depths=(1, 1, 1, 1), channels=(8, 16, 32, 64)),
                  layer_scale_init_value=1.0).eval()
@@ -447,15 +393,30 @@ def rel(a, b):
 with torch.inference_mode():
     with fast_paths(False):
         plain = model(x)
-    assert max(rel(a, p) for a, p in zip(model(x), plain)) <= 1e-5, 'fp32'
-    with cpu_support.force_mlp_route('blas'):  # as CONVNEXT_DENSE_MLP_ROUTE=blas would
-        assert max(rel(a, p) for a, p in zip(model(x), plain)) <= 1e-5, 'fp32 BLAS route'
+    fused = model(x)
+    assert all(torch.allclose(f, p, atol=1e-5) for f, p in zip(fused, plain)), 'fp32'
+    assert max(rel(f, p) for f, p in zip(fused, plain)) <= 1e-5, 'fp32'
     with torch.autocast('cpu', torch.bfloat16):
         assert max(rel(a, p) for a, p in zip(model(x), plain)) <= 1e-2, 'autocast'
     cast = model.to(torch.bfloat16)(x.to(torch.bfloat16))
     assert max(rel(c, p) for c, p in zip(cast, plain)) <= 1e-2, 'cast'
-    assert cast[0].dtype == torch.bfloat16
-model = model.float().train()
+    assert all(c.dtype == torch.bfloat16 for c in cast), 'cast'
+model = model.float()
+# float32 through the BLAS route (as CONVNEXT_DENSE_MLP_ROUTE=blas runs it), in chunks of 16 rows
+# at stage 0: where torch has MKL, full chunks on MKL-packed weights (MKL's code for this CPU).
+fused_ops._MIN_CHUNK_ROWS, fused_ops.HIDDEN_CHUNK_BYTES = 1, 2 * 16 * 32 * 4
+packed_calls = []
+blas_mlp_chunk = fused_ops.blas_mlp_chunk
+fused_ops.blas_mlp_chunk = lambda *a: packed_calls.append(a[6] is not None) or blas_mlp_chunk(*a)
+big = torch.randn(1, 3, 64, 64)  # stage 0: 256 rows
+with torch.no_grad(), cpu_support.force_mlp_route('blas'):
+    blas = model(big)
+    with fast_paths(False):
+        blas_plain = model(big)
+assert packed_calls and (sum(packed_calls) >= 16 if fused_ops.MKL_PACKED_LINEAR
+                         else not any(packed_calls)), packed_calls
+assert max(rel(b, p) for b, p in zip(blas, blas_plain)) <= 1e-5, 'fp32 BLAS route'
+model.train()
 grads, probes = [], [torch.randn(p.shape) for p in plain]  # random directions: no cancellation
 for fast in (True, False):  # the training path (fast depthwise weight gradient) and the plain one
     model.zero_grad()
@@ -468,10 +429,29 @@ print('ok')
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize('cpu', ['EPYC-Rome-v2', 'Haswell-v4'])  # MKL: generic code / AVX2 code
+def test_real_avx2_cpu(cpu):
+    """The whole bf16 request, float32 through both routes (BLAS on MKL-packed weights) and a
+    training step, on a CPU that has AVX2 and nothing newer, emulated by qemu (an AMD EPYC and
+    an Intel Haswell)."""
+    qemu = shutil.which('qemu-x86_64')
+    if qemu is None:
+        pytest.skip('needs qemu-x86_64 (Debian: apt-get install qemu-user) to emulate an '
+                    'AVX2-only CPU')
+    result = subprocess.run([qemu, '-cpu', cpu, sys.executable, '-c', EMULATED_CPU_SCRIPT],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.split()
+    assert lines[:6] == ['AVX2', 'False', 'False', 'x86_64', 'True', 'True'], result.stdout
+    assert lines[-1] == 'ok', result.stdout
+    assert 'bfloat16 is emulated on this CPU' in result.stderr
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize('cpu,bf16', [('max', True), ('neoverse-n1', False)])
 def test_real_aarch64_cpu(cpu, bf16):
-    """Inference (fp32, bf16) and a training step on emulated aarch64 CPUs, with and without
-    the bf16 extension, on torch's aarch64 CPU build (oneDNN with Arm Compute Library)."""
+    """The same script on emulated aarch64 CPUs, with and without the bf16 extension, on torch's
+    aarch64 CPU build (oneDNN with Arm Compute Library; no MKL, so BLAS runs on plain weights)."""
     root = os.environ.get('CONVNEXT_DENSE_AARCH64_ROOT', osp.join(ROOT, 'build', 'aarch64'))
     qemu = shutil.which('qemu-aarch64')
     if qemu is None or not osp.isdir(osp.join(root, 'site')):
@@ -481,10 +461,10 @@ def test_real_aarch64_cpu(cpu, bf16):
     env = dict(os.environ, PYTHONPATH=osp.join(root, 'site'))
     result = subprocess.run(
         [qemu, '-L', sysroot, '-cpu', cpu, osp.join(sysroot, 'usr', 'bin', 'python3.11'), '-c',
-         AARCH64_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+         EMULATED_CPU_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.split()
-    assert lines[:5] == ['aarch64', str(bf16), str(bf16), 'True', 'False'], result.stdout
+    assert lines[1:6] == [str(bf16), str(bf16), 'aarch64', 'True', 'False'], result.stdout
     assert lines[-1] == 'ok', result.stdout
     warned = 'bfloat16 is emulated on this CPU' in result.stderr
     assert warned is not bf16 and ('no bf16 extension' in result.stderr) is warned
