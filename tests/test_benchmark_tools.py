@@ -1,6 +1,7 @@
 """The CPU benchmark tool runs (tiny sizes; no timing is asserted) and its parts do their job."""
 import json
 import os.path as osp
+import statistics
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ from convnext_dense.extras.benchmark.flops import count_macs
 from convnext_dense.extras.benchmark.memory import measure_step_memory
 from convnext_dense.extras.benchmark.report import check_goals, format_machine, format_summary
 from convnext_dense.extras.benchmark.runner import BenchmarkConfig, plan_groups, summarize
-from convnext_dense.extras.benchmark.timing import time_interleaved
+from convnext_dense.extras.benchmark.timing import Timing, per_round_ratios, time_interleaved
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 from tiny import TINY_ARCH as TINY
@@ -89,6 +90,17 @@ def test_interleaved_timing_alternates_order():
         time_interleaved({'a': lambda: None}, repeats=0)
 
 
+def test_per_round_ratios_cancel_a_slowdown_both_sides_share():
+    # The machine runs 1.5x slower in the last two rounds: each side's spread shows it, the
+    # rounds' ratios do not.
+    ours, peer = Timing([0.9, 0.9, 0.9, 1.35, 1.35]), Timing([1.0, 1.0, 1.0, 1.5, 1.5])
+    ratios = per_round_ratios(ours, peer)
+    assert ratios.times == pytest.approx([0.9] * 5)
+    assert ratios.spread < 1e-9 < ours.spread
+    with pytest.raises(ValueError, match='cannot pair 5 rounds with 2'):
+        per_round_ratios(ours, Timing([1.0, 1.0]))
+
+
 def test_machine_line_says_only_what_was_measured():
     machine = dict(processor='Some CPU', cpu_capability='AVX2', native_bf16=False,
                    cpu_flags=['avx2'], cores=2, threads=1, threads_per_core=2, torch='2.13.0',
@@ -160,6 +172,8 @@ def test_whole_model_segmenter_runs(tmp_path):
         assert 0 < row[f'{side}_backbone_s'] < max(row[f'{side}_times_s'])
         assert row[f'{side}_rest_s'] > 0
     assert row['rest_ratio'] > 0
+    rounds = [a / b for a, b in zip(row['ours_times_s'], row['huggingface_times_s'])]
+    assert row['round_ratio'] == pytest.approx(statistics.median(rounds))
 
 
 @pytest.mark.slow
@@ -237,14 +251,14 @@ def test_whole_model_row_prints_the_backbone_and_the_rest_per_side():
     row = {'task': 'detector', 'mode': 'infer', 'size': [512, 512], 'work': {'ours': {}},
            'ours_s': 10.0, 'ours_spread': 0.02, 'ours_backbone_s': 2.0, 'ours_rest_s': 8.0}
     assert format_whole_model_row(row).startswith(
-        '| detector | infer | 512x512 | 10.000 (2.0%) |  |  | 2.000 | 8.000 |  |')
+        '| detector | infer | 512x512 | 10.000 (2.0%) |  |  |  | 2.000 | 8.000 |  |')
     row.update(huggingface_s=11.0, huggingface_spread=0.03, huggingface_backbone_s=2.5,
-               huggingface_rest_s=8.5, ratio=10 / 11, rest_ratio=8 / 8.5, same_head_work=True,
-               same_outputs=True)
+               huggingface_rest_s=8.5, ratio=10 / 11, round_ratio=0.95, round_ratio_spread=0.012,
+               rest_ratio=8 / 8.5, same_head_work=True, same_outputs=True)
     row['work']['ours'] = {'detections': 200}
     assert format_whole_model_row(row) == (
-        "| detector | infer | 512x512 | 10.000 (2.0%) | 11.000 (3.0%) | 0.909 | 2.000 / 2.500 | "
-        "8.000 / 8.500 | 0.941 | True {'detections': 200} | True |")
+        "| detector | infer | 512x512 | 10.000 (2.0%) | 11.000 (3.0%) | 0.909 | 0.950 (1.2%) | "
+        "2.000 / 2.500 | 8.000 / 8.500 | 0.941 | True {'detections': 200} | True |")
     table = format_whole_model_table([row]).splitlines()
     assert len(table) == 3 and table[2] == format_whole_model_row(row)
     assert all(line.count('|') == len(WHOLE_MODEL_COLUMNS) + 1 for line in table)

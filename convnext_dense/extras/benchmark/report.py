@@ -116,8 +116,8 @@ def write_json(results: Dict, path: Optional[str]) -> None:
 
 WHOLE_MODEL_COLUMNS = (
     'whole model', 'step', 'size', 'ours s (spread)', 'Hugging Face backbone s (spread)', 'ratio',
-    'in the backbone s: ours / HF', 'rest s: ours / HF', 'rest ratio', 'same head work',
-    'same outputs')
+    'ratio per round (spread)', 'in the backbone s: ours / HF', 'rest s: ours / HF', 'rest ratio',
+    'same head work', 'same outputs')
 
 
 def format_whole_model_table(rows: Sequence[Dict]) -> str:
@@ -132,11 +132,13 @@ def format_whole_model_row(row: Dict) -> str:
     peer = 'huggingface_s' in row
     hf = f"{row['huggingface_s']:.3f} ({row['huggingface_spread']:.1%})" if peer else ''
     ratio = f"{row['ratio']:.3f}" if peer else ''
+    round_ratio = (f"{row['round_ratio']:.3f} ({row['round_ratio_spread']:.1%})" if peer
+                   else '')
     backbone = f"{row['ours_backbone_s']:.3f}" + (
         f" / {row['huggingface_backbone_s']:.3f}" if peer else '')
     rest = f"{row['ours_rest_s']:.3f}" + (f" / {row['huggingface_rest_s']:.3f}" if peer else '')
     rest_ratio = f"{row['rest_ratio']:.3f}" if peer else ''
     return (f"| {row['task']} | {row['mode']} | {row['size'][0]}x{row['size'][1]} | "
-            f"{row['ours_s']:.3f} ({row['ours_spread']:.1%}) | {hf} | {ratio} | {backbone} | "
-            f"{rest} | {rest_ratio} | {row.get('same_head_work', '')} "
+            f"{row['ours_s']:.3f} ({row['ours_spread']:.1%}) | {hf} | {ratio} | {round_ratio} | "
+            f"{backbone} | {rest} | {rest_ratio} | {row.get('same_head_work', '')} "
             f"{row['work'].get('ours') or ''} | {row.get('same_outputs', '')} |")

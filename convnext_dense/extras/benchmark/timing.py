@@ -1,7 +1,8 @@
 """Wall-clock timing that stays fair on a shared, noisy machine.
 
 Cases that are compared run interleaved in one process (ours, peer, ours, peer, ...), the order
-flips every round so slow drifts hit both sides alike, and each side is summarised by its median.
+flips every round so slow drifts hit both sides alike, and each side is summarised by its median;
+:func:`per_round_ratios` compares two sides round by round.
 """
 import os
 import statistics
@@ -78,6 +79,22 @@ def time_interleaved(cases: Mapping[str, Callable[[], object]], repeats: int, wa
             sync()
             timings[name].times.append(clock() - start)
     return timings
+
+
+def per_round_ratios(numerator: Timing, denominator: Timing) -> Timing:
+    """``numerator``'s time over ``denominator``'s in each round of one :func:`time_interleaved`
+    run (its ``median`` and ``spread`` summarise them).
+
+    The two calls of a round ran back to back, so a slowdown of the machine that lasts longer
+    than a round cancels in their ratio, where it widens each side's own spread.
+
+    Raises:
+        ValueError: the two were timed over different numbers of rounds.
+    """
+    if len(numerator.times) != len(denominator.times):
+        raise ValueError(f'cannot pair {len(numerator.times)} rounds with '
+                         f'{len(denominator.times)}: time both in one time_interleaved run')
+    return Timing([a / b for a, b in zip(numerator.times, denominator.times)])
 
 
 def load_average() -> Tuple[float, float, float]:

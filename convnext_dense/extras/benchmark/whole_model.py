@@ -18,7 +18,7 @@ import torch
 
 from .. import REPO_CONFIGS
 from .peers import build_huggingface, load_into_ours, peer_available
-from .timing import CLOCKS, Timing, time_interleaved
+from .timing import CLOCKS, Timing, per_round_ratios, time_interleaved
 
 TASK_CONFIGS = {
     'detector': osp.join(REPO_CONFIGS, 'cascade_mask_rcnn',
@@ -189,7 +189,9 @@ def run_whole_models(tasks: Sequence[str], sizes: Sequence[Tuple[int, int]],
     """Time each task model with our backbone and with Hugging Face's, interleaved.
 
     Returns rows ``{'task', 'mode', 'size', 'ours_s', 'huggingface_s', 'ratio'}`` with each
-    side's spread (interquartile range over the median) and times, ``same_head_work``: both
+    side's spread (interquartile range over the median) and times, ``round_ratio``: the median
+    of the rounds' ratios (each round ran both models back to back, so drifts of the machine
+    cancel) with its spread ``round_ratio_spread``, ``same_head_work``: both
     models kept as many detections, and for inference ``same_outputs``: their best scores or
     first logits agree (no peer columns when transformers is missing). ``<side>_backbone_s`` is
     the median time spent in the backbone, ``<side>_rest_s`` the median of the rest of each step
@@ -230,6 +232,9 @@ def run_whole_models(tasks: Sequence[str], sizes: Sequence[Tuple[int, int]],
                     row.update(_side_columns(name, timing, backbone_clocks[name].times[warmup:]))
                 if 'huggingface' in timings:
                     row['ratio'] = row['ours_s'] / row['huggingface_s']
+                    per_round = per_round_ratios(timings['ours'], timings['huggingface'])
+                    row['round_ratio'], row['round_ratio_spread'] = (per_round.median,
+                                                                     per_round.spread)
                     row['rest_ratio'] = row['ours_rest_s'] / row['huggingface_rest_s']
                     row['same_head_work'] = work['ours'] == work['huggingface']
                     if mode == 'infer':
