@@ -12,6 +12,7 @@ Every path computes what the plain block computes (tests compare each with it to
   block, its weights are packed by MKL once.
 * :mod:`.fast_grads` — training: a faster depthwise-conv weight gradient, channels-last to
   channels-first without a copy in the forward, checkpointing that keeps pwconv2's input.
+* :mod:`.sample_skip` — training: drop path runs the residual branch on the kept samples only.
 * :mod:`.patch_conv` — training: the 2x2 stride-2 downsampling convolutions as one matmul over
   the patches.
 * :mod:`.float32_fallback` — bfloat16 requests run in float32 where the CPU only emulates bf16.
@@ -21,11 +22,12 @@ from .fast_grads import channels_first, depthwise_conv, keep_pwconv2_context
 from .fused_ops import (MKL_PACKED_LINEAR, ONEDNN_LINEAR, ColumnHalves, InferenceWeights,
                         MklPackedWeights, fused_mlp)
 from .patch_conv import patch_matmul, patch_matmul_applies
+from .sample_skip import kept_samples, put_samples, skips_dropped_samples, take_samples
 from .switch import fast_paths, fast_paths_enabled, tracing
 
 __all__ = [
     'MKL_PACKED_LINEAR', 'ONEDNN_LINEAR', 'ColumnHalves', 'InferenceWeights', 'MklPackedWeights',
     'channels_first', 'cpu_support', 'depthwise_conv', 'fast_paths', 'fast_paths_enabled',
-    'float32_fallback', 'fused_mlp', 'keep_pwconv2_context', 'patch_matmul',
-    'patch_matmul_applies', 'tracing'
+    'float32_fallback', 'fused_mlp', 'keep_pwconv2_context', 'kept_samples', 'patch_matmul',
+    'patch_matmul_applies', 'put_samples', 'skips_dropped_samples', 'take_samples', 'tracing'
 ]

@@ -76,6 +76,9 @@ def depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, padding: int) -> 
         The ``(C, 1, k, k)`` weight gradient.
     """
     batch, channels, height, width = x.shape
+    size = 2 * padding + 1
+    if batch == 0:  # drop path dropped every sample (see .sample_skip)
+        return x.new_zeros((channels, 1, size, size))
     if batch > 1 and channels * height * width <= _BATCHED_MAX_IMAGE_FLOATS:
         return _batched_weight_grad(x, grad, padding)
     padded = F.pad(x, (padding,) * 4).contiguous(memory_format=torch.channels_last)
@@ -91,7 +94,6 @@ def depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, padding: int) -> 
             part = F.conv2d(padded[n:n + 1, :, top:bottom + 2 * padding], kernel,
                             groups=channels)
             total = part.float() if total is None else total.add_(part)
-    size = 2 * padding + 1
     return total.reshape(channels, 1, size, size).to(x.dtype)
 
 

@@ -9,8 +9,9 @@ from torch.utils.checkpoint import checkpoint
 
 from ..cpu_fast_paths import (MKL_PACKED_LINEAR, ONEDNN_LINEAR, ColumnHalves, InferenceWeights,
                               MklPackedWeights, cpu_support, depthwise_conv, fast_paths_enabled,
-                              fused_mlp, keep_pwconv2_context, patch_matmul,
-                              patch_matmul_applies, tracing)
+                              fused_mlp, keep_pwconv2_context, kept_samples, patch_matmul,
+                              patch_matmul_applies, put_samples, skips_dropped_samples,
+                              take_samples, tracing)
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -61,7 +62,8 @@ class ConvNeXtBlock(nn.Module):
     Three paths compute the same function; ``convnext_dense.cpu_fast_paths.fast_paths(False)``
     forces the first. The plain path reads as the paper's figure. The training path folds gamma and
     drop path into one multiply-add with the residual and uses a fast depthwise-conv backward on
-    CPU; with ``with_cp`` it recomputes all but pwconv2 in the backward pass. On CPU, when nothing
+    CPU, where it also runs the branch on the samples drop path keeps only; with ``with_cp`` it
+    recomputes all but pwconv2 in the backward pass. On CPU, when nothing
     needs a gradient, the fused path runs two oneDNN matmuls with GELU and the residual add in their
     epilogues (see :mod:`convnext_dense.cpu_fast_paths`; in bfloat16 only where oneDNN runs bf16
     on this CPU, and for wide blocks on Intel CPUs with AVX2 only BLAS matmuls instead).
@@ -113,15 +115,25 @@ class ConvNeXtBlock(nn.Module):
         return self._train_forward(x)
 
     def _train_forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = depthwise_conv(self.dwconv, x).permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
-        y = self.pwconv2(self.act(self.pwconv1(self.norm(y)))).permute(0, 3, 1, 2)
         scale = None if self.gamma is None else self.gamma.view(-1, 1, 1)
         if self.training and self.drop_path_rate > 0:
             keep = 1.0 - self.drop_path_rate
-            mask = y.new_empty((y.shape[0], 1, 1, 1)).bernoulli_(keep).div_(keep)
+            mask = x.new_empty((x.shape[0], 1, 1, 1)).bernoulli_(keep).div_(keep)
             scale = mask if scale is None else scale * mask
+            if skips_dropped_samples(x):
+                kept = kept_samples(mask)
+                if kept.numel() < x.shape[0]:  # the dropped samples' branch would be zeroed
+                    shortcut = take_samples(x, kept)
+                    out = torch.addcmul(shortcut, self._train_branch(shortcut),
+                                        scale.index_select(0, kept))
+                    return put_samples(x, kept, out)
+        y = self._train_branch(x)
         # One pass for layer scale, drop path and residual instead of three.
         return x + y if scale is None else torch.addcmul(x, y, scale)
+
+    def _train_branch(self, x: torch.Tensor) -> torch.Tensor:
+        y = depthwise_conv(self.dwconv, x).permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+        return self.pwconv2(self.act(self.pwconv1(self.norm(y)))).permute(0, 3, 1, 2)
 
     def _can_fuse(self, x: torch.Tensor) -> bool:
         if (x.device.type != 'cpu' or tracing() or not ONEDNN_LINEAR
