@@ -10,11 +10,12 @@ import torch
 
 import convnext_dense.cpu_fast_paths.fused_ops as fused_ops
 from convnext_dense import ConvNeXt
-from convnext_dense.extras.benchmark.cases import Case, make_images, make_step, prepare
+from convnext_dense.extras.benchmark.cases import Case, build_model, make_images, make_step, prepare
 from convnext_dense.extras.benchmark.flops import count_macs
 from convnext_dense.extras.benchmark.memory import measure_step_memory
 from convnext_dense.extras.benchmark.report import check_goals, format_machine, format_summary
-from convnext_dense.extras.benchmark.runner import BenchmarkConfig, plan_groups, summarize
+from convnext_dense.extras.benchmark.runner import (BenchmarkConfig, _group_name, plan_groups,
+                                                   summarize)
 from convnext_dense.extras.benchmark.timing import Timing, per_round_ratios, time_interleaved
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -262,3 +263,26 @@ def test_whole_model_row_prints_the_backbone_and_the_rest_per_side():
     table = format_whole_model_table([row]).splitlines()
     assert len(table) == 3 and table[2] == format_whole_model_row(row)
     assert all(line.count('|') == len(WHOLE_MODEL_COLUMNS) + 1 for line in table)
+
+
+def test_drop_path_option_trains_every_implementation_with_the_same_schedule():
+    config = BenchmarkConfig(tasks=('infer', 'train'), precisions=('fp32',), drop_path_rate=0.6)
+    groups = plan_groups(config, ['ours', 'huggingface'])
+    rates = {(g.task, c.impl): c.drop_path_rate for g in groups for c in g.cases}
+    assert rates == {('infer', 'ours'): 0.0, ('infer', 'huggingface'): 0.0,
+                     ('train', 'ours'): 0.6, ('train', 'huggingface'): 0.6}
+    train = next(g for g in groups if g.task == 'train')
+    assert _group_name(train) == 'train fp32 eager 512x512 drop path 0.6'
+    assert train.cases[0].label() == 'ours+drop_path0.6'
+    ours = build_model('ours', TINY, drop_path_rate=0.6)
+    peer = build_model('huggingface', TINY, drop_path_rate=0.6)
+    ours_rates = [block.drop_path_rate for stage in ours.stages for block in stage]
+    peer_rates = [getattr(layer.drop_path, 'drop_prob', 0.0)  # an Identity where the rate is 0
+                  for layer in peer.modules() if hasattr(layer, 'drop_path')]
+    assert ours_rates == pytest.approx(peer_rates) and ours_rates[-1] == pytest.approx(0.6)
+    for bad, match in ((dict(task='infer', drop_path_rate=0.5), 'for training only'),
+                       (dict(drop_path_rate=1.0), r'in \[0, 1\)')):
+        with pytest.raises(ValueError, match=match):
+            Case(**{**dict(impl='ours', task='train', precision='fp32', size=(64, 64)), **bad})
+    with pytest.raises(ValueError, match='drop_path_rate -0.1 is out of range'):
+        BenchmarkConfig(drop_path_rate=-0.1)

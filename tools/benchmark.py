@@ -68,6 +68,9 @@ def parse_args(argv=None):
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--drop-path-rate', type=float, default=0.0,
+                        help='training: stochastic depth rising to this rate at the last block, '
+                             'in every implementation (the configs train with 0.4-0.7)')
     parser.add_argument('--threads', type=int, help='torch threads (default: torch decides)')
     parser.add_argument('--clock', default='wall', choices=['wall', 'cpu'],
                         help="'cpu': process CPU time, robust to other load with --threads 1")
@@ -102,7 +105,8 @@ def main(argv=None) -> int:
                                  precisions=args.precisions, variants=args.variants,
                                  peers=args.peers, repeats=args.repeats, warmup=args.warmup,
                                  batch=args.batch, memory=args.memory, clock=args.clock,
-                                 matmul_shapes=args.matmul_shapes)
+                                 matmul_shapes=args.matmul_shapes,
+                                 drop_path_rate=args.drop_path_rate)
         results = run_benchmark(config, log)
         results['summary'] = summarize(results)
         results['goals'] = check_goals(results['summary'],

@@ -36,6 +36,8 @@ class Case:
         mlp_route: Ours, fp32 inference: run every fused block MLP through ``'onednn'`` or
             ``'blas'`` (:func:`~convnext_dense.cpu_fast_paths.cpu_support.force_mlp_route`);
             ``None``: the route this machine picks.
+        drop_path_rate: Training: stochastic depth rising linearly to this rate at the last
+            block, in every implementation (the configs train with 0.4-0.7).
     """
 
     impl: str
@@ -47,6 +49,7 @@ class Case:
     with_cp: bool = False
     compile: bool = False
     mlp_route: Optional[str] = None
+    drop_path_rate: float = 0.0
 
     def __post_init__(self) -> None:
         for name, value, allowed in (('impl', self.impl, IMPLS), ('task', self.task, TASKS),
@@ -62,12 +65,17 @@ class Case:
                 or self.task != 'infer' or self.precision != 'fp32'):
             raise ValueError(f"mlp_route {self.mlp_route!r}: one of {cpu_support.MLP_ROUTES}, "
                              "for our backbone's fp32 inference only")
+        if self.drop_path_rate and (self.task != 'train' or not 0 < self.drop_path_rate < 1):
+            raise ValueError(f'drop_path_rate {self.drop_path_rate!r}: in [0, 1), for training '
+                             'only (inference runs no drop path)')
 
     def label(self) -> str:
         """Short name for tables: impl and the options that are on."""
         options = [name for name in ('channels_last', 'with_cp', 'compile') if getattr(self, name)]
         if self.mlp_route is not None:
             options.append(f'{self.mlp_route}_mlp')
+        if self.drop_path_rate:
+            options.append(f'drop_path{self.drop_path_rate:g}')
         return '+'.join([self.impl] + options)
 
     def as_dict(self) -> dict:
@@ -75,11 +83,13 @@ class Case:
         return {**asdict(self), 'size': list(self.size)}
 
 
-def build_model(impl: str, arch, out_indices: Sequence[int] = (0, 1, 2, 3)) -> nn.Module:
-    """Our backbone or a peer, with random weights, in float32 on CPU."""
+def build_model(impl: str, arch, out_indices: Sequence[int] = (0, 1, 2, 3),
+                drop_path_rate: float = 0.0) -> nn.Module:
+    """Our backbone or a peer, with random weights, in float32 on CPU (drop path rising linearly
+    to ``drop_path_rate`` in each)."""
     if impl == 'ours':
-        return ConvNeXt(arch=arch, out_indices=out_indices)
-    return BUILDERS[impl](arch, out_indices)
+        return ConvNeXt(arch=arch, out_indices=out_indices, drop_path_rate=drop_path_rate)
+    return BUILDERS[impl](arch, out_indices, drop_path_rate=drop_path_rate)
 
 
 def prepare(model: nn.Module, case: Case, device: str = 'cpu') -> nn.Module:

@@ -79,7 +79,8 @@ def measure_cuda_step_memory(case: Case, arch) -> Dict[str, float]:
 
     from .cases import build_model, make_images, make_step, prepare
     torch.manual_seed(0)
-    model = prepare(build_model(case.impl, arch), case, 'cuda')
+    model = prepare(build_model(case.impl, arch, drop_path_rate=case.drop_path_rate), case,
+                    'cuda')
     step = make_step(model, case, make_images(case, 'cuda'))
     step()
     torch.cuda.synchronize()
@@ -101,7 +102,8 @@ def _probe(spec: Dict) -> Dict[str, float]:
     fields = dict(spec['case'], size=tuple(spec['case']['size']))
     case = Case(**fields)
     torch.manual_seed(0)
-    model = prepare(build_model(case.impl, spec['arch']), case)
+    model = prepare(build_model(case.impl, spec['arch'], drop_path_rate=case.drop_path_rate),
+                    case)
     images = make_images(case)
     step = make_step(model, case, images)
     step()  # first-call costs (lazy imports, oneDNN primitives) are not the step's memory

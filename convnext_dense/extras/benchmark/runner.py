@@ -48,6 +48,8 @@ class BenchmarkConfig:
         clock: ``'wall'`` (default) or ``'cpu'``: this process's CPU time, which other processes
             on a shared machine do not inflate (meaningful with one thread).
         matmul_shapes: ``(M, K, N)`` products for the matmul peak (None: the model's own).
+        drop_path_rate: Training cases: stochastic depth rising linearly to this rate in every
+            implementation (0: none, as the goals are set; the configs train with 0.4-0.7).
     """
 
     arch: str = 'base'
@@ -63,6 +65,7 @@ class BenchmarkConfig:
     device: str = 'cpu'
     clock: str = 'wall'
     matmul_shapes: Optional[Sequence[Tuple[int, int, int]]] = None
+    drop_path_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if self.clock not in CLOCKS:
@@ -74,6 +77,8 @@ class BenchmarkConfig:
             bad = [v for v in values if v not in allowed]
             if bad:
                 raise ValueError(f'{name} {bad} not allowed; choose from {allowed}')
+        if not 0 <= self.drop_path_rate < 1:
+            raise ValueError(f'drop_path_rate {self.drop_path_rate!r} is out of range [0, 1)')
         for size in self.sizes:
             if len(size) != 2 or any(not isinstance(s, int) or s < 32 for s in size):
                 raise ValueError(f'size {size!r} must be (height, width), each an int >= 32')
@@ -105,8 +110,9 @@ def plan_groups(config: BenchmarkConfig, impls: Sequence[str]) -> List[Group]:
                     group = Group(size, task, family, variant)
                     for impl in impls:
                         for precision in precisions:
-                            group.cases.extend(_variant_cases(impl, task, precision, size,
-                                                              variant, config.batch))
+                            group.cases.extend(_variant_cases(
+                                impl, task, precision, size, variant, config.batch,
+                                config.drop_path_rate if task == 'train' else 0.0))
                     groups.append(group)
     return groups
 
@@ -119,8 +125,9 @@ def _variant_applies(variant: str, task: str, family: str) -> bool:
     return True
 
 
-def _variant_cases(impl, task, precision, size, variant, batch) -> List[Case]:
-    base = dict(impl=impl, task=task, precision=precision, size=size, batch=batch)
+def _variant_cases(impl, task, precision, size, variant, batch, drop_path_rate) -> List[Case]:
+    base = dict(impl=impl, task=task, precision=precision, size=size, batch=batch,
+                drop_path_rate=drop_path_rate)
     if variant == 'eager':
         return [Case(**base)]
     if variant == 'channels_last':
@@ -142,7 +149,8 @@ def build_models(config: BenchmarkConfig, log: Callable[[str], None]) -> Dict[st
     skipped = [p for p in config.peers if p not in impls]
     if skipped:
         log(f'peers not importable here, skipped: {skipped}')
-    models = {impl: build_model(impl, config.arch) for impl in impls}
+    models = {impl: build_model(impl, config.arch, drop_path_rate=config.drop_path_rate)
+              for impl in impls}
     if 'huggingface' in models:
         load_into_ours(models['ours'], models['huggingface'])
     for impl in impls:
@@ -254,7 +262,9 @@ def _run_group(group: Group, models, config, macs, reference, peaks, sync) -> Li
 
 
 def _group_name(group: Group) -> str:
-    return f'{group.task} {group.family} {group.variant} {group.size[0]}x{group.size[1]}'
+    name = f'{group.task} {group.family} {group.variant} {group.size[0]}x{group.size[1]}'
+    rate = group.cases[0].drop_path_rate if group.cases else 0.0
+    return f'{name} drop path {rate:g}' if rate else name
 
 
 # The other MLP route must take less than this fraction of the default's time to be suggested.
