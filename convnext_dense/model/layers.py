@@ -61,12 +61,13 @@ class ConvNeXtBlock(nn.Module):
 
     Three paths compute the same function; ``convnext_dense.cpu_fast_paths.fast_paths(False)``
     forces the first. The plain path reads as the paper's figure. The training path folds gamma and
-    drop path into one multiply-add with the residual and uses a fast depthwise-conv backward on
-    CPU, where it also runs the branch on the samples drop path keeps only; with ``with_cp`` it
-    recomputes all but pwconv2 in the backward pass. On CPU, when nothing
-    needs a gradient, the fused path runs two oneDNN matmuls with GELU and the residual add in their
-    epilogues (see :mod:`convnext_dense.cpu_fast_paths`; in bfloat16 only where oneDNN runs bf16
-    on this CPU, and for wide blocks on Intel CPUs with AVX2 only BLAS matmuls instead).
+    drop path into one multiply-add with the residual; on CPU it uses a fast depthwise-conv
+    backward and runs the branch on the samples drop path keeps only (:mod:`.sample_skip` of
+    :mod:`convnext_dense.cpu_fast_paths`); with ``with_cp`` it recomputes all but pwconv2 in the
+    backward pass. On CPU, when nothing needs a gradient, the fused path runs two oneDNN matmuls
+    with GELU and the residual add in their epilogues (see :mod:`convnext_dense.cpu_fast_paths`;
+    in bfloat16 only where oneDNN runs bf16 on this CPU, and for wide blocks on Intel CPUs with
+    AVX2 only BLAS matmuls instead).
 
     Args:
         channels: Input and output channels.
