@@ -190,10 +190,15 @@ class ChannelsFirst(torch.autograd.Function):
         return _first_to_last(grad.contiguous())
 
 
+def only_channels_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a 4-D channels-last tensor that is not also contiguous the standard way."""
+    return (x.ndim == 4 and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last))
+
+
 def channels_first(x: torch.Tensor) -> torch.Tensor:
     """``x`` in the standard contiguous layout; fast for a channels-last tensor on CPU."""
-    if (x.device.type != 'cpu' or x.ndim != 4 or x.is_contiguous() or tracing()
-            or not x.is_contiguous(memory_format=torch.channels_last)):
+    if x.device.type != 'cpu' or tracing() or not only_channels_last(x):
         return x.contiguous()
     return ChannelsFirst.apply(x)
 

@@ -16,6 +16,7 @@ or compiled code (data-dependent shapes).
 """
 import torch
 
+from .fast_grads import only_channels_last
 from .switch import tracing
 
 
@@ -29,21 +30,16 @@ def kept_samples(mask: torch.Tensor) -> torch.Tensor:
     return mask.reshape(-1).nonzero().reshape(-1)
 
 
-def _channels_last(x: torch.Tensor) -> bool:
-    return (x.ndim == 4 and not x.is_contiguous()
-            and x.is_contiguous(memory_format=torch.channels_last))
-
-
 def take_samples(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``x[index]`` along the batch, channels-last where ``x`` is (one copy, no layout change)."""
-    if _channels_last(x):
+    if only_channels_last(x):
         return x.permute(0, 2, 3, 1).index_select(0, index).permute(0, 3, 1, 2)
     return x.index_select(0, index)
 
 
 def put_samples(x: torch.Tensor, index: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
     """A copy of ``x`` whose samples ``index`` are ``samples``, in ``x``'s memory format."""
-    if _channels_last(x):
+    if only_channels_last(x):
         return x.permute(0, 2, 3, 1).index_copy(
             0, index, samples.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
     return x.index_copy(0, index, samples)
