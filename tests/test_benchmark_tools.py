@@ -1,5 +1,6 @@
 """The CPU benchmark tool runs (tiny sizes; no timing is asserted) and its parts do their job."""
 import json
+import os
 import os.path as osp
 import statistics
 import subprocess
@@ -17,6 +18,7 @@ from convnext_dense.extras.benchmark.report import check_goals, format_machine, 
 from convnext_dense.extras.benchmark.runner import (BenchmarkConfig, _group_name, plan_groups,
                                                    summarize)
 from convnext_dense.extras.benchmark.timing import Timing, per_round_ratios, time_interleaved
+from convnext_dense.runtime.allocator import OPT_OUT_VARIABLE, reason_to_leave_alone
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 from tiny import TINY_ARCH as TINY
@@ -46,6 +48,11 @@ def test_benchmark_cli_writes_table_and_json(tmp_path):
     assert isinstance(machine['native_bf16'], bool) and isinstance(machine['cpu_flags'], list)
     assert f"({machine['cpu_capability']}, bf16 " in result.stdout
     assert machine['wide_mlp_route'] in ('onednn', 'blas') and machine['cpu_vendor']
+    # the allocator setting tools/train.py uses on CPU, shared by all implementations
+    reason = reason_to_leave_alone(dict(os.environ, **{OPT_OUT_VARIABLE: 'keep'}))
+    said = ('glibc malloc keeps freed memory' if reason is None
+            else f'malloc left as it is: {reason}')
+    assert machine['malloc'].startswith(said) and machine['malloc'] in result.stdout
 
 
 @pytest.mark.parametrize('default,blas_s,hint', [
@@ -115,6 +122,8 @@ def test_machine_line_says_only_what_was_measured():
     assert line.startswith('Some CPU (AVX2, bf16 emulated, flags avx2, wide-block MLP blas); ')
     assert 'matmul peak fp32 101 GFLOP/s; load average 0.5 0.3 1.0 before, 2.0 1.0 1.0 after' \
         in line and line.endswith('; clock wall')
+    line = format_machine({'machine': dict(machine, malloc='malloc left as it is: why')})
+    assert line.endswith('; clock wall; malloc left as it is: why')
 
 
 def test_plan_and_goals():

@@ -11,6 +11,7 @@ Examples:
 """
 import argparse
 import json
+import os
 import sys
 
 from convnext_dense.extras.benchmark.report import (check_goals, format_machine, format_summary,
@@ -82,6 +83,10 @@ def parse_args(argv=None):
                         choices=['detector', 'segmenter'])
     parser.add_argument('--whole-model-modes', nargs='+', default=['infer', 'train'],
                         choices=['infer', 'train'])
+    parser.add_argument('--malloc', default='keep', choices=['keep', 'glibc'],
+                        help="keep: glibc keeps freed memory, as tools/train.py and tools/test.py "
+                             "set it on CPU (convnext_dense.runtime.allocator); glibc: its "
+                             "defaults. Either way all implementations share the process")
     parser.add_argument('--json', help='write all results here')
     parser.add_argument('--onnx', nargs='+', choices=['backbone', 'segmenter', 'detector'],
                         help='onnxruntime vs PyTorch eager, fp32, 1 thread and all cores: the '
@@ -92,6 +97,9 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
+
+    from convnext_dense.runtime.allocator import OPT_OUT_VARIABLE, keep_freed_memory
+    malloc = keep_freed_memory(dict(os.environ, **{OPT_OUT_VARIABLE: args.malloc}))
     if args.threads:
         torch.set_num_threads(args.threads)
     from convnext_dense.extras.benchmark.runner import run_benchmark, summarize
@@ -108,6 +116,7 @@ def main(argv=None) -> int:
                                  matmul_shapes=args.matmul_shapes,
                                  drop_path_rate=args.drop_path_rate)
         results = run_benchmark(config, log)
+        results['machine']['malloc'] = malloc
         results['summary'] = summarize(results)
         results['goals'] = check_goals(results['summary'],
                                        results['machine']['native_bf16'])
@@ -118,7 +127,7 @@ def main(argv=None) -> int:
     standalone = not args.tasks and bool(args.whole_model or args.onnx)
     if standalone:
         from convnext_dense.extras.benchmark.runner import machine_info
-        results.update(machine=machine_info('cpu'), clock=args.clock)
+        results.update(machine=dict(machine_info('cpu'), malloc=malloc), clock=args.clock)
     if args.whole_model:
         from convnext_dense.extras.benchmark.whole_model import run_whole_models
         rows = run_whole_models(args.whole_model, args.sizes, args.whole_model_modes,

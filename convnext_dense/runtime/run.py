@@ -2,7 +2,8 @@
 ``load_from`` early, adapt to the device, build :class:`StrictLoadRunner`, train or test.
 
 The package's checkpoint switch (:mod:`convnext_dense.model_checkpoints`: safe local loading,
-atomic writes, whole models of every layout) is turned on for the run.
+atomic writes, whole models of every layout) is turned on for the run, and on CPU glibc's malloc
+keeps freed memory for the next step (:mod:`.allocator`).
 """
 import os
 
@@ -14,6 +15,7 @@ from mmengine.runner import Runner
 
 from ..atomic_files import remove_interrupted_writes
 from ..weights.sources import resolve_source
+from .allocator import keep_freed_memory
 from .checkpoint_runner import StrictLoadRunner
 from .cli_options import exit_code
 from .data_checks import DataError, check_data_paths, explain_annotation_errors
@@ -68,6 +70,8 @@ def run(cfg: Config, mode: str):
     """Check the data, build the runner and train or test; returns what the runner returns."""
     from .. import model_checkpoints  # importing it turns the switch on: only when running
     model_checkpoints.enable()
+    if not torch.cuda.is_available():
+        print_log(keep_freed_memory(), logger='current')
     prepare_load_from(cfg, mode)
     check_data_paths(cfg, mode)
     if mode == 'train':

@@ -101,6 +101,8 @@ def format_machine(results: Dict) -> str:
         parts.append(f"load average {' '.join(f'{x:.1f}' for x in load)} before"
                      + (f", {' '.join(f'{x:.1f}' for x in after)} after" if after else ''))
     parts.append(f"clock {results.get('clock', 'wall')}")
+    if machine.get('malloc'):
+        parts.append(machine['malloc'])
     return '; '.join(parts)
 
 
