@@ -4,10 +4,10 @@ A CPU training step frees and allocates the same large activations every step. g
 blocks above its mmap threshold (at most 32 MiB, raised only by what was freed before) back to
 the kernel at once, and trims the top of its heap above twice that, so the next step's tensors
 come as fresh pages: each 4 KiB page faults and is zeroed by the kernel on first touch.
-ConvNeXt-B, two 512x512 images, one thread: 112k page faults and 0.87 s of system time per
-step, gone with the settings here (see README, "Measured"). PyTorch's own CPU launcher
-(``torch.backends.xeon.run_cpu``) swaps the allocator for jemalloc or tcmalloc for the same
-reason; this needs nothing installed.
+ConvNeXt-B, two 512x512 images, one thread, AVX2 kernels: 112k page faults and 0.87 s of system
+time per step; none to a few thousand with the settings here once the heap has settled (see
+README, "Measured"). PyTorch's CPU launcher (``torch.backends.xeon.run_cpu``) preloads jemalloc
+or tcmalloc where it finds them for the same reason; this needs nothing installed.
 
 The memory a step used stays with the process (it is needed again next step); a process that
 must give memory back while it runs can opt out with ``CONVNEXT_DENSE_MALLOC=glibc``.
@@ -73,9 +73,11 @@ def keep_freed_memory(environ: Mapping[str, str] = os.environ) -> str:
     libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
     # Setting the mmap threshold fixes it (no more dynamic raising): set the trim threshold first
     # so the heap is never trimmed at glibc's 128 KiB default in between.
-    if not (libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(TRIM_THRESHOLD))
-            and libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(MMAP_THRESHOLD))):
-        return 'malloc left as it is: glibc refused mallopt'
+    if not libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(TRIM_THRESHOLD)):
+        return 'malloc left as it is: glibc refused the trim threshold'
+    if not libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(MMAP_THRESHOLD)):
+        return (f'glibc malloc trims its heap only above {TRIM_THRESHOLD >> 20} MiB free; it '
+                f'refused an mmap threshold of {MMAP_THRESHOLD >> 20} MiB')
     return (f'glibc malloc keeps freed memory for reuse (mmap threshold {MMAP_THRESHOLD >> 20} '
             f'MiB, trim threshold {TRIM_THRESHOLD >> 20} MiB; {OPT_OUT_VARIABLE}=glibc leaves it '
             'alone)')
