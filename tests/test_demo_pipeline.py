@@ -10,6 +10,7 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 from convnext_dense.runtime import config, run
+from convnext_dense.runtime.allocator import reason_to_leave_alone
 from convnext_dense.extras.demo import SHAPE_CLASSES, plots
 from convnext_dense.extras.demo.pipeline import DET_CONFIG, SEG_CONFIG, DemoPipeline, DemoSettings
 from convnext_dense.extras.demo.pipeline import _data_options
@@ -126,6 +127,10 @@ def test_pipeline_trains_evaluates_and_draws(demo_run):
         assert (root / 'work' / 'logs' / f'{step}.log').is_file()
     # Both trainings went through tools/train.py and logged their iterations.
     assert any('Iter(train) [2/2]' in line for line in lines)
+    # The pre-training, in the pipeline's own process, set malloc as the tools do (and said so).
+    expected = ('glibc malloc keeps freed memory' if reason_to_leave_alone() is None
+                else 'malloc left as it is')
+    assert any(expected in line for line in lines), lines[:12]
     # The Mask R-CNN backbone was loaded from a checkpoint through init_cfg Pretrained.
     det_log = (root / 'work' / 'logs' / 'train_det.log').read_text()
     assert 'Read checkpoint' in det_log

@@ -3,7 +3,9 @@
 1. generate the dataset (COCO and ADE20K layouts);
 2. pre-train the demo ConvNeXt on rendered shapes (:mod:`.pretrain`: a conv-BN-ReLU teacher
    learns to name shapes, the ConvNeXt learns its feature maps; the demo's ImageNet-22k) and
-   save it in the official checkpoint layout;
+   save it in the official checkpoint layout; this step runs in the pipeline's own process, with
+   glibc malloc told to keep freed memory as the tools do
+   (:func:`~convnext_dense.runtime.allocator.keep_freed_memory`);
 3. train the UperNet and the Mask R-CNN demo with ``tools/train.py``, side by side (one core
    each), both backbones initialised from step 2's checkpoint through
    ``init_cfg=dict(type='Pretrained')`` as the real configs load the 22k weights;
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Union
 
 from ...cpu_fast_paths import cpu_support
+from ...runtime.allocator import keep_freed_memory
 from .plots import plot_curves, plot_gallery, read_scalars
 from .runs import format_cfg_options, last_checkpoint, read_test_metrics, run_tool
 from .shapes import DEFAULT_OUT_DIR, generate_shapes_dataset
@@ -208,6 +211,8 @@ class DemoPipeline:
             count = self.settings.pretrain_images
             settings = dataclasses.replace(settings, single_object_images=count,
                                            scene_images=count)
+        # Its steps free and allocate the same tensors each step, as tools/train.py's do.
+        self.echo(f'      {keep_freed_memory()}')
         start = time.perf_counter()
         pretrain_backbone(dict(arch), out_file, settings,
                           log=lambda line: self.echo(f'      {line}'))
