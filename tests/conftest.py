@@ -3,6 +3,12 @@ import pytest
 import torch
 from tiny import TINY_ARCH
 
+from convnext_dense.runtime.compile_cache import keep_compile_cache_per_capability
+
+# Before any test compiles: under ATEN_CPU_CAPABILITY (README's AVX2 approximation) torch.compile
+# would otherwise reuse graphs the native runs cached, and return garbage.
+keep_compile_cache_per_capability()
+
 
 @pytest.fixture(autouse=True)
 def _seed():

@@ -100,12 +100,17 @@ def main(argv=None) -> int:
 
     from convnext_dense.runtime.allocator import OPT_OUT_VARIABLE, keep_freed_memory
     malloc = keep_freed_memory(dict(os.environ, **{OPT_OUT_VARIABLE: args.malloc}))
+    from convnext_dense.runtime.compile_cache import keep_compile_cache_per_capability
+    compile_cache = keep_compile_cache_per_capability()
     if args.threads:
         torch.set_num_threads(args.threads)
     from convnext_dense.extras.benchmark.runner import run_benchmark, summarize
 
     def log(line):
         print(f'... {line}', file=sys.stderr, flush=True)
+
+    if compile_cache:
+        log(f'torch.compile caches in {compile_cache} (ATEN_CPU_CAPABILITY is set)')
 
     results = {}
     if args.tasks:

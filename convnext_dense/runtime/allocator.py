@@ -6,7 +6,7 @@ the kernel at once, and trims the top of its heap above twice that, so the next 
 come as fresh pages: each 4 KiB page faults and is zeroed by the kernel on first touch.
 ConvNeXt-B, two 512x512 images, one thread, AVX2 kernels: 112k page faults and 0.87 s of system
 time per step; none to a few thousand with the settings here once the heap has settled (see
-README, "Measured"). PyTorch's CPU launcher (``torch.backends.xeon.run_cpu``) preloads jemalloc
+docs/benchmarks.md). PyTorch's CPU launcher (``torch.backends.xeon.run_cpu``) preloads jemalloc
 or tcmalloc where it finds them for the same reason; this needs nothing installed.
 
 The memory a step used stays with the process (it is needed again next step); a process that

@@ -18,6 +18,7 @@ from ..weights.sources import resolve_source
 from .allocator import keep_freed_memory
 from .checkpoint_runner import StrictLoadRunner
 from .cli_options import exit_code
+from .compile_cache import keep_compile_cache_per_capability
 from .data_checks import DataError, check_data_paths, explain_annotation_errors
 from .device import adapt_to_device
 
@@ -72,6 +73,10 @@ def run(cfg: Config, mode: str):
     model_checkpoints.enable()
     if not torch.cuda.is_available():
         print_log(keep_freed_memory(), logger='current')
+    compile_cache = keep_compile_cache_per_capability()
+    if compile_cache:
+        print_log(f'torch.compile caches in {compile_cache} (ATEN_CPU_CAPABILITY is set: torch '
+                  'keys its cache without it)', logger='current')
     prepare_load_from(cfg, mode)
     check_data_paths(cfg, mode)
     if mode == 'train':
