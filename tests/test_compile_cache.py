@@ -15,7 +15,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # The backbone compiled, against its eager outputs: the largest error relative to the output's
 # largest value, over the four maps.
 COMPILE_AND_COMPARE = '''
-import sys
 import torch
 from convnext_dense import ConvNeXt
 from convnext_dense.runtime.compile_cache import keep_compile_cache_per_capability
