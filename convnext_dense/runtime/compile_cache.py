@@ -21,7 +21,12 @@ CACHE_DIR_VARIABLE = 'TORCHINDUCTOR_CACHE_DIR'
 
 
 def default_cache_dir() -> str:
-    """torch inductor's default cache directory: ``<temp dir>/torchinductor_<user>``."""
+    """torch inductor's default cache directory: ``<temp dir>/torchinductor_<user>``.
+
+    Written out rather than imported: ``torch._inductor.runtime.cache_dir_utils`` imports the whole
+    inductor package, 5 s here on every tool start-up. Only a sibling name is built from it, so a
+    later torch moving its default would still leave each capability a directory of its own.
+    """
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
