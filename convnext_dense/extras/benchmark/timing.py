@@ -32,10 +32,10 @@ class Timing:
         return min(self.times)
 
     @property
-    def spread(self) -> float:
-        """Interquartile range over the median (0 when fewer than 4 calls)."""
+    def spread(self) -> Optional[float]:
+        """Interquartile range over the median; None under 4 calls, where quartiles say nothing."""
         if len(self.times) < 4:
-            return 0.0
+            return None
         quartiles = statistics.quantiles(self.times, n=4)
         return (quartiles[2] - quartiles[0]) / self.median
 
@@ -95,6 +95,11 @@ def per_round_ratios(numerator: Timing, denominator: Timing) -> Timing:
         raise ValueError(f'cannot pair {len(numerator.times)} rounds with '
                          f'{len(denominator.times)}: time both in one time_interleaved run')
     return Timing([a / b for a, b in zip(numerator.times, denominator.times)])
+
+
+def format_spread(spread: Optional[float]) -> str:
+    """:attr:`Timing.spread` as a percentage, or ``n/a`` when too few calls were timed."""
+    return 'n/a' if spread is None else f'{spread:.1%}'
 
 
 def load_average() -> Tuple[float, float, float]:

@@ -189,11 +189,11 @@ def run_whole_models(tasks: Sequence[str], sizes: Sequence[Tuple[int, int]],
     """Time each task model with our backbone and with Hugging Face's, interleaved.
 
     Returns rows ``{'task', 'mode', 'size', 'ours_s', 'huggingface_s', 'ratio'}`` with each
-    side's spread (interquartile range over the median) and times, ``round_ratio``: the median
-    of the rounds' ratios (each round ran both models back to back, so drifts of the machine
-    cancel) with its spread ``round_ratio_spread``, ``same_head_work``: both
-    models kept as many detections, and for inference ``same_outputs``: their best scores or
-    first logits agree (no peer columns when transformers is missing). ``<side>_backbone_s`` is
+    side's spread (interquartile range over the median, None under 4 rounds) and times,
+    ``round_ratio``: the median of the rounds' ratios (each round ran both models back to back,
+    so drifts of the machine cancel) with its spread ``round_ratio_spread``, ``same_head_work``:
+    both models kept as many detections, and for inference ``same_outputs``: their best scores
+    or first logits agree (no peer columns when transformers is missing). ``<side>_backbone_s`` is
     the median time spent in the backbone, ``<side>_rest_s`` the median of the rest of each step
     (neck, heads, pre- and post-processing), and ``rest_ratio`` compares the rest: above 1 when
     the neck and heads run slower on our backbone's maps.
