@@ -7,7 +7,7 @@ import tempfile
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Union
+from typing import Callable, Iterator, List, Union
 
 PathLike = Union[str, os.PathLike]
 # What a write in progress is called; a killed write leaves such a file behind.
@@ -20,8 +20,13 @@ def atomic_path(dst: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``dst`` to write; it becomes ``dst`` when the block ends.
 
     If the block raises, the temporary file is removed and ``dst`` is left as it was.
+
+    Raises:
+        IsADirectoryError: ``dst`` is a folder (checked before the block runs).
     """
     dst = Path(dst)
+    if dst.is_dir():
+        raise IsADirectoryError(f'{dst} is a folder: the output must be a file name')
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f'{TMP_PREFIX}{dst.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{TMP_SUFFIX}')
     try:
@@ -40,13 +45,21 @@ def write_bytes(dst: PathLike, data: bytes) -> None:
 
 
 @contextmanager
-def atomic_dir(target: PathLike) -> Iterator[Path]:
+def atomic_dir(target: PathLike, replaceable: Callable[[str], bool] = lambda name: False
+               ) -> Iterator[Path]:
     """Yield a new empty folder beside ``target``; it replaces ``target`` when the block ends.
 
-    An existing ``target`` is moved aside first and deleted after the rename. If the block
-    raises, the new folder is deleted and ``target`` is left as it was.
+    An existing ``target`` is replaced only when it is empty or every entry in it is
+    ``replaceable`` (by name: what an earlier write of the same kind left there); it is moved
+    aside first and deleted after the rename. If the block raises, the new folder is deleted
+    and ``target`` is left as it was.
+
+    Raises:
+        FileExistsError: ``target`` is a file, or holds entries that are not ``replaceable``
+            (checked before anything is written).
     """
     target = Path(target)
+    check_replaceable(target, replaceable)
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f'{TMP_PREFIX}{target.name}-', dir=target.parent))
     try:
@@ -61,6 +74,21 @@ def atomic_dir(target: PathLike) -> Iterator[Path]:
             os.rename(work, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def check_replaceable(target: PathLike, replaceable: Callable[[str], bool]) -> None:
+    """Raise what :func:`atomic_dir` would, before any work, if it may not replace ``target``."""
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f'{target} is a file: the output must be a folder')
+    if not target.is_dir():
+        return
+    others = sorted(entry.name for entry in target.iterdir() if not replaceable(entry.name))
+    if others:
+        listed = ', '.join(others[:5]) + (f' and {len(others) - 5} more' if len(others) > 5 else '')
+        raise FileExistsError(
+            f'{target} already holds {listed}: writing there would delete it. Choose a new or '
+            'empty folder, or one that holds only an earlier output of this kind.')
 
 
 def remove_interrupted_writes(directory: PathLike) -> List[str]:

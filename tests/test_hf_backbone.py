@@ -119,6 +119,24 @@ def test_a_failed_write_keeps_the_directory_there_was(sources, tmp_path, monkeyp
                               lambda: convert_to_hf_backbone(str(three), dst), monkeypatch)
 
 
+def test_a_folder_with_other_files_is_refused_before_anything_is_written(sources, tmp_path):
+    _, detector, three, _ = sources
+    dst = tmp_path / 'work'
+    dst.mkdir()
+    (dst / 'notes.txt').write_text('mine')
+    kept = dst / 'epoch_1.pth'
+    kept.write_bytes(detector.read_bytes())
+    with pytest.raises(FileExistsError, match=r'work already holds epoch_1\.pth, notes\.txt: '
+                                              'writing there would delete it'):
+        convert_to_hf_backbone(str(kept), dst)
+    assert sorted(p.name for p in dst.iterdir()) == ['epoch_1.pth', 'notes.txt']
+    assert [p.name for p in tmp_path.iterdir()] == ['work']  # no temporary folder left
+    export = tmp_path / 'hf_convnext'  # an earlier export is what may be replaced
+    convert_to_hf_backbone(str(detector), export)
+    convert_to_hf_backbone(str(three), export)
+    assert sorted(p.name for p in export.iterdir()) == ['config.json', 'model.safetensors']
+
+
 @pytest.mark.slow
 def test_tool_writes_a_backbone_transformers_loads(sources, tmp_path):
     model, detector, _, classifier_dir = sources

@@ -108,6 +108,27 @@ def test_html_page_is_not_a_checkpoint(tmp_path):
         load_state_file(page)
 
 
+@pytest.mark.filterwarnings('ignore:Detected pickle protocol')
+def test_file_types_are_told_from_their_bytes_not_their_names(official, tmp_path):
+    _, state = official
+    misnamed = tmp_path / 'weights.safetensors'  # torch.save output under a safetensors name
+    torch.save(state, misnamed)
+    assert set(load_state_file(misnamed)) == set(state)
+    legacy = tmp_path / 'legacy.pth'
+    torch.save(state, legacy, _use_new_zipfile_serialization=False)
+    assert set(load_state_file(legacy)) == set(state)
+    plain = tmp_path / 'plain.pkl'
+    plain.write_bytes(pickle.dumps({'a': 1}, protocol=4))
+    with pytest.raises(ValueError, match=r'plain\.pkl \(\d+ bytes\) is a plain pickle, not a '
+                                         r'torch\.save or safetensors file'):
+        load_state_file(plain)
+    for text in ('hello', 'just text'):  # torch's unpickler raises KeyError on these
+        notes = tmp_path / 'notes.pth'
+        notes.write_text(text)
+        with pytest.raises(ValueError, match=r'not a PyTorch or safetensors checkpoint'):
+            load_state_file(notes)
+
+
 class _Payload:
     """Unpickling this would run a shell command that creates ``marker``."""
 

@@ -44,6 +44,27 @@ def test_convert_file_in_process(hf, tmp_path):
     assert (tmp_path / 'a.pth').read_bytes()[:2] == b'PK'
     with pytest.raises(ValueError, match="format 'onnx' is not one of"):
         convert_file(str(hf_dir), tmp_path / 'a.onnx', fmt='onnx')
+    with pytest.raises(ValueError, match=r"format 'pth' does not match the name .*b\.safetensors "
+                                         r"\(a \.safetensors file is safetensors\)"):
+        convert_file(str(hf_dir), tmp_path / 'b.safetensors', fmt='pth')
+    assert not (tmp_path / 'b.safetensors').exists()
+
+
+def test_converting_a_file_onto_itself_is_refused(hf, tmp_path):
+    _, _, _, detector = hf
+    copy = tmp_path / 'epoch_12.pth'
+    copy.write_bytes(detector.read_bytes())
+    with pytest.raises(ValueError, match='epoch_12.pth is the checkpoint being converted'):
+        convert_file(str(copy), copy)
+    assert copy.read_bytes() == detector.read_bytes()
+    result = _convert(copy, copy, '--to', 'mmseg')
+    assert result.returncode == 1 and 'is the checkpoint being converted' in result.stderr
+    assert copy.read_bytes() == detector.read_bytes()
+    dst = tmp_path / 'folder'
+    dst.mkdir()
+    result = _convert(copy, dst)  # an existing folder as the output file: one error line
+    assert result.returncode == 1
+    assert result.stderr == f'error: {dst} is a folder: the output must be a file name\n'
 
 
 @pytest.mark.slow

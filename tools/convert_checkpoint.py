@@ -17,7 +17,7 @@ import sys
 
 from convnext_dense.convert import convert_file, convert_to_hf_backbone
 from convnext_dense.weights import format_report
-from convnext_dense.convert.backbone_file import FORMATS
+from convnext_dense.convert.backbone_file import FORMATS, check_not_source
 from convnext_dense.weights.hf_upernet import (classes_from_meta, mapping_lines, save_hf_upernet,
                                                save_mmseg_checkpoint)
 from convnext_dense.weights.model_loader import read_model_checkpoint
@@ -47,6 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _whole_model(args) -> None:
+    if args.to == 'mmseg':
+        check_not_source(args.src, args.dst)
     checkpoint = read_model_checkpoint(args.src)
     classes = classes_from_meta(checkpoint.meta)
     print(f'Read {checkpoint.where}, layout: {checkpoint.layout}; '
@@ -87,7 +89,7 @@ def main(argv=None) -> int:
             _whole_model(args)
             return 0
         conversion, where = convert_file(args.src, args.dst, args.format, args.prefix)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # bad input; a file missing, in the way, unwritable
         print(f'error: {err}', file=sys.stderr)
         return 1
     print(format_report(conversion, where))

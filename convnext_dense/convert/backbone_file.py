@@ -46,6 +46,32 @@ def format_from_suffix(dst: Union[str, os.PathLike]) -> str:
     return 'pth' if Path(dst).suffix in _PTH_SUFFIXES else 'safetensors'
 
 
+def check_format_matches_suffix(dst: Union[str, os.PathLike], fmt: str) -> None:
+    """Refuse a ``.safetensors`` name for a pickle, or a ``.pth`` / ``.pt`` / ``.bin`` name for
+    safetensors: other tools pick the reader by the name.
+
+    Raises:
+        ValueError: the name says the other format.
+    """
+    suffix = Path(dst).suffix
+    named = {'.safetensors': 'safetensors', **{s: 'pth' for s in _PTH_SUFFIXES}}.get(suffix)
+    if named not in (None, fmt):
+        raise ValueError(f"format '{fmt}' does not match the name {dst} (a {suffix} file is "
+                         f"{named}): drop --format or give the file a matching suffix")
+
+
+def check_not_source(src: Checkpoint, dst: Union[str, os.PathLike]) -> None:
+    """Refuse to write a conversion over the checkpoint it is read from.
+
+    Raises:
+        ValueError: ``dst`` is the file ``src`` names.
+    """
+    if isinstance(src, (str, os.PathLike)) and os.path.isfile(src) and os.path.isfile(dst) \
+            and os.path.samefile(src, dst):
+        raise ValueError(f'{dst} is the checkpoint being converted: write the result to another '
+                         'file (nothing was written)')
+
+
 def convert_file(src: Checkpoint, dst: Union[str, os.PathLike], fmt: Optional[str] = None,
                  prefix: Optional[str] = None) -> Tuple[Conversion, str]:
     """Convert a checkpoint from any source and layout to a backbone-layout file.
@@ -64,11 +90,14 @@ def convert_file(src: Checkpoint, dst: Union[str, os.PathLike], fmt: Optional[st
         The conversion and a description of where it came from.
 
     Raises:
-        ValueError: unknown format, or weights that are not a complete ConvNeXt backbone.
+        ValueError: unknown format or one that contradicts ``dst``'s suffix, ``dst`` is the
+            source file, or weights that are not a complete ConvNeXt backbone.
     """
     fmt = format_from_suffix(dst) if fmt is None else fmt
     if fmt not in FORMATS:
         raise ValueError(f"format '{fmt}' is not one of {FORMATS}")
+    check_format_matches_suffix(dst, fmt)
+    check_not_source(src, dst)
     conversion, where = read_checkpoint(src, prefix)
     weights = conversion.state_dict
     depths, channels = infer_arch(weights)

@@ -7,17 +7,21 @@ outputs, so the backbone of a detector or segmenter fine-tuned here can go into 
 model that takes a backbone. :func:`hf_convnext_config` is shared with the UperNet export.
 """
 import os
+import re
 from pathlib import Path
 from typing import Dict, Mapping, Tuple, Union
 
 import torch
 
-from ..atomic_files import atomic_dir
+from ..atomic_files import atomic_dir, check_replaceable
 from .fit import describe_arch, infer_arch
 from .layouts import OUTPUT_NORM
 from .model_layouts import to_hf_backbone
 
 PathLike = Union[str, os.PathLike]
+# What save_pretrained writes: an earlier export in the output folder may be replaced, nothing else.
+SAVED_MODEL_FILE = re.compile(
+    r'\w*config\.json|(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?')
 
 
 def output_norm_stages(weights: Mapping[str, torch.Tensor]) -> Tuple[int, ...]:
@@ -66,14 +70,16 @@ def save_filled(model: torch.nn.Module, hf_state: Mapping[str, torch.Tensor], ds
 
     Raises:
         ValueError: tensors missing or left over; ``what`` names the model in the message.
+        FileExistsError: ``dst`` holds files other than an earlier export (nothing is written).
     """
+    dst = Path(dst)
+    check_replaceable(dst, SAVED_MODEL_FILE.fullmatch)
     result = model.load_state_dict(hf_state, strict=False)
     missing = [k for k in result.missing_keys if not k.endswith('num_batches_tracked')]
     if missing or result.unexpected_keys:
         raise ValueError(f'the weights do not fill {what}: missing {missing[:8]}, unexpected '
                          f'{result.unexpected_keys[:8]}')
-    dst = Path(dst)
-    with atomic_dir(dst) as work:
+    with atomic_dir(dst, SAVED_MODEL_FILE.fullmatch) as work:
         model.save_pretrained(work)
     return dst
 

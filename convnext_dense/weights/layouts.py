@@ -134,11 +134,12 @@ def unwrap_state_dict(checkpoint: Mapping) -> Tuple[Dict[str, object], Optional[
     ``{'model': ...}`` (official ConvNeXt).
 
     Raises:
-        TypeError: ``checkpoint`` is not a mapping.
-        ValueError: it holds neither tensors nor a known container key.
+        ValueError: ``checkpoint`` is not a mapping, or holds neither tensors nor a known
+            container key.
     """
     if not isinstance(checkpoint, Mapping):
-        raise TypeError(f'a checkpoint must be a dict of tensors, got {type(checkpoint).__name__}')
+        raise ValueError(f'a checkpoint must be a dict of tensors, got a '
+                         f'{type(checkpoint).__name__}')
     for key in CONTAINER_KEYS:
         inner = checkpoint.get(key)
         if isinstance(inner, Mapping):
@@ -239,8 +240,9 @@ def convert_with_report(checkpoint: Mapping, prefix: Optional[str] = None,
         A :class:`Conversion`. Applied to its own ``state_dict`` it returns that dict unchanged.
 
     Raises:
-        ValueError: the checkpoint is not a ConvNeXt, or the prefix matches nothing.
-        TypeError: the checkpoint is not a mapping, or the prefix is not a string.
+        ValueError: the checkpoint is not a mapping or not a ConvNeXt, or the prefix matches
+            nothing.
+        TypeError: the prefix is not a string.
     """
     state_dict, container = unwrap_state_dict(checkpoint)
     full_prefix, inside, dropped, others = _select_prefix(state_dict, prefix)

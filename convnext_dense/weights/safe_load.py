@@ -25,6 +25,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 _SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
+# How a torch.save file of the legacy (non-zip) format starts: its magic number, pickled.
+_LEGACY_TORCH_MAGIC = b'\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19.'
 # Phrases of torch's weights-only unpickler (and of _history_buffer_statistic) when a pickle asks
 # for a global or a call it does not allow.
 _ASKS_FOR_CODE = re.compile(r'GLOBAL|unrecognized function|refused getattr|Can only (create|build)')
@@ -122,15 +124,17 @@ def load_state_file(path: Union[str, os.PathLike], map_location: Any = 'cpu') ->
     try:
         if _is_safetensors(head, size):
             return load_file(str(path), device='cpu')
-        with _training_logs_allowed():
-            return torch.load(path, map_location=map_location, weights_only=True)
+        # A file object: torch.load would take a path ending in .safetensors for safetensors.
+        with _training_logs_allowed(), open(path, 'rb') as f:
+            return torch.load(f, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         names = _pickled_globals(path)
         foreign = [name for name in names or () if name not in _plain_global_names()]
         if foreign or _ASKS_FOR_CODE.search(str(err)):
             raise ValueError(_refusal_message(path, foreign, err)) from None
         raise ValueError(_corrupt_message(path, size, head, err)) from None
-    except (RuntimeError, OSError, EOFError, ValueError, IndexError, SafetensorError) as err:
+    except (RuntimeError, OSError, EOFError, ValueError, IndexError, KeyError,
+            SafetensorError) as err:
         raise ValueError(_corrupt_message(path, size, head, err)) from None
 
 
@@ -198,6 +202,10 @@ def _torch_detail(err: Exception) -> str:
 
 def _corrupt_message(path: Path, size: int, head: bytes, err: Exception) -> str:
     detail = _torch_detail(err)
+    if head.startswith(b'\x80') and not head.startswith(_LEGACY_TORCH_MAGIC):
+        return (f'checkpoint {path} ({size} bytes) is a plain pickle, not a torch.save or '
+                f'safetensors file: {detail}. Save the weights with torch.save(state_dict, ...) '
+                'or safetensors.torch.save_file.')
     if head.startswith(b'PK') or _is_safetensors(head, size) or head.startswith(b'\x80'):
         kind = 'is truncated or corrupt'
     else:

@@ -204,7 +204,7 @@ def generate_shapes_dataset(out_dir: Union[str, Path] = DEFAULT_OUT_DIR,
 
     print_log(f'generating demo shapes dataset in {out_dir}: {num_train} train / {num_val} val '
               f'images, seed {seed}', logger='current')
-    with atomic_dir(target) as work:
+    with atomic_dir(target, replaceable=lambda name: True) as work:  # a dataset, checked above
         stats = {split: _write_split(work, seed, split, count)
                  for split, count in (('train', num_train), ('val', num_val))}
         _write_json(work / 'ade' / 'classes.json', dict(
