@@ -98,6 +98,21 @@ def test_url_is_downloaded_once_with_progress(torch_home, http_server, hf_model,
     assert url_cache_path(url).is_file()
 
 
+def test_urls_sharing_a_file_name_are_cached_apart(torch_home, http_server, hf_model):
+    root, base = http_server
+    small = ConvNeXt(arch=ARCH).state_dict()
+    for folder, weights in (('a', official_from_hf(hf_model.state_dict())), ('b', small)):
+        (root / folder).mkdir()
+        torch.save(weights, root / folder / 'model.pth')
+    first, second = resolve_source(f'{base}/a/model.pth'), resolve_source(f'{base}/b/model.pth')
+    assert first == torch_home / 'hub' / 'checkpoints' / 'model.pth' and second != first
+    assert second.name == 'model.pth' and second.read_bytes() == (root / 'b' / 'model.pth'
+                                                                   ).read_bytes()
+    assert resolve_source(f'{base}/a/model.pth') == first  # each from its own place after
+    assert resolve_source(f'{base}/b/model.pth') == second
+    assert _CountingHandler.requests == ['/a/model.pth', '/b/model.pth']
+
+
 def test_hash_in_file_name_is_checked(torch_home, http_server, hf_model):
     root, base = http_server
     good = root / 'tmp.pth'

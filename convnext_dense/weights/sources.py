@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from ..atomic_files import atomic_path
+from ..atomic_files import atomic_path, write_bytes
 
 HF_WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
 CONNECT_TIMEOUT_S = 10.0
@@ -64,11 +64,25 @@ def resolve_source(source: Source) -> Path:
 
 
 def url_cache_path(url: str) -> Path:
-    """Where :func:`download_url` keeps the file of ``url``."""
+    """Where :func:`download_url` keeps the file of ``url``.
+
+    torch hub's place, ``checkpoints/<file name>``, unless a download recorded there came from
+    another URL with the same file name (``.../a/model.pth``, ``.../b/model.pth``): then
+    ``checkpoints/by_url/<hash of the URL>/<file name>``, so neither is served for the other.
+    """
     name = os.path.basename(urlparse(url).path)
     if not name:
         raise ValueError(f'URL {url} does not end in a file name')
-    return Path(torch.hub.get_dir()) / 'checkpoints' / name
+    shared = Path(torch.hub.get_dir()) / 'checkpoints' / name
+    recorded = _url_record(shared)
+    if recorded.is_file() and recorded.read_text().strip() != url:
+        return shared.parent / 'by_url' / hashlib.sha256(url.encode()).hexdigest()[:16] / name
+    return shared
+
+
+def _url_record(path: Path) -> Path:
+    """Beside a downloaded file: the URL it came from (a file put there by hand has none)."""
+    return path.with_name(f'{path.name}.url')
 
 
 def download_url(url: str) -> Path:
@@ -87,6 +101,7 @@ def download_url(url: str) -> Path:
                 atomic_path(dst) as partial:
             digest = _copy_with_progress(response, partial, dst.name)
             _check_hash_in_name(url, dst, digest)
+            write_bytes(_url_record(dst), url.encode())
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, 'reason', None) or err
         raise FileNotFoundError(
