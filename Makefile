@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 PINS := -c requirements/constraints.txt
 STAMP := $(VENV)/.installed
+# PyPI's x86-64 torch is the CUDA build (~5.5 GB with its libraries); PyTorch's CPU index has the
+# CPU one. Offline, pip retries it for a few seconds, then takes what its own config provides.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: install test demo clean-venv
 
@@ -12,7 +15,7 @@ install: $(STAMP)
 
 $(STAMP): Makefile setup.py requirements/constraints.txt requirements/runtime.txt requirements/tests.txt requirements/deploy.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install $(PINS) torch
+	$(PIP) install $(PINS) --extra-index-url $(TORCH_INDEX) torch
 	# mmcv's setup.py imports pkg_resources: setuptools<70 must be there before it builds.
 	$(PIP) install $(PINS) "setuptools<70" wheel ninja
 	$(PIP) install $(PINS) mmengine

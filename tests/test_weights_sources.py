@@ -190,3 +190,5 @@ def test_hub_id_with_unreachable_hub_fails_fast(tmp_path):
     assert not result['ok'] and result['seconds'] < FAST_S
     assert f"cannot fetch '{HUB_ID}'" in result['error']
     assert 'pass DIR in place of the hub id' in result['error']
+    # It may have been meant as a folder that is not there: the message says it looked.
+    assert result['error'].startswith(f"'{HUB_ID}' is no file or folder under ")

@@ -74,7 +74,8 @@ val_dataloader = dict(
                  reduce_zero_label=False, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-# Layer decay protects pretrained weights; from scratch every layer trains at the full lr.
+# decay_rate 1.0: the layer-decay constructor (no weight decay on norms and biases), every layer
+# at the full lr.
 optim_wrapper = dict(
     optimizer=dict(lr=2e-3),
     paramwise_cfg=dict(decay_rate=1.0),

@@ -59,7 +59,7 @@ def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor
 class ConvNeXtBlock(nn.Module):
     """dwconv 7x7 -> LayerNorm -> Linear C->4C -> GELU -> Linear 4C->C -> gamma -> DropPath -> +x.
 
-    Three paths compute the same function; ``convnext_dense.cpu_fast_paths.fast_paths(False)``
+    Three paths compute the same function; ``with convnext_dense.cpu_fast_paths.fast_paths(False):``
     forces the first. The plain path reads as the paper's figure. The training path folds gamma and
     drop path into one multiply-add with the residual; on CPU it uses a fast depthwise-conv
     backward and runs the branch on the samples drop path keeps only (:mod:`.sample_skip` of

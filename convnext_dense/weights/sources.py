@@ -54,7 +54,11 @@ def resolve_source(source: Source) -> Path:
     if path.is_dir():
         return _weights_in_directory(path)
     if _HUB_ID.fullmatch(text) and path.suffix not in _FILE_SUFFIXES:
-        return download_from_hub(text)
+        try:
+            return download_from_hub(text)
+        except FileNotFoundError as err:  # it may have been meant as a local folder
+            raise FileNotFoundError(f"'{text}' is no file or folder under {os.getcwd()}, and as "
+                                    f'a Hugging Face hub id: {err}') from None
     if path.suffix in _FILE_SUFFIXES:
         raise FileNotFoundError(f"checkpoint '{text}' is not an existing file or directory (a "
                                 f"missing {path.suffix} file is not looked up as a hub id)")
@@ -196,8 +200,8 @@ def _hub_unreachable_message(repo_id: str, err: Exception) -> str:
     return (f"cannot fetch '{repo_id}' from the Hugging Face hub{offline} and it is not in the "
             f'cache {constants.HF_HUB_CACHE} ({reason}). On a machine with '
             f'internet run `hf download {repo_id} config.json pytorch_model.bin --local-dir DIR` '
-            '(or `huggingface-cli download`), copy DIR here and pass DIR in place of the hub id; '
-            "or copy that machine's Hugging Face cache to this one")
+            '(`huggingface-cli download` before huggingface_hub 0.34), copy DIR here and pass DIR '
+            "in place of the hub id; or copy that machine's Hugging Face cache to this one")
 
 
 def _weights_in_directory(path: Path) -> Path:
