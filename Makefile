@@ -6,8 +6,10 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 PINS := -c requirements/constraints.txt
 STAMP := $(VENV)/.installed
 # PyPI's x86-64 torch is the CUDA build (~5.5 GB with its libraries); PyTorch's CPU index has the
-# CPU one. Offline, pip retries it for a few seconds, then takes what its own config provides.
+# CPU one. Where that index cannot be reached, torch comes from pip's own sources (a local wheel,
+# a mirror): pip would retry the index for every dependency, over a minute.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+REACHES_TORCH_INDEX := $(PY) -c "import urllib.request as r; r.urlopen('$(TORCH_INDEX)', timeout=5)"
 
 .PHONY: install test demo clean-venv
 
@@ -15,7 +17,12 @@ install: $(STAMP)
 
 $(STAMP): Makefile setup.py requirements/constraints.txt requirements/runtime.txt requirements/tests.txt requirements/deploy.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install $(PINS) --extra-index-url $(TORCH_INDEX) torch
+	if $(REACHES_TORCH_INDEX) 2>/dev/null; then \
+		$(PIP) install $(PINS) --extra-index-url $(TORCH_INDEX) torch; \
+	else \
+		echo "$(TORCH_INDEX) cannot be reached: torch from pip's configured sources"; \
+		$(PIP) install $(PINS) torch; \
+	fi
 	# mmcv's setup.py imports pkg_resources: setuptools<70 must be there before it builds.
 	$(PIP) install $(PINS) "setuptools<70" wheel ninja
 	$(PIP) install $(PINS) mmengine
