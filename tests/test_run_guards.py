@@ -131,6 +131,26 @@ def test_tools_name_a_bad_config_or_option_in_one_line(args, error, tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith(error)
 
 
+def test_training_afresh_never_overwrites_an_earlier_run(tmp_path):
+    cfg = Config(dict(work_dir=str(tmp_path)))
+    cli_options.refuse_overwriting_earlier_run(cfg)  # empty: nothing to lose
+    (tmp_path / '20261130_120000').mkdir()  # logs alone
+    cli_options.refuse_overwriting_earlier_run(cfg)
+    (tmp_path / 'iter_500.pth').write_bytes(b'weights')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_500.pth'))
+    with pytest.raises(ValueError, match=r'holds the checkpoints of an earlier run '
+                                         r'\(iter_500\.pth, last_checkpoint\): training afresh'):
+        cli_options.refuse_overwriting_earlier_run(cfg)
+    cli_options.refuse_overwriting_earlier_run(cfg, restart=True)
+    cli_options.refuse_overwriting_earlier_run(Config(dict(work_dir=str(tmp_path), resume=True)))
+    result = subprocess.run([sys.executable, 'tools/train.py',
+                             'configs/demo/upernet_convnext-demo_shapes.py', '--work-dir',
+                             str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    assert 'Pass --resume to continue that run' in result.stderr.splitlines()[-1]
+    assert (tmp_path / 'iter_500.pth').read_bytes() == b'weights'
+
+
 def test_missing_evaluator_annotation_file_is_named(tmp_path):
     (tmp_path / 'annotations').mkdir()
     (tmp_path / 'annotations' / 'train.json').write_text('{}')

@@ -10,6 +10,10 @@ def parse_args():
     cli_options.add_common_arguments(parser, work_dir_help='where logs and checkpoints go')
     parser.add_argument('--resume', nargs='?', const='auto', metavar='PATH',
                         help='resume from PATH, or from the latest checkpoint in the work dir')
+    parser.add_argument('--restart', action='store_true',
+                        help="start over in a work dir that holds an earlier run's checkpoints "
+                             '(they are overwritten as this run saves); without it such a work '
+                             'dir is refused')
     parser.add_argument('--amp', action='store_true', help='mixed precision (fp32 on CPU)')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by the real total batch size')
@@ -21,6 +25,7 @@ def build_config(args):
     cli_options.set_amp(cfg, args.amp)
     cli_options.set_auto_scale_lr(cfg, args.auto_scale_lr)
     cli_options.set_resume(cfg, args.resume)
+    cli_options.refuse_overwriting_earlier_run(cfg, args.restart)
     cli_options.set_launcher(cfg, args.launcher)
     return cfg
 

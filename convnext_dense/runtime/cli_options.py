@@ -94,6 +94,29 @@ def set_resume(cfg: Config, resume: Optional[str]) -> None:
     cfg.load_from = None if resume == 'auto' else resume
 
 
+def refuse_overwriting_earlier_run(cfg: Config, restart: bool = False) -> None:
+    """Refuse to train afresh into a work dir that holds an earlier run's checkpoints.
+
+    mmengine would overwrite them one by one as the new run saves (``last_checkpoint`` at the
+    first save). Resuming (``--resume`` or ``resume=True`` in the config) and ``restart`` (the
+    user chose to start over there) pass.
+
+    Raises:
+        ValueError: the work dir holds ``last_checkpoint`` or ``*.pth`` files; the message says
+            what to pass instead.
+    """
+    if restart or cfg.get('resume') or not osp.isdir(cfg.work_dir):
+        return
+    earlier = sorted(name for name in os.listdir(cfg.work_dir)
+                     if name == 'last_checkpoint' or name.endswith('.pth'))
+    if earlier:
+        raise ValueError(
+            f'work dir {cfg.work_dir} holds the checkpoints of an earlier run '
+            f'({", ".join(earlier[:4])}{", ..." if len(earlier) > 4 else ""}): training afresh '
+            'would overwrite them. Pass --resume to continue that run, another --work-dir, or '
+            '--restart to start over there anyway')
+
+
 def set_local_rank_env(local_rank: int) -> None:
     """torch.distributed.launch passes ``--local-rank``; torchrun sets LOCAL_RANK itself."""
     os.environ.setdefault('LOCAL_RANK', str(local_rank))

@@ -228,7 +228,8 @@ class DemoPipeline:
         options.update(_iters_options(s.seg_iters if task == 'seg' else s.det_iters))
         options.update(extra)
         self._tool(f'train_{task}', 'train.py',
-                   [str(config), '--work-dir', str(work_dir), *format_cfg_options(options)])
+                   [str(config), '--work-dir', str(work_dir), '--restart',  # a new demo run
+                    *format_cfg_options(options)])
         return last_checkpoint(work_dir)
 
     def test(self, task: str, checkpoint: Path) -> Dict[str, float]:
