@@ -180,8 +180,9 @@ def test_tools_test_refuses_a_checkpoint_missing_a_head_tensor(seg_data, tmp_pat
     torch.save({'state_dict': state}, path)
     result = _tool('test.py', SEG_CONFIG, str(path), '--work-dir', str(tmp_path / 'w'),
                    data_root=seg_data)
-    assert result.returncode != 0
+    assert result.returncode == 1 and 'Traceback' not in result.stderr  # one error line
     assert 'decode_head.conv_seg: bias' in result.stderr
+    assert f"error: checkpoint '{path}'" in result.stderr
     assert not _metrics(result.stdout + result.stderr)  # stopped before evaluating
 
 

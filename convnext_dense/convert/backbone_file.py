@@ -146,5 +146,5 @@ def convert_to_hf_backbone(src: Checkpoint, dst: Union[str, os.PathLike],
     try:
         _, mapped = save_hf_backbone(conversion.state_dict, dst)
     except ValueError as err:
-        raise ValueError(f'{where} ({conversion.layout}): {err}; nothing was written') from None
+        raise type(err)(f'{where} ({conversion.layout}): {err}; nothing was written') from None
     return conversion, where, mapped

@@ -14,6 +14,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from ..atomic_files import remove_interrupted_writes
+from ..weights.errors import CheckpointError
 from ..weights.sources import resolve_source
 from .allocator import keep_freed_memory
 from .checkpoint_runner import StrictLoadRunner
@@ -92,12 +93,12 @@ def run(cfg: Config, mode: str):
 
 def run_or_explain(cfg: Config, mode: str) -> int:
     """:func:`run` for ``tools/train.py`` / ``tools/test.py``: exit code 0, or 1 with one
-    ``error: ...`` line (no traceback) when a file is missing or the data the config points at
-    is missing or malformed (:class:`~.data_checks.DataError`); other errors keep their
-    traceback."""
+    ``error: ...`` line (no traceback) when a file is missing, the data the config points at
+    is missing or malformed (:class:`~.data_checks.DataError`) or a checkpoint cannot be used
+    (:class:`~convnext_dense.weights.CheckpointError`); other errors keep their traceback."""
     def action() -> None:
         run(cfg, mode)  # the runner logs its own results
-    return exit_code(action, (DataError, FileNotFoundError))
+    return exit_code(action, (DataError, FileNotFoundError, CheckpointError))
 
 
 def close_process_group() -> None:

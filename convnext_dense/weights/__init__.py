@@ -11,6 +11,7 @@ strictly; :mod:`.model_layouts` renames them; :mod:`.hf_upernet` and :mod:`.hf_b
 Hugging Face directories (a UperNet, a ``ConvNextBackbone``).
 Writing a backbone file from any checkpoint is :mod:`convnext_dense.convert` (it builds the model).
 """
+from .errors import CheckpointError
 from .fit import describe_arch, infer_arch
 from .layouts import Conversion, convert_to_backbone, convert_with_report, detect_naming
 from .hf_backbone import save_hf_backbone
@@ -22,7 +23,7 @@ from .safe_load import load_state_file
 from .sources import resolve_source
 
 __all__ = [
-    'Conversion', 'convert_model_state_dict', 'convert_to_backbone',
+    'CheckpointError', 'Conversion', 'convert_model_state_dict', 'convert_to_backbone',
     'convert_with_report', 'describe_arch', 'detect_naming', 'format_report', 'infer_arch',
     'load_model_checkpoint', 'load_pretrained', 'load_state_file', 'read_checkpoint',
     'read_model_checkpoint', 'resolve_source', 'save_hf_backbone', 'save_hf_upernet',

@@ -6,6 +6,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from ..model.archs import ARCH_SETTINGS, NUM_STAGES
+from .errors import CheckpointError
 from .layouts import OUTPUT_NORM
 
 _BLOCK = re.compile(r'stages\.([0-3])\.(\d+)\.')
@@ -82,7 +83,7 @@ def plan_load(expected: Mapping[str, torch.Size], weights: Mapping[str, torch.Te
     mismatched = [(k, tuple(weights[k].shape), tuple(expected[k])) for k in expected
                   if k in weights and tuple(weights[k].shape) != tuple(expected[k])]
     if missing or unexpected or mismatched:
-        raise ValueError(_mismatch_message(source, weights, configured, missing, unexpected,
+        raise CheckpointError(_mismatch_message(source, weights, configured, missing, unexpected,
                                            mismatched))
     fresh = tuple(k for k in expected if OUTPUT_NORM.fullmatch(k) and k not in weights)
     to_load = {k: v for k, v in weights.items() if k in expected}

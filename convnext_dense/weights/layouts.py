@@ -19,6 +19,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 
 import torch
 
+from .errors import CheckpointError
+
 DROP_HEAD = 'classification head'
 DROP_FINAL_NORM = 'classification final LayerNorm (applied after pooling)'
 DROP_NOT_BACKBONE = 'not part of the backbone'
@@ -138,7 +140,7 @@ def unwrap_state_dict(checkpoint: Mapping) -> Tuple[Dict[str, object], Optional[
             container key.
     """
     if not isinstance(checkpoint, Mapping):
-        raise ValueError(f'a checkpoint must be a dict of tensors, got a '
+        raise CheckpointError(f'a checkpoint must be a dict of tensors, got a '
                          f'{type(checkpoint).__name__}')
     for key in CONTAINER_KEYS:
         inner = checkpoint.get(key)
@@ -146,7 +148,7 @@ def unwrap_state_dict(checkpoint: Mapping) -> Tuple[Dict[str, object], Optional[
             return dict(inner), key
     if any(isinstance(value, torch.Tensor) for value in checkpoint.values()):
         return dict(checkpoint), None
-    raise ValueError(
+    raise CheckpointError(
         f'checkpoint holds no tensors and none of the containers {list(CONTAINER_KEYS)}; '
         f'its top-level keys are {_preview(list(checkpoint))}')
 
@@ -248,7 +250,7 @@ def convert_with_report(checkpoint: Mapping, prefix: Optional[str] = None,
     full_prefix, inside, dropped, others = _select_prefix(state_dict, prefix)
     naming = detect_naming(list(inside))
     if naming is None:
-        raise ValueError(
+        raise CheckpointError(
             'this is not a ConvNeXt checkpoint: none of its '
             f'{len(inside)} keys{f" under {full_prefix!r}" if full_prefix else ""} fits the '
             f'official, Hugging Face, timm or mmpretrain ConvNeXt layouts '

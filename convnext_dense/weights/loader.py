@@ -41,7 +41,7 @@ def read_checkpoint(checkpoint: Checkpoint, prefix: Optional[str] = None
     try:
         return convert_with_report(obj, prefix=prefix), where
     except ValueError as err:
-        raise ValueError(f'{where}: {err}') from None
+        raise type(err)(f'{where}: {err}') from None
 
 
 def load_pretrained(backbone: nn.Module, checkpoint: Checkpoint,

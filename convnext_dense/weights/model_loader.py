@@ -18,6 +18,7 @@ from typing import Dict, Mapping, Optional, Union
 from mmengine.logging import print_log
 from torch import nn
 
+from .errors import CheckpointError
 from .key_report import KeyMismatch, compare_keys
 from .layouts import unwrap_state_dict
 from .model_layouts import BACKBONE, LAYOUT_HF_UPERNET, convert_model_state_dict
@@ -134,7 +135,7 @@ def load_model_checkpoint(model: nn.Module, source: Source, purpose: str = 'eval
     mismatch = compare_keys(expected, checkpoint.state_dict, _IGNORED_MISSING)
     blocking = mismatch if purpose == 'evaluate' else _backbone_part(mismatch)
     if blocking:
-        raise ValueError(_refusal(checkpoint, blocking, purpose))
+        raise CheckpointError(_refusal(checkpoint, blocking, purpose))
     weights = {k: v for k, v in checkpoint.state_dict.items()
                if k in expected and k not in {key for key, _, _ in mismatch.misshaped}}
     model.load_state_dict(weights, strict=False)

@@ -24,6 +24,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from .errors import CheckpointError
+
 _SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
 # How a torch.save file of the legacy (non-zip) format starts: its magic number, pickled.
 _LEGACY_TORCH_MAGIC = b'\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19.'
@@ -131,11 +133,11 @@ def load_state_file(path: Union[str, os.PathLike], map_location: Any = 'cpu') ->
         names = _pickled_globals(path)
         foreign = [name for name in names or () if name not in _plain_global_names()]
         if foreign or _ASKS_FOR_CODE.search(str(err)):
-            raise ValueError(_refusal_message(path, foreign, err)) from None
-        raise ValueError(_corrupt_message(path, size, head, err)) from None
+            raise CheckpointError(_refusal_message(path, foreign, err)) from None
+        raise CheckpointError(_corrupt_message(path, size, head, err)) from None
     except (RuntimeError, OSError, EOFError, ValueError, IndexError, KeyError,
             SafetensorError) as err:
-        raise ValueError(_corrupt_message(path, size, head, err)) from None
+        raise CheckpointError(_corrupt_message(path, size, head, err)) from None
 
 
 def _is_safetensors(head: bytes, size: int) -> bool:

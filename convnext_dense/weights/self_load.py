@@ -14,6 +14,7 @@ from typing import Dict, List
 import torch
 from torch import nn
 
+from .errors import CheckpointError
 from .fit import describe_arch, infer_arch
 from .key_report import compare_keys
 from .layouts import OUTPUT_NORM, convert_with_report, detect_naming
@@ -35,13 +36,13 @@ def adopt_backbone_keys(backbone: nn.Module, state_dict: Dict[str, object], pref
     originals = [k for k in state_dict if k.startswith(prefix)]
     where = f"the ConvNeXt backbone{f' at {prefix!r}' if prefix else ''}"
     if not originals:
-        raise ValueError(
+        raise CheckpointError(
             f'the state dict holds no weights for {where}: loading it would leave the whole '
             'backbone at its random init. A backbone-only (classification) checkpoint belongs in '
             "backbone init_cfg=dict(type='Pretrained', checkpoint=...), not in load_from")
     inside = {k[len(prefix):]: state_dict[k] for k in originals}
     if detect_naming(list(inside)) is None:
-        raise ValueError(f'the weights for {where} are not a ConvNeXt in any known naming '
+        raise CheckpointError(f'the weights for {where} are not a ConvNeXt in any known naming '
                          f'(keys look like {sorted(inside)[:4]})')
     conversion = convert_with_report(inside, prefix='', dense=True)
     converted = dict(conversion.state_dict)
@@ -60,7 +61,7 @@ def adopt_backbone_keys(backbone: nn.Module, state_dict: Dict[str, object], pref
     mismatch = compare_keys({prefix + k: v for k, v in expected.items()},
                             {prefix + k: v for k, v in converted.items()})
     if mismatch:
-        raise ValueError('\n'.join(
+        raise CheckpointError('\n'.join(
             [f'checkpoint ({conversion.layout} layout) does not fill {where}; nothing was loaded:']
             + _hints(converted, backbone, [k[len(prefix):] for k in mismatch.missing])
             + mismatch.lines()))
