@@ -1,4 +1,5 @@
 """The CPU benchmark tool runs (tiny sizes; no timing is asserted) and its parts do their job."""
+import importlib.util
 import json
 import os
 import os.path as osp
@@ -14,7 +15,8 @@ from convnext_dense import ConvNeXt
 from convnext_dense.extras.benchmark.cases import Case, build_model, make_images, make_step, prepare
 from convnext_dense.extras.benchmark.flops import count_macs
 from convnext_dense.extras.benchmark.memory import measure_step_memory
-from convnext_dense.extras.benchmark.report import check_goals, format_machine, format_summary
+from convnext_dense.extras.benchmark.report import (check_goals, format_machine, format_summary,
+                                                    write_json)
 from convnext_dense.extras.benchmark.runner import (BenchmarkConfig, _group_name, plan_groups,
                                                    summarize)
 from convnext_dense.extras.benchmark.timing import Timing, per_round_ratios, time_interleaved
@@ -107,6 +109,46 @@ def test_per_round_ratios_cancel_a_slowdown_both_sides_share():
     assert ratios.spread < 1e-9 < ours.spread
     with pytest.raises(ValueError, match='cannot pair 5 rounds with 2'):
         per_round_ratios(ours, Timing([1.0, 1.0]))
+
+
+def _benchmark_tool():
+    spec = importlib.util.spec_from_file_location(
+        'benchmark_tool', osp.join(ROOT, 'tools', 'benchmark.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize('option, said', [
+    (['--threads', '0'], "argument --threads: '0' is not a positive integer"),
+    (['--threads', '-1'], "argument --threads: '-1' is not a positive integer"),
+    (['--batch', '0'], 'batch 0 must be an int >= 1'),
+    (['--sizes', '16'], 'size (16, 16) must be (height, width), each an int >= 32'),
+    (['--peers', 'huggingfce'], "peers ['huggingfce'] not allowed"),
+    (['--json', '{tmp}'], 'is a directory'),
+    (['--json', '{tmp}/file.txt/bench.json'], 'is a file, not a folder'),
+])
+def test_benchmark_cli_refuses_bad_options_before_running(tmp_path, capsys, option, said):
+    (tmp_path / 'file.txt').write_text('')
+    option = [o.format(tmp=tmp_path) for o in option]
+    with pytest.raises(SystemExit) as exit_info:
+        _benchmark_tool().parse_args(option)
+    assert exit_info.value.code == 2  # an argparse error: usage and message, no traceback
+    assert said in capsys.readouterr().err
+
+
+def test_benchmark_json_that_dies_keeps_the_old_file(tmp_path, monkeypatch):
+    out = tmp_path / 'bench.json'
+    out.write_text('{"old": 1}')
+
+    def disk_full(fd):
+        raise OSError('disk full')
+
+    monkeypatch.setattr(os, 'fsync', disk_full)
+    with pytest.raises(OSError, match='disk full'):
+        write_json({'new': 2}, str(out))
+    assert out.read_text() == '{"old": 1}'
+    assert [p.name for p in tmp_path.iterdir()] == ['bench.json']
 
 
 def test_spread_is_unknown_under_four_calls_not_zero():

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import torch
 from mmseg.registry import MODELS
@@ -11,6 +12,7 @@ from mmseg.structures import SegDataSample
 
 from convnext_dense.runtime import config, run
 from convnext_dense.runtime.allocator import reason_to_leave_alone
+from convnext_dense.runtime.inference import draw_prediction
 from convnext_dense.extras.demo import SHAPE_CLASSES, plots
 from convnext_dense.extras.demo.pipeline import DET_CONFIG, SEG_CONFIG, DemoPipeline, DemoSettings
 from convnext_dense.extras.demo.pipeline import _data_options
@@ -163,3 +165,24 @@ def test_image_demo_reports_a_missing_file(tmp_path):
         [sys.executable, 'tools/image_demo.py', str(tmp_path / 'none.jpg'), DEMO['det'],
          str(tmp_path / 'none.pth')], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and 'none.jpg not found' in result.stderr
+
+
+@pytest.mark.parametrize('image_text, device, said', [
+    (b'hello', 'cpu', 'cannot be read as an image'),
+    (b'', 'cpu', 'cannot be read as an image'),
+    (None, 'gpu', "device 'gpu' is not a torch device"),
+    (None, 'cuda', "device 'cuda': there is no CUDA device here"),
+])
+def test_image_demo_names_an_unreadable_image_or_device(tmp_path, monkeypatch, image_text,
+                                                        device, said):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    image = tmp_path / 'picture.jpg'
+    if image_text is None:
+        cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
+    else:
+        image.write_bytes(image_text)
+    checkpoint = tmp_path / 'model.pth'
+    checkpoint.write_bytes(b'')
+    with pytest.raises(ValueError, match=said):
+        draw_prediction(image, DEMO['seg'], checkpoint, tmp_path / 'out', device=device)
+    assert not (tmp_path / 'out').exists()

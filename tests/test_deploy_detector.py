@@ -151,6 +151,15 @@ def test_onnx_parity_tool_reports_matches_and_ap(mask_rcnn, shapes):
     assert report['pytorch_bbox_mAP'] == pytest.approx(report['onnx_bbox_mAP'], abs=0.002)
 
 
+@pytest.mark.parametrize('limit', ['0', '-2'])
+def test_onnx_parity_tool_refuses_a_limit_below_one(tmp_path, limit):
+    result = subprocess.run(
+        [sys.executable, 'tools/onnx_parity.py', 'config.py', 'model.pth', str(tmp_path),
+         str(tmp_path), '--limit', limit], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
+    assert f"argument --limit: '{limit}' is not a positive integer" in result.stderr
+
+
 def test_no_detection_gives_empty_results(tmp_path):
     # Background wins everywhere: the graph's NMS, RoIAlign and mask head see zero boxes.
     model, _, _ = build_model(DET_CONFIG, None)

@@ -167,6 +167,19 @@ def test_missing_deploy_extra_is_named_with_its_install_command(upernet, tmp_pat
     assert result.stderr.startswith('error: onnxruntime is not installed: ')
 
 
+def test_onnx_demo_names_a_missing_model_onnx(tmp_path):
+    (tmp_path / 'deploy.json').write_text('{}')
+    with pytest.raises(FileNotFoundError, match='model.onnx not found'):
+        OnnxModel(tmp_path)
+    image = tmp_path / 'any.jpg'
+    cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
+    result = subprocess.run(
+        [sys.executable, 'tools/onnx_demo.py', str(image), str(tmp_path), '--out-dir',
+         str(tmp_path / 'drawn')], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr[-2000:]
+    assert f'{tmp_path / "model.onnx"} not found' in result.stderr
+
+
 def test_detector_export_needs_a_shape(tmp_path):
     with pytest.raises(ValueError, match=r'--shape H W'):
         export_model(DET_CONFIG, None, tmp_path)

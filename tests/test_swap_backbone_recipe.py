@@ -75,10 +75,15 @@ def test_default_weights_are_the_official_22k_checkpoint(arch):
         checkpoint=f'https://dl.fbaipublicfiles.com/convnext/convnext_{arch}_22k_224.pth')
 
 
-@pytest.mark.parametrize('pretrained', [None, 'none'])
+@pytest.mark.parametrize('pretrained', [None, 'none', 'None', 'NONE'])
 def test_no_weights(pretrained):
     backbone = plan_swap(RETINANET, arch='tiny', pretrained=pretrained).delta['model']['backbone']
     assert 'init_cfg' not in backbone
+
+
+def test_official_weights_keyword_in_any_case():
+    backbone = plan_swap(RETINANET, arch='tiny', pretrained='22K').delta['model']['backbone']
+    assert backbone['init_cfg']['checkpoint'].endswith('convnext_tiny_22k_224.pth')
 
 
 def test_own_checkpoint_is_passed_through():

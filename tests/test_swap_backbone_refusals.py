@@ -83,6 +83,8 @@ def test_other_scopes_are_refused():
     (dict(arch='huge'), ValueError, "arch 'huge'"),
     (dict(arch=TINY_ARCH, recipe='yes'), TypeError, 'recipe'),
     (dict(arch=TINY_ARCH, pretrained=3), TypeError, 'pretrained'),
+    (dict(arch='tiny', pretrained='1k'), ValueError, "pretrained='1k' is neither"),
+    (dict(arch='tiny', pretrained=''), ValueError, "pretrained='' is neither"),
 ])
 def test_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):

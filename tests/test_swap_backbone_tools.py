@@ -1,11 +1,15 @@
 """tools/swap_backbone.py and the sweep helpers behind tools/sweep_swap_backbone.py."""
 import importlib.util
+import json
+import os
 import os.path as osp
 
 import pytest
 from mmengine.config import Config
 
 from convnext_dense.runtime.config import stock_config_path
+from convnext_dense.swap.plan import SwapPlan
+from convnext_dense.swap.source import Source
 from convnext_dense.extras.swap_survey.sweep import (backbone_family, check_config, stock_configs,
                                                      summarize)
 
@@ -52,6 +56,54 @@ def test_cli_refusal_names_the_field(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_cli_refuses_to_write_over_the_source_config(tmp_path, capsys, monkeypatch):
+    source = tmp_path / 'my_retina.py'
+    text = "_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'\nmy_setting = 1\n"
+    source.write_text(text)
+    monkeypatch.chdir(tmp_path)
+    code = _tool('swap_backbone').main([str(source), '--arch', 'tiny', '--out', './my_retina.py'])
+    assert code == 2
+    assert 'is the source config' in capsys.readouterr().err
+    assert source.read_text() == text
+
+
+def test_cli_refuses_a_pretrained_word_that_is_no_checkpoint(tmp_path, capsys):
+    out = tmp_path / 'x.py'
+    assert _tool('swap_backbone').main([RPN_C4, '--pretrained', 'imagenet', '--out',
+                                        str(out)]) == 2
+    assert "pretrained='imagenet'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def _tiny_plan(tmp_path):
+    source = tmp_path / 'src.py'
+    source.write_text('x = 1\n')
+    cfg = Config.fromfile(str(source))
+    return SwapPlan(Source(cfg, str(source), 'mmdet'), dict(model=dict(type='Y')), ('note',))
+
+
+def test_dump_refuses_the_source_config(tmp_path):
+    plan = _tiny_plan(tmp_path)
+    with pytest.raises(ValueError, match='is the source config'):
+        plan.dump(str(tmp_path / '.' / 'src.py'))
+    assert (tmp_path / 'src.py').read_text() == 'x = 1\n'
+
+
+def test_dump_that_dies_keeps_the_old_file(tmp_path, monkeypatch):
+    plan = _tiny_plan(tmp_path)
+    out = tmp_path / 'out.py'
+    out.write_text('old = 1\n')
+
+    def disk_full(fd):
+        raise OSError('disk full')
+
+    monkeypatch.setattr(os, 'fsync', disk_full)
+    with pytest.raises(OSError, match='disk full'):
+        plan.dump(str(out))
+    assert out.read_text() == 'old = 1\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['out.py', 'src.py']
+
+
 def test_cli_rejects_unknown_arch(tmp_path):
     with pytest.raises(SystemExit):
         _tool('swap_backbone').main([RPN_C4, '--arch', 'huge', '--out', str(tmp_path / 'x.py')])
@@ -87,3 +139,47 @@ def test_sweep_checks_one_config(tmp_path):
     assert summary['by_backbone'] == {'ResNet': {'N': 2, 'trained': 1}}
     assert summary['reasons'] == {
         'refused: model.roi_head.bbox_roi_extractor.out_channels': 1}
+
+
+def _fake_sweep(monkeypatch, failing=()):
+    """tools/sweep_swap_backbone.py over five made-up configs, 'run' without training."""
+    tool = _tool('sweep_swap_backbone')
+    monkeypatch.setattr(tool, 'resnet_configs', lambda scopes: iter(
+        dict(config=f'mmdet::cfg{i}.py', backbone='ResNet') for i in range(5)))
+
+    def run_sweep(entries, time_limit, progress):
+        results = []
+        for entry in entries:
+            status = 'train_failed' if entry['config'] in failing else 'trained'
+            results.append(dict(entry, status=status, reason='', seconds=0.0))
+            progress(results[-1], results)
+        return results
+
+    monkeypatch.setattr(tool, 'run_sweep', run_sweep)
+    return tool
+
+
+def _statuses(path):
+    return {r['config']: r['status'] for r in json.loads(path.read_text())['results']}
+
+
+@pytest.mark.parametrize('subset', [['--match', 'cfg3'], ['--limit', '4']])
+def test_sweep_resume_of_a_subset_keeps_the_other_results(tmp_path, monkeypatch, subset):
+    out = tmp_path / 'sweep.json'
+    assert _fake_sweep(monkeypatch, failing={'mmdet::cfg3.py', 'mmdet::cfg4.py'}).main(
+        ['--out', str(out)]) == 0
+    assert _fake_sweep(monkeypatch).main(['--out', str(out), '--resume', *subset]) == 0
+    statuses = _statuses(out)
+    assert statuses == {'mmdet::cfg0.py': 'trained', 'mmdet::cfg1.py': 'trained',
+                        'mmdet::cfg2.py': 'trained', 'mmdet::cfg3.py': 'trained',
+                        'mmdet::cfg4.py': 'train_failed'}  # cfg4 not re-run, still there
+    assert json.loads(out.read_text())['summary']['N'] == 5
+
+
+def test_sweep_resume_refuses_a_file_that_is_not_sweep_results(tmp_path, monkeypatch, capsys):
+    out = tmp_path / 'other.json'
+    out.write_text('{"results": [{"config": "x"}]}')
+    assert _fake_sweep(monkeypatch).main(['--out', str(out), '--resume']) == 2
+    error = capsys.readouterr().err
+    assert str(out) in error and "'status'" in error
+    assert out.read_text() == '{"results": [{"config": "x"}]}'

@@ -14,9 +14,9 @@ import json
 import os
 import sys
 
-from convnext_dense.extras.benchmark.report import (check_goals, format_machine, format_summary,
-                                                    format_table, format_whole_model_table,
-                                                    write_json)
+from convnext_dense.extras.benchmark.report import (check_goals, check_json_path, format_machine,
+                                                    format_summary, format_table,
+                                                    format_whole_model_table, write_json)
 from convnext_dense.extras.benchmark.runner import PRECISION_FAMILIES, VARIANTS, BenchmarkConfig
 
 
@@ -52,6 +52,16 @@ def parse_shape(text: str):
     return shape
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive integer")
+    return value
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--arch', default='base', type=parse_arch,
@@ -72,7 +82,8 @@ def parse_args(argv=None):
     parser.add_argument('--drop-path-rate', type=float, default=0.0,
                         help='training: stochastic depth rising to this rate at the last block, '
                              'in every implementation (the configs train with 0.4-0.7)')
-    parser.add_argument('--threads', type=int, help='torch threads (default: torch decides)')
+    parser.add_argument('--threads', type=positive_int,
+                        help='torch threads (default: torch decides)')
     parser.add_argument('--clock', default='wall', choices=['wall', 'cpu'],
                         help="'cpu': process CPU time, robust to other load with --threads 1")
     parser.add_argument('--memory', action='store_true',
@@ -91,7 +102,17 @@ def parse_args(argv=None):
     parser.add_argument('--onnx', nargs='+', choices=['backbone', 'segmenter', 'detector'],
                         help='onnxruntime vs PyTorch eager, fp32, 1 thread and all cores: the '
                              'backbone at the first --sizes, the demo segmenter / detector')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:  # bad sizes, peers, batch and an unwritable --json: said now, not after the run
+        args.config = BenchmarkConfig(
+            arch=args.arch, sizes=args.sizes, tasks=args.tasks, precisions=args.precisions,
+            variants=args.variants, peers=args.peers, repeats=args.repeats, warmup=args.warmup,
+            batch=args.batch, memory=args.memory, clock=args.clock,
+            matmul_shapes=args.matmul_shapes, drop_path_rate=args.drop_path_rate)
+        check_json_path(args.json)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
 
 
 def main(argv=None) -> int:
@@ -102,7 +123,7 @@ def main(argv=None) -> int:
     malloc = keep_freed_memory(dict(os.environ, **{OPT_OUT_VARIABLE: args.malloc}))
     from convnext_dense.runtime.compile_cache import keep_compile_cache_per_capability
     compile_cache = keep_compile_cache_per_capability()
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     from convnext_dense.extras.benchmark.runner import run_benchmark, summarize
 
@@ -114,13 +135,7 @@ def main(argv=None) -> int:
 
     results = {}
     if args.tasks:
-        config = BenchmarkConfig(arch=args.arch, sizes=args.sizes, tasks=args.tasks,
-                                 precisions=args.precisions, variants=args.variants,
-                                 peers=args.peers, repeats=args.repeats, warmup=args.warmup,
-                                 batch=args.batch, memory=args.memory, clock=args.clock,
-                                 matmul_shapes=args.matmul_shapes,
-                                 drop_path_rate=args.drop_path_rate)
-        results = run_benchmark(config, log)
+        results = run_benchmark(args.config, log)
         results['machine']['malloc'] = malloc
         results['summary'] = summarize(results)
         results['goals'] = check_goals(results['summary'],

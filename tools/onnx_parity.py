@@ -16,6 +16,17 @@ from convnext_dense.deploy.meta import read_meta
 from convnext_dense.deploy.parity import detector_parity, segmenter_parity
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive integer (leave --limit "
+                                         'out to use every image)')
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=' '.join(__doc__.split('\n\n')[0].split()))
     parser.add_argument('config', help='the config the export was made from')
@@ -23,7 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('model_dir', help='folder written by tools/export.py')
     parser.add_argument('images', help='folder of .jpg / .png images')
     parser.add_argument('--ann-file', help='COCO annotations of the images (detectors)')
-    parser.add_argument('--limit', type=int, help='use only the first N images')
+    parser.add_argument('--limit', type=positive_int, help='use only the first N images')
     return parser.parse_args(argv)
 
 
@@ -31,7 +42,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     model_checkpoints.enable()  # safe, strict checkpoint loading of every layout
     images = sorted(p for p in Path(args.images).glob('*') if p.suffix in ('.jpg', '.png'))
-    images = images[:args.limit] if args.limit else images
+    images = images[:args.limit]
     if not images:
         print(f'error: no .jpg / .png images in {args.images}', file=sys.stderr)
         return 1

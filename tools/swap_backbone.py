@@ -11,6 +11,7 @@ import sys
 
 from convnext_dense.model.archs import ARCH_SETTINGS
 from convnext_dense.swap import SwapRefused, plan_swap
+from convnext_dense.swap.plan import check_out_file
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -19,7 +20,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--arch', default='base', choices=sorted(ARCH_SETTINGS))
     parser.add_argument('--pretrained', default='22k',
                         help="'22k' (default): the official ImageNet-22k weights of --arch; a "
-                             "checkpoint path, URL or hub id; or 'none'")
+                             "checkpoint path, URL or hub id; or 'none' (keywords in any case)")
     parser.add_argument('--no-recipe', action='store_true',
                         help='keep the optimizer and schedule of SRC (default: ConvNeXt AdamW '
                              'with layer-wise / stage-wise lr decay)')
@@ -30,10 +31,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        check_out_file(None if '::' in args.src else args.src, args.out)
         plan = plan_swap(args.src, arch=args.arch, pretrained=args.pretrained,
                          recipe=not args.no_recipe)
     except SwapRefused as error:
         print(f'refused: {error}', file=sys.stderr)
+        return 2
+    except ValueError as error:  # --out is SRC, or --pretrained is no keyword nor checkpoint
+        print(f'error: {error}', file=sys.stderr)
         return 2
     plan.dump(args.out)
     print('\n'.join(plan.notes))

@@ -7,12 +7,12 @@ Takes about an hour or more on a CPU; ``--match`` and ``--limit`` run a subset.
 """
 import argparse
 import json
-import os
 import os.path as osp
 import sys
 
-from convnext_dense.extras.swap_survey.sweep import (resnet_configs, run_sweep, summarize,
-                                                     trained_results)
+from convnext_dense.atomic_files import write_bytes
+from convnext_dense.extras.swap_survey.sweep import (earlier_results, merge_results,
+                                                     resnet_configs, run_sweep, summarize)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -30,6 +30,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if osp.isdir(args.out):
+        print(f'error: --out {args.out} is a directory; give a JSON file name', file=sys.stderr)
+        return 2
+    try:
+        earlier = earlier_results(args.out) if args.resume else dict(results=[], not_loaded=[])
+    except ValueError as error:
+        print(f'error: --resume: {error}', file=sys.stderr)
+        return 2
     entries, not_loaded = [], []
     for entry in resnet_configs(args.scope):
         if args.match not in entry['config']:
@@ -37,23 +45,30 @@ def main(argv=None) -> int:
         (not_loaded if 'load_error' in entry else entries).append(entry)
     if args.limit:
         entries = entries[:args.limit]
-    done = trained_results(args.out) if args.resume else {}
+    done = {r['config']: r for r in earlier['results'] if r['status'] == 'trained'}
     kept = [done[e['config']] for e in entries if e['config'] in done]
     entries = [e for e in entries if e['config'] not in done]
     print(f'{len(entries) + len(kept)} configs with a ResNet-family backbone ({len(kept)} kept '
           f'from {args.out}); {len(not_loaded)} configs could not be loaded here and are not '
           'counted', flush=True)
-    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+
+    def in_file(results):
+        # With --resume, results of configs outside this run's --match / --limit stay in --out
+        # (and so do the kept ones).
+        return merge_results(earlier['results'], results)
 
     def progress(result, results):
-        results = kept + results
-        print(f'[{len(results)}/{len(entries) + len(kept)}] {result["status"]:13s} '
+        print(f'[{len(kept) + len(results)}/{len(entries) + len(kept)}] {result["status"]:13s} '
               f'{result["seconds"]:6.1f}s {result["config"]}  {result["reason"][:160]}', flush=True)
-        with open(args.out, 'w') as f:
-            json.dump(dict(summary=summarize(results), not_loaded=not_loaded, results=results),
-                      f, indent=1)
+        everything = in_file(results)
+        loaded = {r['config'] for r in everything}
+        failed = [e for e in merge_results(earlier['not_loaded'], not_loaded)
+                  if e['config'] not in loaded]
+        text = json.dumps(dict(summary=summarize(everything), not_loaded=failed,
+                               results=everything), indent=1)
+        write_bytes(args.out, text.encode('utf-8'))
 
-    results = kept + run_sweep(entries, time_limit=args.time_limit, progress=progress)
+    results = in_file(run_sweep(entries, time_limit=args.time_limit, progress=progress))
     summary = summarize(results)
     print(f'\n{summary["trained"]} / {summary["N"]} swapped, built and trained one step')
     print(json.dumps({k: summary[k] for k in ('by_status', 'by_backbone', 'reasons')}, indent=1))

@@ -27,6 +27,10 @@ class OnnxModel:
         model_dir: The folder with ``model.onnx`` and ``deploy.json``.
         threads: onnxruntime intra-op threads (``None``: its default, all cores).
 
+    Raises:
+        FileNotFoundError: ``deploy.json`` or ``model.onnx`` is not in ``model_dir``.
+        ValueError: ``threads`` < 1.
+
     Example:
         >>> model = OnnxModel('work_dirs/onnx/upernet')
         >>> sample = model.predict('demo.jpg')   # a SegDataSample (DetDataSample for detectors)
@@ -43,7 +47,12 @@ class OnnxModel:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(self.model_dir / 'model.onnx'), options,
+        graph = self.model_dir / 'model.onnx'
+        if not graph.is_file():
+            raise FileNotFoundError(f'{graph} not found: {model_dir} has a deploy.json but no '
+                                    'model.onnx (an export that did not finish?); export again '
+                                    'with tools/export.py')
+        self.session = ort.InferenceSession(str(graph), options,
                                             providers=['CPUExecutionProvider'])
         self._pipeline = None
 

@@ -8,7 +8,9 @@ import os
 from pathlib import Path
 from typing import Union
 
+import cv2
 import mmcv
+import torch
 
 from .config import load_config, task_scope
 
@@ -32,20 +34,22 @@ def draw_prediction(image: PathLike, config: PathLike, checkpoint: PathLike, out
 
     Raises:
         FileNotFoundError: the image or the checkpoint does not exist.
-        ValueError: the config is neither mmdet nor mmseg, or ``score_thr`` is not in [0, 1].
+        ValueError: the config is neither mmdet nor mmseg, ``score_thr`` is not in [0, 1],
+            ``device`` is no torch device or not on this machine, or the image cannot be read.
     """
     for name, path in (('image', image), ('checkpoint', checkpoint)):
         if not Path(path).is_file():
             raise FileNotFoundError(f'{name} {path} not found')
     if not 0 <= score_thr <= 1:
         raise ValueError(f'score_thr {score_thr!r} is out of range [0, 1]')
+    _check_device(device)
+    picture = _read_rgb(image)
     cfg = load_config(str(config))
     scope = task_scope(cfg)
     # Weights come from `checkpoint`: do not fetch the backbone's pretrained ones as well.
     cfg.model.backbone.init_cfg = None
     out_file = Path(out_dir) / f'{Path(image).stem}.png'
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    picture = mmcv.imread(str(image), channel_order='rgb')
     if scope == 'mmdet':
         from mmdet.apis import inference_detector, init_detector
         from mmdet.registry import VISUALIZERS
@@ -65,3 +69,34 @@ def draw_prediction(image: PathLike, config: PathLike, checkpoint: PathLike, out
     visualizer.add_datasample('prediction', picture, data_sample=result, draw_gt=False,
                               show=False, out_file=str(out_file), **draw_args)
     return out_file
+
+
+def _check_device(device: str) -> None:
+    """Refuse a device string torch does not know, or a CUDA device this machine lacks.
+
+    Raises:
+        ValueError: naming ``device`` and what would work.
+    """
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a torch device; use e.g. 'cpu', 'cuda' or "
+                         "'cuda:0'") from None
+    if parsed.type != 'cuda':
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ValueError(f"device {device!r}: there is no CUDA device here; use 'cpu'")
+    if parsed.index is not None and parsed.index >= count:
+        raise ValueError(f'device {device!r}: this machine has {count} CUDA device(s), '
+                         f'cuda:0 to cuda:{count - 1}')
+
+
+def _read_rgb(image: PathLike):
+    try:
+        picture = mmcv.imread(str(image), channel_order='rgb')
+    except cv2.error:  # OpenCV cannot decode it (an empty or text file, say)
+        picture = None
+    if picture is None:
+        raise ValueError(f'image {image} cannot be read as an image (OpenCV cannot decode it)')
+    return picture

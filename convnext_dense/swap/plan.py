@@ -1,6 +1,5 @@
 """``swap_backbone``: put ConvNeXt into an mmdet / mmseg config and keep the rest working."""
 import copy
-import os
 import os.path as osp
 import re
 from dataclasses import dataclass
@@ -8,6 +7,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from mmengine.config import Config
 
+from ..atomic_files import write_bytes
 from ..model.archs import resolve_arch
 from . import recipe as recipes
 from .consumers import check_no_own_backbone, find_consumers
@@ -60,11 +60,32 @@ class SwapPlan:
         return render_config({'_base_': base, **self.delta}, self.notes)
 
     def dump(self, out_file: str) -> None:
-        """Write :meth:`to_text` to ``out_file``."""
-        text = self.to_text(out_file)
-        os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
-        with open(out_file, 'w', encoding='utf-8') as f:
-            f.write(text)
+        """Write :meth:`to_text` to ``out_file`` atomically (a new file, then a rename).
+
+        Raises:
+            ValueError: ``out_file`` is the source config itself.
+        """
+        check_out_file(self.source.cfg.filename, out_file)
+        write_bytes(out_file, self.to_text(out_file).encode('utf-8'))
+
+
+def check_out_file(source_file: Optional[str], out_file: str) -> None:
+    """Refuse to write the delta over the config it inherits from.
+
+    Args:
+        source_file: The source config's file, or None when it has none.
+        out_file: Where the delta is to be written.
+
+    Raises:
+        ValueError: ``out_file`` is ``source_file`` (the user's config would be lost and the
+            delta's ``_base_`` would name itself).
+    """
+    if source_file is None or not osp.exists(out_file):
+        return
+    if osp.exists(source_file) and osp.samefile(source_file, out_file):
+        raise ValueError(f"out file '{out_file}' is the source config {source_file}: writing "
+                         'the delta there would replace it and make it inherit from itself; '
+                         'choose another file name')
 
 
 def _split_path(path: str) -> Tuple[str, Optional[int]]:
@@ -210,8 +231,9 @@ def swap_backbone(cfg: Union[str, Config],
         arch: ConvNeXt arch ('tiny', 'small', 'base', 'large', 'xlarge') or
             ``dict(depths=..., channels=...)``.
         pretrained: ``'22k'`` for the official ImageNet-22k weights of ``arch``, a checkpoint
-            path / URL / hub id, or ``None`` (or ``'none'``) for no weights. With weights the
-            data preprocessor gets the ImageNet RGB mean and std they expect.
+            path / URL / hub id, or ``None`` (or ``'none'``) for no weights; the keywords in
+            any case. With weights the data preprocessor gets the ImageNet RGB mean and std
+            they expect.
         recipe: Use the ConvNeXt fine-tuning recipe: AdamW (lr 1e-4, weight decay 0.05) with
             ``convnext_dense.LayerDecayOptimizerConstructor``, layer-wise decay 0.8 for
             detection and stage-wise decay 0.9 for segmentation; absolute ``eta_min`` of the
@@ -223,7 +245,8 @@ def swap_backbone(cfg: Union[str, Config],
 
     Raises:
         SwapRefused: the model cannot be mapped; ``error.field`` names the field.
-        ValueError, TypeError: bad ``arch``, ``pretrained`` or ``recipe``.
+        ValueError, TypeError: bad ``arch``, ``pretrained`` (a bare word that is neither a
+            keyword nor a checkpoint) or ``recipe``.
 
     Example:
         >>> cfg = swap_backbone('mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', arch='tiny')

@@ -1,5 +1,6 @@
 """The ConvNeXt fine-tuning settings a swapped config adopts (Liu et al. 2022, official repo)."""
 import copy
+import os
 from typing import Any, Dict, List, Optional
 
 from ..model.archs import IMAGENET_MEAN, IMAGENET_STD
@@ -7,6 +8,7 @@ from ..model.archs import IMAGENET_MEAN, IMAGENET_STD
 WEIGHTS_URL = 'https://dl.fbaipublicfiles.com/convnext/convnext_{arch}_22k_224.pth'
 #: ``pretrained`` value meaning "the official ImageNet-22k weights of the arch".
 OFFICIAL_22K = '22k'
+CHECKPOINT_SUFFIXES = ('.pth', '.pt', '.bin', '.safetensors', '.ckpt')
 
 LR = 1e-4
 # Detection: layer-wise decay (Cascade Mask R-CNN recipe); segmentation: stage-wise (UperNet).
@@ -21,17 +23,34 @@ NORMALIZATION = dict(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), bgr_to_rg
 def weights_for(arch: Any, pretrained: Optional[str]) -> Optional[str]:
     """Checkpoint to load: the official 22k one for ``'22k'``, ``None`` for none, else as given.
 
+    The keywords ``'22k'`` and ``'none'`` are matched case-insensitively (``'22K'``, ``'None'``).
+    Any other value must look like a checkpoint: an existing file or directory, a URL or
+    ``scheme://`` name, a hub id (``'org/name'``), or a path ending in a checkpoint suffix; a
+    path that does not exist yet (on the training machine, say) is kept as it is.
+
     Raises:
-        ValueError: ``'22k'`` with an arch dict (there are no official weights for it).
+        ValueError: ``'22k'`` with an arch dict (there are no official weights for it), or a
+            bare word that is neither a keyword nor a checkpoint.
     """
-    if pretrained is None or pretrained == 'none':
+    if pretrained is None or pretrained.lower() == 'none':
         return None
-    if pretrained != OFFICIAL_22K:
+    if pretrained.lower() != OFFICIAL_22K:
+        if not _looks_like_checkpoint(pretrained):
+            raise ValueError(
+                f"pretrained={pretrained!r} is neither '22k' nor 'none' and not a checkpoint: "
+                'give an existing file or directory, a URL, a hub id (org/name) or a path '
+                f'ending in one of {list(CHECKPOINT_SUFFIXES)}')
         return pretrained
     if not isinstance(arch, str):
         raise ValueError(f"pretrained='22k' needs a named arch, got arch={arch!r}; pass "
                          "pretrained=None or a checkpoint path")
     return WEIGHTS_URL.format(arch=arch)
+
+
+def _looks_like_checkpoint(value: str) -> bool:
+    # A bare word that is no file ('1k', 'true', 'imagenet') is a typo, not a checkpoint name.
+    return ('/' in value or os.sep in value or value.lower().endswith(CHECKPOINT_SUFFIXES)
+            or os.path.exists(os.path.expanduser(value)))
 
 
 def optim_wrapper_delta(optim_wrapper: Dict, scope: str) -> Dict:

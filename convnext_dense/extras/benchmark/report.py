@@ -1,8 +1,10 @@
 """Tables and goal checks for benchmark results, and the JSON file."""
 import json
 import os
+import tempfile
 from typing import Dict, List, Optional, Sequence
 
+from ...atomic_files import write_bytes
 from .timing import format_spread
 
 # The goals: (summary group, field, limit on a CPU with native bf16, limit where it is emulated).
@@ -108,14 +110,35 @@ def format_machine(results: Dict) -> str:
     return '; '.join(parts)
 
 
-def write_json(results: Dict, path: Optional[str]) -> None:
-    """Write ``results`` to ``path`` (directories created); nothing when ``path`` is None."""
+def check_json_path(path: Optional[str]) -> None:
+    """Fail before a run, not after it, when :func:`write_json` could not write ``path``.
+
+    Raises:
+        ValueError: ``path`` is a directory, or no file can be created in its folder (or in the
+            nearest existing folder above it, where the missing ones would be made).
+    """
     if path is None:
         return
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    with open(path, 'w') as handle:
-        json.dump(results, handle, indent=1, default=str)
+    if os.path.isdir(path):
+        raise ValueError(f"json file '{path}' is a directory; give a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.isdir(folder):
+        if os.path.exists(folder):
+            raise ValueError(f"json file '{path}': {folder} is a file, not a folder")
+        folder = os.path.dirname(folder)
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(f"json file '{path}' cannot be written in {folder}: "
+                         f'{error.strerror}') from None
+
+
+def write_json(results: Dict, path: Optional[str]) -> None:
+    """Write ``results`` to ``path`` atomically (directories created); nothing when it is None."""
+    if path is None:
+        return
+    write_bytes(path, json.dumps(results, indent=1, default=str).encode('utf-8'))
 
 
 WHOLE_MODEL_COLUMNS = (

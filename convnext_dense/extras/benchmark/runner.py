@@ -77,6 +77,10 @@ class BenchmarkConfig:
             bad = [v for v in values if v not in allowed]
             if bad:
                 raise ValueError(f'{name} {bad} not allowed; choose from {allowed}')
+        for name, value, least in (('batch', self.batch, 1), ('repeats', self.repeats, 1),
+                                   ('warmup', self.warmup, 0)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ValueError(f'{name} {value!r} must be an int >= {least}')
         if not 0 <= self.drop_path_rate < 1:
             raise ValueError(f'drop_path_rate {self.drop_path_rate!r} is out of range [0, 1)')
         for size in self.sizes:

@@ -169,12 +169,46 @@ def run_sweep(names: List[Dict], workdir: Optional[str] = None, time_limit: int 
     return results
 
 
+def earlier_results(path: str) -> Dict[str, List[Dict]]:
+    """``results`` and ``not_loaded`` of an earlier sweep's JSON file (both empty if none).
+
+    Raises:
+        ValueError: ``path`` is not such a file (not JSON, or entries without 'config' and
+            'status'); the message names it.
+    """
+    if not osp.exists(path):
+        return dict(results=[], not_loaded=[])
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as error:
+        raise ValueError(f'cannot read {path} as sweep results: {error}') from None
+    results = data.get('results') if isinstance(data, dict) else None
+    not_loaded = (data.get('not_loaded') if isinstance(data, dict) else None) or []
+    if not isinstance(results, list) or not all(
+            isinstance(r, dict) and {'config', 'status'} <= r.keys() for r in results):
+        raise ValueError(f"{path} is not a sweep results file: it needs a 'results' list whose "
+                         "entries each have 'config' and 'status'")
+    if not isinstance(not_loaded, list) or not all(
+            isinstance(r, dict) and 'config' in r for r in not_loaded):
+        raise ValueError(f"{path} is not a sweep results file: its 'not_loaded' entries need "
+                         "a 'config'")
+    return dict(results=results, not_loaded=not_loaded)
+
+
 def trained_results(path: str) -> Dict[str, Dict]:
     """The 'trained' results of an earlier sweep's JSON file by config name ({} if none)."""
-    if not osp.exists(path):
-        return {}
-    with open(path) as f:
-        return {r['config']: r for r in json.load(f)['results'] if r['status'] == 'trained'}
+    return {r['config']: r for r in earlier_results(path)['results'] if r['status'] == 'trained'}
+
+
+def merge_results(earlier: List[Dict], new: List[Dict]) -> List[Dict]:
+    """``earlier`` with each config's entry replaced by its entry in ``new``; new configs last.
+
+    A sweep of a subset (``--match``, ``--limit``) updates its configs and keeps the others.
+    """
+    merged = {r['config']: r for r in earlier}
+    merged.update((r['config'], r) for r in new)
+    return list(merged.values())
 
 
 def summarize(results: List[Dict]) -> Dict:
