@@ -1,7 +1,10 @@
 """Bad arguments are refused with a message naming the argument, the value and what is allowed."""
+import numpy as np
 import pytest
+import torch
 
 from convnext_dense import ConvNeXt
+from tiny import TINY_ARCH
 
 
 @pytest.mark.parametrize('kwargs, error, message', [
@@ -21,6 +24,19 @@ from convnext_dense import ConvNeXt
     (dict(drop_path_rate=1.5), ValueError, r'drop_path_rate 1.5 is out of range'),
     (dict(in_channels=0), ValueError, r'in_channels must be a positive int, got 0'),
     (dict(gap_before_final_norm=True), ValueError, r'gap_before_final_norm=False'),
+    (dict(out_indices=None), TypeError, r'out_indices must be an int or a sequence of ints'),
+    (dict(out_indices=1.0), TypeError, r'out_indices must be an int or a sequence'),
+    (dict(out_indices=True), TypeError, r'out_indices must be an int or a sequence'),
+    (dict(drop_path_rate='0.1'), ValueError, r"drop_path_rate '0.1' is out of range"),
+    (dict(drop_path_rate=None), ValueError, r'drop_path_rate None is out of range'),
+    (dict(layer_scale_init_value=None), ValueError, r'layer_scale_init_value must be a number'),
+    (dict(in_channels=True), ValueError, r'in_channels must be a positive int, got True'),
+    (dict(frozen_stages=True), ValueError, r'frozen_stages True is out of range'),
+    (dict(with_cp='no'), ValueError, r"with_cp must be True or False, got 'no'"),
+    (dict(init_cfg=dict(type='Pretrained')), ValueError, r'names no checkpoint'),
+    (dict(init_cfg=[dict(type='Pretrained', checkpoint='a.pth'),
+                    dict(type='Pretrained', checkpoint='b.pth')]), ValueError,
+     r'2 Pretrained entries'),
 ])
 def test_bad_arguments(kwargs, error, message):
     kwargs.setdefault('arch', 'tiny')
@@ -35,3 +51,41 @@ def test_caller_lists_are_not_mutated():
     assert out_indices == [3, -4]
     assert arch == dict(depths=[1, 1, 2, 1], channels=[8, 16, 32, 64])
     assert backbone.out_indices == (0, 3)
+
+
+@pytest.mark.parametrize('images, error, message', [
+    (np.zeros((1, 3, 64, 64), np.float32), TypeError,
+     r'takes a \(N, C, H, W\) tensor, got ndarray'),
+    (torch.rand(3, 64, 64), ValueError, r'takes \(N, 3, H, W\) images, got shape \(3, 64, 64\)'),
+    (torch.rand(1, 1, 64, 64), ValueError, r'got shape \(1, 1, 64, 64\)'),
+    (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), TypeError, r'floating-point images, got '
+                                                              r'torch\.uint8'),
+    (torch.rand(1, 3, 64, 64, dtype=torch.float64), TypeError,
+     r'images are torch\.float64 but the backbone is torch\.float32'),
+    (torch.rand(1, 3, 31, 64), ValueError, r'images of 31x64 are smaller than the 32x32 the '
+                                           r'output stages \(0, 1, 2, 3\) need'),
+])
+def test_bad_inputs_are_named(images, error, message):
+    with pytest.raises(error, match=message):
+        ConvNeXt(arch=TINY_ARCH)(images)
+
+
+def test_inputs_at_the_limits_work():
+    backbone = ConvNeXt(arch=TINY_ARCH, out_indices=(0, 1, 2)).eval()
+    assert [o.shape[-1] for o in backbone(torch.rand(1, 3, 16, 16))] == [4, 2, 1]  # 16 px: 3 stages
+    with torch.no_grad():  # an empty batch, also on the inference fast path
+        assert [tuple(o.shape) for o in backbone(torch.rand(0, 3, 64, 64))] == [
+            (0, 16, 16, 16), (0, 32, 8, 8), (0, 64, 4, 4)]
+    with torch.autocast('cpu', dtype=torch.bfloat16):  # autocast casts: no dtype refusal
+        assert len(backbone(torch.rand(1, 3, 32, 32))) == 3
+
+
+def test_init_cfg_may_be_a_list_and_the_prefix_may_lack_its_dot(tmp_path):
+    source = ConvNeXt(arch=TINY_ARCH)
+    path = tmp_path / 'detector.pth'
+    torch.save({'state_dict': {f'backbone.{k}': v for k, v in source.state_dict().items()}},
+               path)
+    backbone = ConvNeXt(arch=TINY_ARCH, init_cfg=[
+        dict(type='Pretrained', checkpoint=str(path), prefix='backbone')])
+    backbone.init_weights()
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in backbone.state_dict().items())

@@ -123,7 +123,7 @@ def fused_mlp(x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor, weigh
     lead, rows = x.shape[:-1], x.numel() // x.shape[-1]
     x = x.reshape(rows, x.shape[-1])
     if shortcut is not None:
-        shortcut = shortcut.reshape(rows, -1)
+        shortcut = shortcut.reshape(rows, shortcut.shape[-1])
     step = chunk_rows(bias1.numel(), x.element_size(), onednn)
     # One packing per block, for full chunks; a shorter last chunk runs on the plain weights.
     packed = (mkl_packed(step) if mkl_packed is not None and not onednn and rows >= step
@@ -147,7 +147,7 @@ def fused_mlp(x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor, weigh
         out = x.new_empty(rows, bias2.numel())
         for start in range(0, rows, step):
             out[start:start + step] = chunk(start)
-    return out.view(*lead, -1)
+    return out.view(*lead, bias2.numel())
 
 
 def version_key(tensors: Sequence[Optional[torch.Tensor]]) -> Optional[Tuple]:

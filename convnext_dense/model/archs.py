@@ -53,9 +53,15 @@ def normalize_out_indices(out_indices: Union[int, Sequence[int]]) -> Tuple[int, 
 
     Raises:
         ValueError: empty, out of range, or a stage named twice.
-        TypeError: an entry is not an int.
+        TypeError: not an int or a sequence of them.
     """
-    indices = (out_indices,) if isinstance(out_indices, int) else tuple(out_indices)
+    if isinstance(out_indices, int) and not isinstance(out_indices, bool):
+        indices = (out_indices,)
+    elif isinstance(out_indices, (list, tuple, range)):
+        indices = tuple(out_indices)
+    else:
+        raise TypeError(f'out_indices must be an int or a sequence of ints (stages 0..3), got '
+                        f'{out_indices!r}')
     if not indices:
         raise ValueError('out_indices is empty; choose stage indices in 0..3 (negative allowed)')
     normalized = []

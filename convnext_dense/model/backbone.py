@@ -56,12 +56,18 @@ class ConvNeXt(BaseModule):
         if gap_before_final_norm:
             raise ValueError('gap_before_final_norm=True pools features for classification; '
                              'a dense backbone needs gap_before_final_norm=False')
-        if not isinstance(in_channels, int) or in_channels < 1:
+        if not _is_int(in_channels) or in_channels < 1:
             raise ValueError(f'in_channels must be a positive int, got {in_channels!r}')
-        if not isinstance(frozen_stages, int) or not 0 <= frozen_stages <= NUM_STAGES:
+        if not _is_int(frozen_stages) or not 0 <= frozen_stages <= NUM_STAGES:
             raise ValueError(f'frozen_stages {frozen_stages!r} is out of range (0 to {NUM_STAGES})')
-        if not 0.0 <= drop_path_rate < 1.0:
+        if not _is_number(drop_path_rate) or not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f'drop_path_rate {drop_path_rate!r} is out of range [0, 1)')
+        if not _is_number(layer_scale_init_value):
+            raise ValueError(f'layer_scale_init_value must be a number (<= 0 disables layer '
+                             f'scale), got {layer_scale_init_value!r}')
+        if not isinstance(with_cp, bool):
+            raise ValueError(f'with_cp must be True or False, got {with_cp!r}')
+        _pretrained_cfg(init_cfg)  # refuse a broken one now, not when weights are loaded
         self.out_indices = normalize_out_indices(out_indices)
         self.frozen_stages = frozen_stages
         self.out_channels, self.out_strides = declared_outputs(arch, self.out_indices)
@@ -96,11 +102,34 @@ class ConvNeXt(BaseModule):
         under autocast float32 where the layer scale promotes it (see
         :mod:`convnext_dense.cpu_fast_paths.float32_fallback`).
         """
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+            self._check_input(x)
         request = float32_fallback.emulated_bf16_request(self, x)
         if request is not None:
             return float32_fallback.run(self, x, request, ConvNeXt._forward, self._float32_copy,
                                         self._layer_scale)
         return self._forward(x)
+
+    def _check_input(self, x) -> None:
+        """Name what is wrong with an input the stem would reject with a less clear error."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f'ConvNeXt takes a (N, C, H, W) tensor, got {type(x).__name__}')
+        in_channels = self.downsample_layers[0][0].in_channels
+        if x.dim() != 4 or x.shape[1] != in_channels:
+            raise ValueError(f'ConvNeXt takes (N, {in_channels}, H, W) images, got shape '
+                             f'{tuple(x.shape)}')
+        if not x.is_floating_point():
+            raise TypeError(f'ConvNeXt takes floating-point images, got {x.dtype}: convert and '
+                            "normalise them first (mmdet / mmseg's data preprocessors do)")
+        weights = self.downsample_layers[0][0].weight.dtype
+        if x.dtype != weights and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f'images are {x.dtype} but the backbone is {weights}: pass '
+                            f'x.to({weights}), or run under torch.autocast')
+        smallest = 4 * 2 ** max(self.out_indices)  # the stride of the last stage it computes
+        if min(x.shape[2:]) < smallest:
+            raise ValueError(f'images of {x.shape[2]}x{x.shape[3]} are smaller than the '
+                             f'{smallest}x{smallest} the output stages {self.out_indices} need; '
+                             'pad them (pad_size_divisor=32 in the data preprocessor)')
 
     def _forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         # Channels-last makes every permute in the blocks a view instead of a copy; converting the
@@ -135,9 +164,10 @@ class ConvNeXt(BaseModule):
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
-        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
+        pretrained = _pretrained_cfg(self.init_cfg)
+        if pretrained is not None:
             from ..weights import load_pretrained
-            load_pretrained(self, self.init_cfg['checkpoint'], prefix=self.init_cfg.get('prefix'))
+            load_pretrained(self, pretrained['checkpoint'], prefix=pretrained.get('prefix'))
         elif self.init_cfg is not None:
             super().init_weights()
         self._is_init = True
@@ -156,3 +186,28 @@ class ConvNeXt(BaseModule):
         from ..weights.self_load import adopt_backbone_keys
         adopt_backbone_keys(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _pretrained_cfg(init_cfg) -> Optional[Dict]:
+    """The ``type='Pretrained'`` entry of ``init_cfg`` (a dict or a list of them, as mmengine
+    allows), or None.
+
+    Raises:
+        ValueError: more than one such entry, or one without ``checkpoint``.
+    """
+    entries = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
+    pretrained = [c for c in entries if isinstance(c, dict) and c.get('type') == 'Pretrained']
+    if len(pretrained) > 1:
+        raise ValueError(f'init_cfg has {len(pretrained)} Pretrained entries; give one')
+    if pretrained and not pretrained[0].get('checkpoint'):
+        raise ValueError(f"init_cfg {pretrained[0]!r} names no checkpoint: "
+                         "dict(type='Pretrained', checkpoint=PATH_URL_OR_HUB_ID)")
+    return pretrained[0] if pretrained else None

@@ -172,6 +172,8 @@ def _select_prefix(state_dict: Dict[str, object], prefix: Optional[str]
         prefix = next((p for p in MODEL_PREFIXES if any(k.startswith(strip + p) for k in keys)), '')
     elif not isinstance(prefix, str):
         raise TypeError(f'prefix must be a str such as "backbone." or None, got {prefix!r}')
+    elif prefix and not prefix.endswith('.'):
+        prefix += '.'  # mmengine's Pretrained init takes 'backbone' for 'backbone.'
     full = strip + prefix
     inside = {key[len(full):]: key for key in keys if key.startswith(full)}
     if not inside:
