@@ -18,6 +18,7 @@ from convnext_dense.extras.benchmark.report import (check_goals, check_json_path
                                                     format_summary, format_table,
                                                     format_whole_model_table, write_json)
 from convnext_dense.extras.benchmark.runner import PRECISION_FAMILIES, VARIANTS, BenchmarkConfig
+from convnext_dense.runtime.cli_options import positive_int
 
 
 def parse_size(text: str):
@@ -50,16 +51,6 @@ def parse_shape(text: str):
     if len(shape) != 3:
         raise argparse.ArgumentTypeError(f"matmul shape '{text}' is not MxKxN (e.g. 2048x2048x2048)")
     return shape
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a positive integer")
-    return value
 
 
 def parse_args(argv=None):

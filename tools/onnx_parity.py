@@ -14,17 +14,7 @@ from pathlib import Path
 from convnext_dense import model_checkpoints
 from convnext_dense.deploy.meta import read_meta
 from convnext_dense.deploy.parity import detector_parity, segmenter_parity
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a positive integer (leave --limit "
-                                         'out to use every image)')
-    return value
+from convnext_dense.runtime.cli_options import positive_int
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,7 +24,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('model_dir', help='folder written by tools/export.py')
     parser.add_argument('images', help='folder of .jpg / .png images')
     parser.add_argument('--ann-file', help='COCO annotations of the images (detectors)')
-    parser.add_argument('--limit', type=positive_int, help='use only the first N images')
+    parser.add_argument('--limit', type=positive_int,
+                        help='use only the first N images (default: all)')
     return parser.parse_args(argv)
 
 

@@ -13,6 +13,7 @@ import sys
 from convnext_dense.atomic_files import write_bytes
 from convnext_dense.extras.swap_survey.sweep import (earlier_results, merge_results,
                                                      resnet_configs, run_sweep, summarize)
+from convnext_dense.runtime.cli_options import positive_int
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -21,8 +22,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--scope', nargs='+', default=['mmdet', 'mmseg'],
                         choices=['mmdet', 'mmseg'])
     parser.add_argument('--match', default='', help='only configs whose name contains this')
-    parser.add_argument('--limit', type=int, default=0, help='stop after this many configs')
-    parser.add_argument('--time-limit', type=int, default=300, help='seconds per config')
+    parser.add_argument('--limit', type=positive_int, help='stop after this many configs')
+    parser.add_argument('--time-limit', type=positive_int, default=300,
+                        help='seconds per config')
     parser.add_argument('--resume', action='store_true',
                         help='keep the configs --out already records as trained; rerun the rest')
     return parser.parse_args(argv)

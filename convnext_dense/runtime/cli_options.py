@@ -27,6 +27,17 @@ def add_common_arguments(parser: argparse.ArgumentParser, work_dir_help: str) ->
     parser.add_argument('--local-rank', '--local_rank', type=int, default=0)
 
 
+def positive_int(text: str) -> int:
+    """An argparse ``type``: an int >= 1, else an error naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive integer")
+    return value
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     """Load ``args.config`` with ``--cfg-options`` and set its work dir (the common arguments)."""
     set_local_rank_env(args.local_rank)
