@@ -119,6 +119,23 @@ def test_custom_keys_multiply_the_decayed_values():
     assert got['backbone.stages.3.0.dwconv.weight'] == (32., 0.5)
 
 
+@pytest.mark.parametrize('custom_keys, unmatched', [
+    ({'backbone.nope': dict(lr_mult=0.1)}, "['backbone.nope']"),
+    ({'head': dict(lr_mult=2.), 'neck.wieght': dict(lr_mult=0.)}, "['neck.wieght']"),
+])
+def test_custom_key_matching_no_parameter_is_refused(custom_keys, unmatched):
+    with pytest.raises(ValueError) as info:
+        build(ToyDetector(), 1., custom_keys=custom_keys)
+    message = str(info.value)
+    assert f'custom_keys {unmatched} match no parameter of ToyDetector' in message
+    assert "'backbone.downsample_layers.0.0.weight', 'head.weight', 'neck.weight'" in message
+
+
+def test_custom_key_matching_only_frozen_parameters_is_accepted():
+    got = build(ToyDetector(frozen_stages=1), 1., custom_keys={'stages.0.': dict(lr_mult=0.)})
+    assert not any(name.startswith('backbone.stages.0.') for name in got)
+
+
 def test_frozen_parameters_are_left_out():
     model = ToyDetector(frozen_stages=2)
     got = build(model, 2.**5)
@@ -195,6 +212,17 @@ def test_paramwise_cfg_is_validated_on_construction(paramwise_cfg, match):
 def test_paramwise_cfg_types(paramwise_cfg, error):
     with pytest.raises(error, match='decay_rate|custom_keys'):
         LayerDecayOptimizerConstructor(dict(optimizer=dict(type='AdamW', lr=1e-4)), paramwise_cfg)
+
+
+@pytest.mark.parametrize('optimizer, match', [
+    (dict(lr='1e-4'), r"optimizer lr '1e-4' must be a number >= 0 \(got str\)"),
+    (dict(lr=-1.), r'optimizer lr -1\.0 must be a number >= 0'),
+    (dict(lr=1e-4, weight_decay='0.05'), r"optimizer weight_decay '0\.05' must be a number"),
+])
+def test_optimizer_lr_and_weight_decay_must_be_numbers(optimizer, match):
+    with pytest.raises(ValueError, match=match):
+        LayerDecayOptimizerConstructor(dict(optimizer=dict(type='AdamW', **optimizer)),
+                                       dict(decay_rate=0.8))
 
 
 def test_optimizer_lr_and_weight_decay_requirements():

@@ -10,6 +10,7 @@ import torch
 from mmengine.config import Config
 
 from convnext_dense.runtime import cli_options, run
+from convnext_dense.runtime.channel_checks import check_backbone_channels
 from convnext_dense.runtime.data_checks import (DataError, check_data_paths,
                                                 explain_annotation_errors)
 from convnext_dense.weights.safe_load import load_state_file
@@ -215,3 +216,85 @@ def test_detection_out_must_be_a_pickle(tmp_path):
         cli_options.add_result_dump(cfg, str(tmp_path / 'results.json'))
     cli_options.add_result_dump(cfg, str(tmp_path / 'results.pkl'))
     assert [e['type'] for e in cfg.test_evaluator] == ['CocoMetric', 'DumpDetResults']
+
+
+TINY_CHANNELS = [16, 32, 64, 128]
+
+
+def _model(out_indices=(0, 1, 2, 3), backbone_type='convnext_dense.ConvNeXt', **parts):
+    backbone = dict(type=backbone_type, arch=dict(depths=(1, 1, 2, 1), channels=TINY_CHANNELS),
+                    out_indices=out_indices)
+    return Config(dict(model=dict(backbone=backbone, **parts)))
+
+
+_FPN = dict(type='FPN', in_channels=TINY_CHANNELS, out_channels=8, num_outs=5)
+_UPER = dict(type='UPerHead', in_channels=TINY_CHANNELS, in_index=[0, 1, 2, 3])
+_AUX = dict(type='FCNHead', in_channels=64, in_index=2)
+
+
+@pytest.mark.parametrize('cfg, match', [
+    (_model((1, 2, 3), neck=_FPN),
+     r'model\.backbone \(arch .*out_indices \[1, 2, 3\]\) outputs 3 feature maps with channels '
+     r'\[32, 64, 128\], but model\.neck\.in_channels is \[16, 32, 64, 128\]; set it to '
+     r'\[32, 64, 128\]'),
+    (_model((1, 2, 3), neck=[_FPN, dict(type='BFP', in_channels=8)]),
+     r'model\.neck\[0\]\.in_channels is \[16, 32, 64, 128\]'),
+    (_model((1, 2, 3), decode_head=_UPER, auxiliary_head=_AUX),
+     r'out_indices \[1, 2, 3\]\) outputs 3 feature maps.*model\.decode_head\.in_index '
+     r'\[0, 1, 2, 3\] with in_channels \[16, 32, 64, 128\] reads output 3, out of range for 3 '
+     r'outputs \(0 to 2\)'),
+    (_model(decode_head=dict(_UPER, in_channels=[96, 192, 384, 768]), auxiliary_head=_AUX),
+     r'model\.decode_head\.in_index \[0, 1, 2, 3\] with in_channels \[96, 192, 384, 768\] '
+     r'expects \[96, 192, 384, 768\] channels where the backbone gives \[16, 32, 64, 128\]'),
+    (_model(decode_head=_UPER, auxiliary_head=dict(_AUX, in_index=1)),
+     r'model\.auxiliary_head\.in_index 1 with in_channels 64 expects 64 channels where the '
+     r'backbone gives 32'),
+    (_model(decode_head=_UPER, auxiliary_head=[_AUX, dict(_AUX, in_index=-1)]),
+     r'model\.auxiliary_head\[1\]\.in_index -1'),
+])
+def test_backbone_channels_that_do_not_fit_the_neck_or_heads_are_named(cfg, match):
+    with pytest.raises(ValueError, match=match):
+        check_backbone_channels(cfg)
+
+
+@pytest.mark.parametrize('cfg', [
+    _model(neck=_FPN),
+    _model(neck=dict(type='YOLOV3Neck', in_channels=TINY_CHANNELS[::-1])),  # deepest first
+    _model((1, 2, 3), decode_head=dict(_UPER, in_channels=TINY_CHANNELS[1:], in_index=[0, 1, 2]),
+           auxiliary_head=dict(_AUX, in_index=1)),
+    # Shapes it cannot read with confidence are left to the model.
+    _model((1, 2, 3), backbone_type='mmpretrain.ConvNeXt', neck=_FPN),
+    _model((1, 2, 3), backbone_type='ResNet', decode_head=_UPER),
+    _model((1, 2, 3), neck=dict(type='DilatedEncoder', in_channels=16)),
+    _model((1, 2, 3), decode_head=dict(type='UPerHead', in_channels=TINY_CHANNELS)),
+    _model((1, 2, 3), rpn_head=dict(type='RPNHead', in_channels=16)),
+    _model(out_indices=(7,), neck=_FPN),  # the backbone names a bad out_indices itself
+])
+def test_backbone_channels_that_fit_or_cannot_be_read_pass(cfg):
+    check_backbone_channels(cfg)
+
+
+@pytest.mark.parametrize('config, options, match', [
+    ('upernet_convnext-demo_shapes.py', dict(arch='tiny'),
+     r"arch 'tiny'.*channels \[96, 192, 384, 768\], but model\.decode_head"),
+    ('mask-rcnn_convnext-demo_shapes.py', dict(out_indices=(1, 2, 3)),
+     r'channels \[64, 128, 256\], but model\.neck\.in_channels is \[32, 64, 128, 256\]'),
+])
+def test_demo_configs_with_a_changed_backbone_are_refused(config, options, match):
+    cfg = Config.fromfile(ROOT / 'configs/demo' / config)
+    check_backbone_channels(cfg)
+    cfg.merge_from_dict({f'model.backbone.{key}': value for key, value in options.items()})
+    with pytest.raises(ValueError, match=match):
+        run.build_runner(cfg)
+
+
+def test_train_names_backbone_channels_that_do_not_fit_in_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, 'tools/train.py', 'configs/demo/upernet_convnext-demo_shapes.py',
+         '--work-dir', str(tmp_path), '--cfg-options', 'model.backbone.out_indices=(1,2,3)'],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr[-2000:]
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith('error: model.backbone (arch '), last_line
+    assert 'out_indices [1, 2, 3]) outputs 3 feature maps' in last_line
+    assert 'model.decode_head.in_index [0, 1, 2, 3]' in last_line

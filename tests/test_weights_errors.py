@@ -77,6 +77,38 @@ def test_missing_layer_scale_says_how_to_configure(official, tmp_path):
     load_pretrained(ConvNeXt(arch=ARCH, layer_scale_init_value=0), str(tmp_path / 'no_gamma.pth'))
 
 
+@pytest.mark.parametrize('checkpoint_depths, layer_scales', [
+    ((1, 1, 3, 1), (1e-6, 1e-6)),  # a block more, both with layer scale: only depths differ
+    ((1, 1, 1, 1), (1e-6, 1e-6)),  # a block fewer
+    ((1, 1, 3, 1), (0, 0)),
+])
+def test_depth_mismatch_gives_no_layer_scale_hint(tmp_path, checkpoint_depths, layer_scales):
+    checkpoint_scale, backbone_scale = layer_scales
+    held = dict(ARCH, depths=checkpoint_depths)
+    path = tmp_path / 'deeper.pth'
+    torch.save(ConvNeXt(arch=held, layer_scale_init_value=checkpoint_scale).state_dict(), path)
+    with pytest.raises(ValueError) as info:
+        load_pretrained(ConvNeXt(arch=ARCH, layer_scale_init_value=backbone_scale), str(path))
+    message = str(info.value)
+    depths = ','.join(map(str, checkpoint_depths))
+    assert f'holds a ConvNeXt with depths {depths}, channels 16,32,64,128' in message
+    assert 'configured as depths 1,1,2,1, channels 16,32,64,128 (set arch= to match)' in message
+    assert 'layer_scale_init_value' not in message
+
+
+def test_depth_and_layer_scale_mismatch_gives_both_hints(tmp_path):
+    path = tmp_path / 'deeper_no_gamma.pth'
+    held = dict(ARCH, depths=(1, 1, 3, 1))
+    torch.save(ConvNeXt(arch=held, layer_scale_init_value=0).state_dict(), path)
+    with pytest.raises(ValueError, match=r'(?s)holds a ConvNeXt with depths 1,1,3,1.*'
+                                         r'has no layer scale gamma.*layer_scale_init_value=0'):
+        load_pretrained(ConvNeXt(arch=ARCH), str(path))
+    torch.save(ConvNeXt(arch=held).state_dict(), path)
+    with pytest.raises(ValueError, match=r'(?s)holds a ConvNeXt with depths 1,1,3,1.*'
+                                         r'has layer scale gamma.*layer_scale_init_value > 0'):
+        load_pretrained(ConvNeXt(arch=ARCH, layer_scale_init_value=0), str(path))
+
+
 def test_prefix_that_matches_nothing(official):
     path, _ = official
     with pytest.raises(ValueError,

@@ -1,4 +1,5 @@
 """Layer-wise / stage-wise learning-rate decay for any backbone that provides a layer map."""
+import numbers
 from typing import Dict, List, Optional, Tuple
 
 from mmengine.logging import MMLogger
@@ -70,7 +71,8 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
     - ``custom_keys``: ``{name_substring: dict(lr_mult=..., decay_mult=...)}`` with mmengine's
       matching (the longest key contained in the parameter name wins, ties alphabetical). The
       multipliers apply on top of the decay: ``lr *= lr_mult`` and ``weight_decay *= decay_mult``
-      (1-D parameters and biases keep weight decay 0).
+      (1-D parameters and biases keep weight decay 0). A key contained in no parameter name is
+      an error (mmengine ignores it, so a typo would silently do nothing).
 
     The optimizer is logged as one table at INFO (layer id, lr scale, weight decay, number of
     parameters); per-parameter ids at DEBUG.
@@ -122,6 +124,11 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
         self._validate_custom_keys(cfg.get('custom_keys', {}))
         if self.base_lr is None:
             raise ValueError('optimizer lr must be set: layer decay scales it per layer')
+        for field, value in (('lr', self.base_lr), ('weight_decay', self.base_wd)):
+            if value is not None and (not isinstance(value, numbers.Real)
+                                      or isinstance(value, bool) or value < 0):
+                raise ValueError(f'optimizer {field} {value!r} must be a number >= 0 '
+                                 f'(got {type(value).__name__})')
 
     def _validate_custom_keys(self, custom_keys) -> None:
         if not isinstance(custom_keys, dict):
@@ -187,6 +194,7 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
             params: The list of param groups, extended in place.
             module: The model (or a bare backbone with a layer map).
         """
+        self._check_custom_keys_match(module)
         layer_map = find_layer_map(module)
         num_layers = self.resolve_num_layers(layer_map)
         map_names = {id(param): name for name, param in layer_map.named_parameters()}
@@ -216,6 +224,18 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
                          f"weight decay {groups[group_key].get('weight_decay')}")
         params.extend(groups.values())
         logger.info(self._table(groups, num_layers, frozen))
+
+    def _check_custom_keys_match(self, module: nn.Module) -> None:
+        names = [name for name, _ in module.named_parameters()]
+        unmatched = [key for key in self.custom_keys if not any(key in name for name in names)]
+        if not unmatched:
+            return
+        # One example name per top-level module shows the prefixes a key can use.
+        examples = {name.split('.')[0]: name for name in reversed(names)}
+        raise ValueError(
+            f'paramwise_cfg custom_keys {unmatched} match no parameter of '
+            f'{type(module).__name__}; a key applies to every parameter name containing it, and '
+            f'names look like {sorted(examples.values())}')
 
     def _table(self, groups: dict, num_layers: int, frozen: int) -> str:
         tensors = sum(len(group['params']) for group in groups.values())

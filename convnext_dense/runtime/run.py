@@ -17,6 +17,7 @@ from ..atomic_files import remove_interrupted_writes
 from ..weights.errors import CheckpointError
 from ..weights.sources import resolve_source
 from .allocator import keep_freed_memory
+from .channel_checks import ChannelMismatchError, check_backbone_channels
 from .checkpoint_runner import StrictLoadRunner
 from .cli_options import exit_code
 from .compile_cache import keep_compile_cache_per_capability
@@ -42,7 +43,12 @@ def drop_persistent_workers_without_workers(cfg: Config) -> None:
 
 
 def build_runner(cfg: Config) -> Runner:
-    """Build the Runner named by ``runner_type``, by default :class:`StrictLoadRunner`."""
+    """Build the Runner named by ``runner_type``, by default :class:`StrictLoadRunner`.
+
+    Raises:
+        ChannelMismatchError: the backbone's output channels do not fit the neck / heads.
+    """
+    check_backbone_channels(cfg)
     adapt_to_device(cfg)
     drop_persistent_workers_without_workers(cfg)
     if 'runner_type' in cfg:
@@ -78,6 +84,7 @@ def run(cfg: Config, mode: str):
     if compile_cache:
         print_log(f'torch.compile caches in {compile_cache} (ATEN_CPU_CAPABILITY is set: torch '
                   'keys its cache without it)', logger='current')
+    check_backbone_channels(cfg)  # before load_from may download anything
     prepare_load_from(cfg, mode)
     check_data_paths(cfg, mode)
     if mode == 'train':
@@ -94,11 +101,13 @@ def run(cfg: Config, mode: str):
 def run_or_explain(cfg: Config, mode: str) -> int:
     """:func:`run` for ``tools/train.py`` / ``tools/test.py``: exit code 0, or 1 with one
     ``error: ...`` line (no traceback) when a file is missing, the data the config points at
-    is missing or malformed (:class:`~.data_checks.DataError`) or a checkpoint cannot be used
-    (:class:`~convnext_dense.weights.CheckpointError`); other errors keep their traceback."""
+    is missing or malformed (:class:`~.data_checks.DataError`), a checkpoint cannot be used
+    (:class:`~convnext_dense.weights.CheckpointError`) or the backbone's channels do not fit the
+    neck / heads (:class:`~.channel_checks.ChannelMismatchError`); other errors keep their
+    traceback."""
     def action() -> None:
         run(cfg, mode)  # the runner logs its own results
-    return exit_code(action, (DataError, FileNotFoundError, CheckpointError))
+    return exit_code(action, (DataError, FileNotFoundError, CheckpointError, ChannelMismatchError))
 
 
 def close_process_group() -> None:

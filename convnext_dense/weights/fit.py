@@ -83,14 +83,15 @@ def plan_load(expected: Mapping[str, torch.Size], weights: Mapping[str, torch.Te
     mismatched = [(k, tuple(weights[k].shape), tuple(expected[k])) for k in expected
                   if k in weights and tuple(weights[k].shape) != tuple(expected[k])]
     if missing or unexpected or mismatched:
-        raise CheckpointError(_mismatch_message(source, weights, configured, missing, unexpected,
-                                           mismatched))
+        raise CheckpointError(_mismatch_message(source, expected, weights, configured, missing,
+                                                unexpected, mismatched))
     fresh = tuple(k for k in expected if OUTPUT_NORM.fullmatch(k) and k not in weights)
     to_load = {k: v for k, v in weights.items() if k in expected}
     return LoadPlan(to_load, fresh, unused_norms)
 
 
-def _mismatch_message(source: str, weights: Mapping[str, torch.Tensor],
+def _mismatch_message(source: str, expected: Mapping[str, torch.Size],
+                      weights: Mapping[str, torch.Tensor],
                       configured: Tuple[Sequence[int], Sequence[int]], missing: List[str],
                       unexpected: List[str], mismatched: List[Tuple[str, tuple, tuple]]) -> str:
     lines = [f'{source} does not fit this ConvNeXt backbone:']
@@ -104,10 +105,13 @@ def _mismatch_message(source: str, weights: Mapping[str, torch.Tensor],
     if mismatched:
         shown = [f'{k}: checkpoint {list(a)} vs backbone {list(b)}' for k, a, b in mismatched]
         lines.append(f'  mis-shaped keys ({len(shown)}): {_short_list(shown)}')
-    if _has_gamma(missing) and not _has_gamma(weights):
+    # Compare the whole key sets: a depth mismatch alone also leaves gamma keys of the extra
+    # blocks in missing/unexpected, which says nothing about the layer scale setting.
+    backbone_gamma, checkpoint_gamma = _has_gamma(expected), _has_gamma(weights)
+    if backbone_gamma and not checkpoint_gamma:
         lines.append('  the checkpoint has no layer scale gamma: build the backbone with '
                      'layer_scale_init_value=0')
-    if _has_gamma(unexpected) and not _has_gamma(missing):
+    if checkpoint_gamma and not backbone_gamma:
         lines.append('  the checkpoint has layer scale gamma: build the backbone with '
                      'layer_scale_init_value > 0')
     if any('.grn.' in k for k in unexpected):
