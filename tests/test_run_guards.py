@@ -123,6 +123,8 @@ def test_tools_name_missing_data_in_one_line(tool, tmp_path):
      'error: --tta needs tta_model and tta_pipeline in the config; this mmdet config defines'),
     (['train.py', 'configs/demo/upernet_convnext-demo_shapes.py', '--launcher', 'slurm'],
      "error: launcher 'slurm' needs GPUs; on a CPU-only machine use 'pytorch'"),
+    (['train.py', 'configs/demo/upernet_convnext-demo_shapes.py', '--cfg-options',
+      'model.backbone.arch=atto'], "error: arch 'atto' is not a known ConvNeXt architecture"),
 ])
 def test_tools_name_a_bad_config_or_option_in_one_line(args, error, tmp_path):
     tool, *rest = args

@@ -17,33 +17,44 @@ IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
+class BackboneArgumentError(ValueError, TypeError):
+    """A ConvNeXt argument of the wrong type or value; the message names it and what is allowed.
+
+    Both a ValueError and a TypeError, as the checks were before; ``tools/train.py`` and
+    ``tools/test.py`` print it as one ``error:`` line (a config's mistake, not a bug).
+    """
+
+
 def resolve_arch(arch: Union[str, Mapping]) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
     """Return ``(depths, channels)`` for an arch name or a dict with ``depths`` and ``channels``.
 
     Raises:
-        ValueError: unknown name, missing keys, or lists that are not 4 positive integers.
-        TypeError: ``arch`` is neither a string nor a mapping.
+        BackboneArgumentError: unknown name, missing keys, lists that are not 4 positive
+            integers, or ``arch`` neither a string nor a mapping.
     """
     if isinstance(arch, str):
         if arch not in ARCH_SETTINGS:
-            raise ValueError(
+            raise BackboneArgumentError(
                 f"arch '{arch}' is not a known ConvNeXt architecture; "
                 f'choose one of {sorted(ARCH_SETTINGS)} or pass dict(depths=..., channels=...)')
         setting = ARCH_SETTINGS[arch]
         return tuple(setting['depths']), tuple(setting['channels'])
     if not isinstance(arch, Mapping):
-        raise TypeError(f'arch must be a str or a dict with depths and channels, got {arch!r}')
+        raise BackboneArgumentError(
+            f'arch must be a str or a dict with depths and channels, got {arch!r}')
     missing = {'depths', 'channels'} - set(arch)
     if missing:
-        raise ValueError(f'arch dict {dict(arch)!r} lacks {sorted(missing)}; it needs depths and channels')
+        raise BackboneArgumentError(
+            f'arch dict {dict(arch)!r} lacks {sorted(missing)}; it needs depths and channels')
     extra = set(arch) - {'depths', 'channels'}
     if extra:
-        raise ValueError(f'arch dict has unknown keys {sorted(extra)}; allowed: depths, channels')
+        raise BackboneArgumentError(
+            f'arch dict has unknown keys {sorted(extra)}; allowed: depths, channels')
     depths, channels = tuple(arch['depths']), tuple(arch['channels'])
     for name, values in (('depths', depths), ('channels', channels)):
         if len(values) != NUM_STAGES or not all(
                 isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
-            raise ValueError(
+            raise BackboneArgumentError(
                 f'arch {name} must be {NUM_STAGES} positive integers, got {list(values)}')
     return depths, channels
 
@@ -52,28 +63,29 @@ def normalize_out_indices(out_indices: Union[int, Sequence[int]]) -> Tuple[int, 
     """Stage indices (negative counts from the end) as sorted, distinct indices in 0..3.
 
     Raises:
-        ValueError: empty, out of range, or a stage named twice.
-        TypeError: not an int or a sequence of them.
+        BackboneArgumentError: not an int or a sequence of them, empty, out of range, or a
+            stage named twice.
     """
     if isinstance(out_indices, int) and not isinstance(out_indices, bool):
         indices = (out_indices,)
     elif isinstance(out_indices, (list, tuple, range)):
         indices = tuple(out_indices)
     else:
-        raise TypeError(f'out_indices must be an int or a sequence of ints (stages 0..3), got '
-                        f'{out_indices!r}')
+        raise BackboneArgumentError(
+            f'out_indices must be an int or a sequence of ints (stages 0..3), got {out_indices!r}')
     if not indices:
-        raise ValueError('out_indices is empty; choose stage indices in 0..3 (negative allowed)')
+        raise BackboneArgumentError(
+            'out_indices is empty; choose stage indices in 0..3 (negative allowed)')
     normalized = []
     for index in indices:
         if not isinstance(index, int) or isinstance(index, bool):
-            raise TypeError(f'out_indices entries must be int, got {index!r}')
+            raise BackboneArgumentError(f'out_indices entries must be int, got {index!r}')
         if not -NUM_STAGES <= index < NUM_STAGES:
-            raise ValueError(
+            raise BackboneArgumentError(
                 f'out_indices entry {index} is out of range ({-NUM_STAGES} to {NUM_STAGES - 1})')
         normalized.append(index % NUM_STAGES)
     if len(set(normalized)) != len(normalized):
-        raise ValueError(f'out_indices {list(indices)} name the same stage twice')
+        raise BackboneArgumentError(f'out_indices {list(indices)} name the same stage twice')
     return tuple(sorted(normalized))
 
 

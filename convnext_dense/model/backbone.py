@@ -7,7 +7,8 @@ from torch import nn
 
 from ..cpu_fast_paths import channels_first, float32_fallback
 from ..registry import MODELS
-from .archs import NUM_STAGES, declared_outputs, normalize_out_indices, resolve_arch
+from .archs import (NUM_STAGES, BackboneArgumentError, declared_outputs,
+                    normalize_out_indices, resolve_arch)
 from .layer_ids import default_num_layers, layer_id
 from .layers import ConvNeXtBlock, LayerNorm2d, PatchConv2d
 
@@ -54,19 +55,24 @@ class ConvNeXt(BaseModule):
         super().__init__(init_cfg=init_cfg)
         self.depths, self.channels = resolve_arch(arch)
         if gap_before_final_norm:
-            raise ValueError('gap_before_final_norm=True pools features for classification; '
-                             'a dense backbone needs gap_before_final_norm=False')
+            raise BackboneArgumentError(
+                'gap_before_final_norm=True pools features for classification; a dense backbone '
+                'needs gap_before_final_norm=False')
         if not _is_int(in_channels) or in_channels < 1:
-            raise ValueError(f'in_channels must be a positive int, got {in_channels!r}')
+            raise BackboneArgumentError(
+                f'in_channels must be a positive int, got {in_channels!r}')
         if not _is_int(frozen_stages) or not 0 <= frozen_stages <= NUM_STAGES:
-            raise ValueError(f'frozen_stages {frozen_stages!r} is out of range (0 to {NUM_STAGES})')
+            raise BackboneArgumentError(
+                f'frozen_stages {frozen_stages!r} is out of range (0 to {NUM_STAGES})')
         if not _is_number(drop_path_rate) or not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f'drop_path_rate {drop_path_rate!r} is out of range [0, 1)')
+            raise BackboneArgumentError(
+                f'drop_path_rate {drop_path_rate!r} is out of range [0, 1)')
         if not _is_number(layer_scale_init_value):
-            raise ValueError(f'layer_scale_init_value must be a number (<= 0 disables layer '
-                             f'scale), got {layer_scale_init_value!r}')
+            raise BackboneArgumentError(
+                'layer_scale_init_value must be a number (<= 0 disables layer scale), got '
+                f'{layer_scale_init_value!r}')
         if not isinstance(with_cp, bool):
-            raise ValueError(f'with_cp must be True or False, got {with_cp!r}')
+            raise BackboneArgumentError(f'with_cp must be True or False, got {with_cp!r}')
         _pretrained_cfg(init_cfg)  # refuse a broken one now, not when weights are loaded
         self.out_indices = normalize_out_indices(out_indices)
         self.frozen_stages = frozen_stages
@@ -201,13 +207,14 @@ def _pretrained_cfg(init_cfg) -> Optional[Dict]:
     allows), or None.
 
     Raises:
-        ValueError: more than one such entry, or one without ``checkpoint``.
+        BackboneArgumentError: more than one such entry, or one without ``checkpoint``.
     """
     entries = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
     pretrained = [c for c in entries if isinstance(c, dict) and c.get('type') == 'Pretrained']
     if len(pretrained) > 1:
-        raise ValueError(f'init_cfg has {len(pretrained)} Pretrained entries; give one')
+        raise BackboneArgumentError(
+            f'init_cfg has {len(pretrained)} Pretrained entries; give one')
     if pretrained and not pretrained[0].get('checkpoint'):
-        raise ValueError(f"init_cfg {pretrained[0]!r} names no checkpoint: "
+        raise BackboneArgumentError(f"init_cfg {pretrained[0]!r} names no checkpoint: "
                          "dict(type='Pretrained', checkpoint=PATH_URL_OR_HUB_ID)")
     return pretrained[0] if pretrained else None

@@ -14,6 +14,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from ..atomic_files import remove_interrupted_writes
+from ..model.archs import BackboneArgumentError
 from ..weights.errors import CheckpointError
 from ..weights.sources import resolve_source
 from .allocator import keep_freed_memory
@@ -102,12 +103,14 @@ def run_or_explain(cfg: Config, mode: str) -> int:
     """:func:`run` for ``tools/train.py`` / ``tools/test.py``: exit code 0, or 1 with one
     ``error: ...`` line (no traceback) when a file is missing, the data the config points at
     is missing or malformed (:class:`~.data_checks.DataError`), a checkpoint cannot be used
-    (:class:`~convnext_dense.weights.CheckpointError`) or the backbone's channels do not fit the
-    neck / heads (:class:`~.channel_checks.ChannelMismatchError`); other errors keep their
-    traceback."""
+    (:class:`~convnext_dense.weights.CheckpointError`), the backbone's channels do not fit the
+    neck / heads (:class:`~.channel_checks.ChannelMismatchError`) or an argument of the backbone
+    is wrong (:class:`~convnext_dense.model.archs.BackboneArgumentError`); other errors keep
+    their traceback."""
     def action() -> None:
         run(cfg, mode)  # the runner logs its own results
-    return exit_code(action, (DataError, FileNotFoundError, CheckpointError, ChannelMismatchError))
+    return exit_code(action, (DataError, FileNotFoundError, CheckpointError, ChannelMismatchError,
+                              BackboneArgumentError))
 
 
 def close_process_group() -> None:
