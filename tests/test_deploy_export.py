@@ -140,6 +140,13 @@ def test_onnx_demo_draws_a_prediction(upernet, shapes, tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     drawn = cv2.imread(str(tmp_path / 'drawn' / f'{image.stem}.png'))
     assert drawn is not None and drawn.shape == cv2.imread(str(image)).shape
+    notes = tmp_path / 'notes.jpg'
+    notes.write_text('not a picture')
+    result = subprocess.run(
+        [sys.executable, 'tools/onnx_demo.py', str(notes), str(tmp_path / 'onnx')], cwd=ROOT,
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr[-2000:]
+    assert f'image {notes} cannot be read as an image' in result.stderr
 
 
 def test_export_reports_a_missing_checkpoint(tmp_path):

@@ -198,13 +198,19 @@ def draw_prediction(image: PathLike, model_dir: PathLike, out_dir: PathLike,
 
     Returns:
         The written ``out_dir/<image stem>.png``.
+
+    Raises:
+        FileNotFoundError: the image, ``deploy.json`` or ``model.onnx`` is not there.
+        ValueError: ``score_thr`` outside [0, 1], an image OpenCV cannot decode, or a backbone
+            export (nothing to draw).
     """
-    import mmcv
+    from ..runtime.inference import read_rgb_image
     if not 0 <= score_thr <= 1:
         raise ValueError(f'score_thr {score_thr!r} is out of range [0, 1]')
     model = OnnxModel(model_dir)
     if model.task == 'backbone':
         raise ValueError(f'{model_dir} holds a backbone export: there is nothing to draw')
+    picture = read_rgb_image(image)
     result = model.predict(image)
     if model.meta['scope'] == 'mmdet':
         from mmdet.registry import VISUALIZERS
@@ -218,7 +224,6 @@ def draw_prediction(image: PathLike, model_dir: PathLike, out_dir: PathLike,
                                'palette': [tuple(c) for c in palette] if palette else None}
     out_file = Path(out_dir) / f'{Path(image).stem}.png'
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    picture = mmcv.imread(str(image), channel_order='rgb')
     visualizer.add_datasample('prediction', picture, data_sample=result, draw_gt=False,
                               show=False, out_file=str(out_file), **draw_args)
     return out_file

@@ -43,7 +43,7 @@ def draw_prediction(image: PathLike, config: PathLike, checkpoint: PathLike, out
     if not 0 <= score_thr <= 1:
         raise ValueError(f'score_thr {score_thr!r} is out of range [0, 1]')
     _check_device(device)
-    picture = _read_rgb(image)
+    picture = read_rgb_image(image)
     cfg = load_config(str(config))
     scope = task_scope(cfg)
     # Weights come from `checkpoint`: do not fetch the backbone's pretrained ones as well.
@@ -92,7 +92,15 @@ def _check_device(device: str) -> None:
                          f'cuda:0 to cuda:{count - 1}')
 
 
-def _read_rgb(image: PathLike):
+def read_rgb_image(image: PathLike):
+    """``image`` as an RGB array.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: OpenCV cannot decode it (a text or truncated file, say); names the file.
+    """
+    if not Path(image).is_file():
+        raise FileNotFoundError(f'image {image} not found')
     try:
         picture = mmcv.imread(str(image), channel_order='rgb')
     except cv2.error:  # OpenCV cannot decode it (an empty or text file, say)
