@@ -1,4 +1,6 @@
-"""A transformers ``save_pretrained`` that dies halfway, and the check that it cost nothing."""
+"""Writes that die halfway (a transformers ``save_pretrained``, a file whose data never reaches the
+disk) and the checks that they cost nothing."""
+import os
 from pathlib import Path
 
 import pytest
@@ -18,3 +20,17 @@ def assert_a_dying_save_keeps(dst: Path, model_class, write, monkeypatch) -> Non
         write()
     assert {p.name: p.read_bytes() for p in dst.iterdir()} == before
     assert [p.name for p in dst.parent.iterdir()] == [dst.name]
+
+
+def _disk_full(fd):
+    raise OSError('disk full')
+
+
+def assert_a_dying_write_keeps(path: Path, write, monkeypatch) -> None:
+    """``write()`` with the flush to disk failing (``os.fsync``) leaves the file ``path`` as it
+    was."""
+    before = path.read_bytes()
+    monkeypatch.setattr(os, 'fsync', _disk_full)
+    with pytest.raises(OSError, match='disk full'):
+        write()
+    assert path.read_bytes() == before

@@ -21,6 +21,7 @@ from convnext_dense.extras.benchmark.runner import (BenchmarkConfig, _group_name
                                                    summarize)
 from convnext_dense.extras.benchmark.timing import Timing, per_round_ratios, time_interleaved
 from convnext_dense.runtime.allocator import OPT_OUT_VARIABLE, reason_to_leave_alone
+from failing_writes import assert_a_dying_write_keeps
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 from tiny import TINY_ARCH as TINY
@@ -140,14 +141,7 @@ def test_benchmark_cli_refuses_bad_options_before_running(tmp_path, capsys, opti
 def test_benchmark_json_that_dies_keeps_the_old_file(tmp_path, monkeypatch):
     out = tmp_path / 'bench.json'
     out.write_text('{"old": 1}')
-
-    def disk_full(fd):
-        raise OSError('disk full')
-
-    monkeypatch.setattr(os, 'fsync', disk_full)
-    with pytest.raises(OSError, match='disk full'):
-        write_json({'new': 2}, str(out))
-    assert out.read_text() == '{"old": 1}'
+    assert_a_dying_write_keeps(out, lambda: write_json({'new': 2}, str(out)), monkeypatch)
     assert [p.name for p in tmp_path.iterdir()] == ['bench.json']
 
 

@@ -1,7 +1,6 @@
 """tools/swap_backbone.py and the sweep helpers behind tools/sweep_swap_backbone.py."""
 import importlib.util
 import json
-import os
 import os.path as osp
 
 import pytest
@@ -12,6 +11,7 @@ from convnext_dense.swap.plan import SwapPlan
 from convnext_dense.swap.source import Source
 from convnext_dense.extras.swap_survey.sweep import (backbone_family, check_config, stock_configs,
                                                      summarize)
+from failing_writes import assert_a_dying_write_keeps
 
 TOOLS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools')
 RPN_C4 = 'mmdet::rpn/rpn_r50-caffe-c4_1x_coco.py'
@@ -93,14 +93,7 @@ def test_dump_that_dies_keeps_the_old_file(tmp_path, monkeypatch):
     plan = _tiny_plan(tmp_path)
     out = tmp_path / 'out.py'
     out.write_text('old = 1\n')
-
-    def disk_full(fd):
-        raise OSError('disk full')
-
-    monkeypatch.setattr(os, 'fsync', disk_full)
-    with pytest.raises(OSError, match='disk full'):
-        plan.dump(str(out))
-    assert out.read_text() == 'old = 1\n'
+    assert_a_dying_write_keeps(out, lambda: plan.dump(str(out)), monkeypatch)
     assert sorted(p.name for p in tmp_path.iterdir()) == ['out.py', 'src.py']
 
 
