@@ -216,5 +216,5 @@ def _pretrained_cfg(init_cfg) -> Optional[Dict]:
             f'init_cfg has {len(pretrained)} Pretrained entries; give one')
     if pretrained and not pretrained[0].get('checkpoint'):
         raise BackboneArgumentError(f"init_cfg {pretrained[0]!r} names no checkpoint: "
-                         "dict(type='Pretrained', checkpoint=PATH_URL_OR_HUB_ID)")
+                                    "dict(type='Pretrained', checkpoint=PATH_URL_OR_HUB_ID)")
     return pretrained[0] if pretrained else None

@@ -38,7 +38,7 @@ def load_local_checkpoint(filename: str, map_location=None) -> Any:
         return load_state_file(os.path.expanduser(filename), map_location=map_location)
     except ValueError as err:
         raise type(err)(f'{err} To resume, use an earlier checkpoint of the work dir '
-                         '(tools/train.py --resume PATH).') from None
+                        '(tools/train.py --resume PATH).') from None
 
 
 class AtomicLocalBackend(LocalBackend):

@@ -32,6 +32,8 @@ def weights_for(arch: Any, pretrained: Optional[str]) -> Optional[str]:
         ValueError: ``'22k'`` with an arch dict (there are no official weights for it), or a
             bare word that is neither a keyword nor a checkpoint.
     """
+    if isinstance(pretrained, os.PathLike):
+        pretrained = os.fspath(pretrained)
     if pretrained is None or pretrained.lower() == 'none':
         return None
     if pretrained.lower() != OFFICIAL_22K:

@@ -141,7 +141,7 @@ def unwrap_state_dict(checkpoint: Mapping) -> Tuple[Dict[str, object], Optional[
     """
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f'a checkpoint must be a dict of tensors, got a '
-                         f'{type(checkpoint).__name__}')
+                              f'{type(checkpoint).__name__}')
     for key in CONTAINER_KEYS:
         inner = checkpoint.get(key)
         if isinstance(inner, Mapping):

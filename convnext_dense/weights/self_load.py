@@ -43,7 +43,7 @@ def adopt_backbone_keys(backbone: nn.Module, state_dict: Dict[str, object], pref
     inside = {k[len(prefix):]: state_dict[k] for k in originals}
     if detect_naming(list(inside)) is None:
         raise CheckpointError(f'the weights for {where} are not a ConvNeXt in any known naming '
-                         f'(keys look like {sorted(inside)[:4]})')
+                              f'(keys look like {sorted(inside)[:4]})')
     conversion = convert_with_report(inside, prefix='', dense=True)
     converted = dict(conversion.state_dict)
     for key in conversion.unmapped:

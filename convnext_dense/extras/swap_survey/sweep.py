@@ -196,11 +196,6 @@ def earlier_results(path: str) -> Dict[str, List[Dict]]:
     return dict(results=results, not_loaded=not_loaded)
 
 
-def trained_results(path: str) -> Dict[str, Dict]:
-    """The 'trained' results of an earlier sweep's JSON file by config name ({} if none)."""
-    return {r['config']: r for r in earlier_results(path)['results'] if r['status'] == 'trained'}
-
-
 def merge_results(earlier: List[Dict], new: List[Dict]) -> List[Dict]:
     """``earlier`` with each config's entry replaced by its entry in ``new``; new configs last.
 
