@@ -9,6 +9,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
+from convnext_dense.model.archs import BackboneArgumentError
 from convnext_dense.runtime import cli_options, run
 from convnext_dense.runtime.channel_checks import check_backbone_channels
 from convnext_dense.runtime.data_checks import (DataError, check_data_paths,
@@ -270,10 +271,14 @@ def test_backbone_channels_that_do_not_fit_the_neck_or_heads_are_named(cfg, matc
     _model((1, 2, 3), neck=dict(type='DilatedEncoder', in_channels=16)),
     _model((1, 2, 3), decode_head=dict(type='UPerHead', in_channels=TINY_CHANNELS)),
     _model((1, 2, 3), rpn_head=dict(type='RPNHead', in_channels=16)),
-    _model(out_indices=(7,), neck=_FPN),  # the backbone names a bad out_indices itself
 ])
 def test_backbone_channels_that_fit_or_cannot_be_read_pass(cfg):
     check_backbone_channels(cfg)
+
+
+def test_a_bad_arch_or_out_indices_is_named_before_the_data_is_looked_at():
+    with pytest.raises(BackboneArgumentError, match=r'out_indices entry 7 is out of range'):
+        check_backbone_channels(_model(out_indices=(7,), neck=_FPN))
 
 
 @pytest.mark.parametrize('config, options, match', [

@@ -26,8 +26,7 @@ def check_backbone_channels(cfg: Config) -> None:
     must name every backbone output; without a neck, each ``model.decode_head`` and
     ``model.auxiliary_head`` whose ``in_index`` picks outputs for its ``in_channels`` (both ints
     or both lists). Configs this cannot read with confidence (another backbone type, no
-    consumer, ``in_channels`` or ``in_index`` of another form, an arch the backbone itself will
-    refuse) are left alone.
+    consumer, ``in_channels`` or ``in_index`` of another form) are left alone.
 
     Args:
         cfg: The full config (``cfg.model`` is read, never changed).
@@ -35,6 +34,8 @@ def check_backbone_channels(cfg: Config) -> None:
     Raises:
         ChannelMismatchError: naming the backbone's arch, out_indices and channels, and the
             consumer field with its ``in_channels`` (and ``in_index``).
+        BackboneArgumentError: the backbone's ``arch`` or ``out_indices`` is not valid (found
+            here, before the data is checked or anything is downloaded).
     """
     model = cfg.get('model')
     backbone = model.get('backbone') if isinstance(model, dict) else None
@@ -44,10 +45,7 @@ def check_backbone_channels(cfg: Config) -> None:
     defaults = inspect.signature(ConvNeXt).parameters
     arch = backbone.get('arch', defaults['arch'].default)
     out_indices = backbone.get('out_indices', defaults['out_indices'].default)
-    try:
-        channels, _ = declared_outputs(arch, out_indices)
-    except (TypeError, ValueError):
-        return  # the backbone raises its own error on construction
+    channels, _ = declared_outputs(arch, out_indices)
     described = (f'model.backbone (arch {arch!r}, out_indices {_show(out_indices)}) outputs '
                  f'{len(channels)} feature maps with channels {list(channels)}')
     neck, neck_path = model.get('neck'), 'model.neck'
