@@ -177,6 +177,15 @@ def test_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path, mon
     assert read_meta(out) is None
 
 
+def test_regenerating_keeps_files_the_user_added_beside_the_dataset(tmp_path):
+    out = tmp_path / 'shapes'
+    generate_shapes_dataset(out, seed=0, num_train=1, num_val=1)
+    (out / 'NOTES.txt').write_text('mine')
+    with pytest.raises(FileExistsError, match=r'shapes already holds NOTES\.txt'):
+        generate_shapes_dataset(out, seed=1, num_train=1, num_val=1)
+    assert (out / 'NOTES.txt').read_text() == 'mine' and read_meta(out)['seed'] == 0
+
+
 def test_refuses_to_replace_a_foreign_folder(tmp_path):
     (tmp_path / 'notes.txt').write_text('keep me')
     with pytest.raises(FileExistsError, match='not a demo shapes dataset'):

@@ -187,9 +187,32 @@ def test_onnx_demo_names_a_missing_model_onnx(tmp_path):
     assert f'{tmp_path / "model.onnx"} not found' in result.stderr
 
 
+def test_an_export_replaces_only_an_earlier_export(upernet, tmp_path):
+    config, checkpoint, _ = upernet
+    mine = tmp_path / 'mine'
+    mine.mkdir()
+    (mine / 'notes.txt').write_text('mine')
+    (mine / 'model.onnx').write_bytes(b'my own graph')
+    with pytest.raises(FileExistsError, match=r'mine already holds notes\.txt: writing there '
+                                              r'would delete it'):
+        export_model(config, checkpoint, mine)
+    assert (mine / 'model.onnx').read_bytes() == b'my own graph'
+    export = tmp_path / 'onnx'
+    export_model(config, checkpoint, export)
+    export_model(config, checkpoint, export, dynamic=True)  # over the static one, whole
+    assert sorted(p.name for p in export.iterdir()) == ['deploy.json', 'model.onnx']
+    assert OnnxModel(export).meta['input']['shape'] is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['mine', 'onnx']  # nothing left over
+    with pytest.raises(ValueError, match=r'slide windows of \(128, 128\), so a static export '
+                                         r'must take that size'):
+        export_model(config, checkpoint, tmp_path / 'small', shape=(64, 64))
+
+
 def test_detector_export_needs_a_shape(tmp_path):
-    with pytest.raises(ValueError, match=r'--shape H W'):
+    with pytest.raises(ValueError, match=r'--shape H W\); add --dynamic'):
         export_model(DET_CONFIG, None, tmp_path)
+    with pytest.raises(ValueError, match=r'--shape H W\)$'):  # --dynamic given: not suggested
+        export_model(DET_CONFIG, None, tmp_path, dynamic=True)
     with pytest.raises(ValueError, match=r'shape \(16, 16\) must be two sizes'):
         export_model(DET_CONFIG, None, tmp_path, shape=(16, 16))
 

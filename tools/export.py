@@ -38,7 +38,8 @@ def main(argv=None) -> int:
                                  args.dynamic, args.fp16, args.part)
         return f'wrote {onnx_file} and {onnx_file.parent / "deploy.json"}'
 
-    return exit_code(export, (ExportError, FileNotFoundError, ValueError, ModuleNotFoundError))
+    return exit_code(export, (ExportError, FileNotFoundError, FileExistsError, ValueError,
+                              ModuleNotFoundError))
 
 
 if __name__ == '__main__':

@@ -14,17 +14,21 @@ import torch
 from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
+from ..atomic_files import atomic_dir, check_replaceable
 from ..cpu_fast_paths import fast_paths
 from ..runtime.config import load_config, task_scope
 from ..runtime.device import replace_sync_bn
 from .errors import ExportError, import_deploy_module
 from .graphs import DET_OUTPUTS, BackboneGraph, SegmenterGraph, TwoStageGraph
-from .meta import build_meta, write_meta
+from .meta import META_FILE, build_meta, write_meta
 from .precision import to_fp16
 
 PathLike = Union[str, os.PathLike]
 OPSET = 17  # RoiAlign's half_pixel mode (mmcv aligned=True) needs opset 16 or later
 PARTS = ('model', 'backbone')
+ONNX_FILE = 'model.onnx'
+# What an export writes: an earlier export in the output folder may be replaced, nothing else.
+EXPORT_FILES = frozenset({ONNX_FILE, META_FILE})
 # Modules with no standard ONNX operator: refused before tracing, by name.
 UNEXPORTABLE = {
     'DeformConv2d': 'deformable convolution has no standard ONNX operator',
@@ -101,7 +105,8 @@ def export_model(config: PathLike, checkpoint: Optional[PathLike], out_dir: Path
     Args:
         config: An mmdet or mmseg config file.
         checkpoint: The trained weights (an mmengine checkpoint); ``None`` keeps the random init.
-        out_dir: Folder for ``model.onnx`` and ``deploy.json`` (created).
+        out_dir: Folder for ``model.onnx`` and ``deploy.json`` (created; an earlier export there
+            is replaced once the new one is complete).
         shape: Input (H, W) to trace with; the static input size unless ``dynamic``. Default:
             the slide window for mmseg slide configs; required otherwise.
         dynamic: Export with dynamic input height and width.
@@ -114,21 +119,29 @@ def export_model(config: PathLike, checkpoint: Optional[PathLike], out_dir: Path
 
     Raises:
         ExportError: a module or operator of the model cannot be exported (named in the message).
-        ValueError: a bad ``shape`` or ``part``.
+        ValueError: a bad ``shape`` or ``part``; a static shape other than a slide
+            segmenter's window.
+        FileExistsError: ``out_dir`` holds files other than an earlier export (checked first).
         ModuleNotFoundError: onnx is not installed (the ``deploy`` extra).
     """
     if part not in PARTS:
         raise ValueError(f'part {part!r} is not one of {PARTS}')
     import_deploy_module('onnx')  # torch's exporter needs it; say so before building anything
+    check_replaceable(out_dir, EXPORT_FILES.__contains__)
     model, cfg, scope = build_model(config, checkpoint)
+    window = default_shape(cfg, scope, part)
     if shape is None:
-        shape = default_shape(cfg, scope, part)
+        shape = window
         if shape is None:
-            raise ValueError('give the input size to trace with (--shape H W); add --dynamic '
-                             'for images of any size')
+            raise ValueError('give the input size to trace with (--shape H W)'
+                             + ('' if dynamic else '; add --dynamic for images of any size'))
     if len(shape) != 2 or min(int(v) for v in shape) < 32:
         raise ValueError(f'shape {tuple(shape)} must be two sizes (H, W) of at least 32')
     height, width = (int(v) for v in shape)
+    if window is not None and not dynamic and (height, width) != window:
+        raise ValueError(f'shape {(height, width)}: this segmenter infers in slide windows of '
+                         f'{window}, so a static export must take that size; leave --shape out '
+                         'or add --dynamic')
     _check_modules(model)
     if part == 'backbone':
         graph, task = BackboneGraph(model.backbone), 'backbone'
@@ -154,18 +167,18 @@ def export_model(config: PathLike, checkpoint: Optional[PathLike], out_dir: Path
             dynamic_axes['seg_logits'] = {2: 'height', 3: 'width'}
         else:
             dynamic_axes.update({name: {2: f'{name}_h', 3: f'{name}_w'} for name in outputs})
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    onnx_file = out_dir / 'model.onnx'
-    _trace(graph, inputs, outputs, dynamic_axes, onnx_file)
-    _check_graph(onnx_file)
-    if fp16:
-        to_fp16(onnx_file)
     meta = build_meta(cfg, scope, task, inputs=tuple(inputs), outputs=outputs,
                       shape=None if dynamic else (height, width), fp16=fp16, opset=OPSET,
                       config=str(config))
-    write_meta(out_dir, meta)
-    return onnx_file
+    # The graph and its deploy.json appear together, or an earlier export stays as it was.
+    with atomic_dir(out_dir, EXPORT_FILES.__contains__) as work:
+        onnx_file = work / ONNX_FILE
+        _trace(graph, inputs, outputs, dynamic_axes, onnx_file)
+        _check_graph(onnx_file)
+        if fp16:
+            to_fp16(onnx_file)
+        write_meta(work, meta)
+    return Path(out_dir) / ONNX_FILE
 
 
 def _trace(graph, inputs: dict, outputs, dynamic_axes, onnx_file: Path) -> None:

@@ -26,6 +26,8 @@ from .scene import SHAPE_CLASSES, SHAPE_PALETTE, Scene, render_scene
 
 DEFAULT_OUT_DIR = 'data/demo_shapes'
 GENERATOR = 'convnext_dense.extras.demo.shapes'
+# What a dataset of this module holds at its top: regenerating replaces these and nothing else.
+DATASET_ENTRIES = frozenset({'ade', 'coco', 'meta.json'})
 # Bump when the rendering or the layout changes: existing datasets are then regenerated.
 GENERATOR_VERSION = 1
 IMAGE_SIZE_RANGE = (128, 192)
@@ -204,7 +206,7 @@ def generate_shapes_dataset(out_dir: Union[str, Path] = DEFAULT_OUT_DIR,
 
     print_log(f'generating demo shapes dataset in {out_dir}: {num_train} train / {num_val} val '
               f'images, seed {seed}', logger='current')
-    with atomic_dir(target, replaceable=lambda name: True) as work:  # a dataset, checked above
+    with atomic_dir(target, replaceable=DATASET_ENTRIES.__contains__) as work:
         stats = {split: _write_split(work, seed, split, count)
                  for split, count in (('train', num_train), ('val', num_val))}
         _write_json(work / 'ade' / 'classes.json', dict(
