@@ -71,6 +71,9 @@ def test_more_keys_on_request_and_state_dict_always(training_checkpoint, tmp_pat
     with pytest.raises(ValueError, match=r"has no \['param_schedulers'\]; its keys are"):
         publish_checkpoint(training_checkpoint, tmp_path / 'm.pth',
                            save_keys=('state_dict', 'param_schedulers'))
+    for folder in (tmp_path, f'{tmp_path}/sub/'):  # not OUT_date-hash.pth beside the folder
+        with pytest.raises(ValueError, match=r'is a folder: give the name to publish under'):
+            publish_checkpoint(training_checkpoint, folder, date=DAY)
 
 
 def test_tool_publishes_and_names_bad_input_in_one_line(training_checkpoint, tmp_path):

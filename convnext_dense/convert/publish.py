@@ -76,11 +76,15 @@ def publish_checkpoint(src: PathLike, out: PathLike,
 
     Raises:
         FileNotFoundError: ``src`` does not exist.
-        ValueError: ``src`` is unsafe or not a checkpoint dict with a ``state_dict``; a key of
-            ``save_keys`` it lacks; or kept values a plain weights-only load cannot read.
+        ValueError: ``out`` is a folder; ``src`` is unsafe or not a checkpoint dict with a
+            ``state_dict``; a key of ``save_keys`` it lacks; or kept values a plain weights-only
+            load cannot read.
     """
     if 'state_dict' not in save_keys:
         raise ValueError(f"save_keys {list(save_keys)} must include 'state_dict'")
+    if Path(out).is_dir() or str(out).endswith(('/', os.sep)):
+        raise ValueError(f'{out} is a folder: give the name to publish under, e.g. '
+                         f'{Path(out) / "upernet_b.pth"} (the date and hash are appended)')
     checkpoint = load_state_file(src)
     if not isinstance(checkpoint, dict) or 'state_dict' not in checkpoint:
         keys = list(checkpoint)[:6] if isinstance(checkpoint, dict) else type(checkpoint).__name__
