@@ -120,6 +120,9 @@ def test_tools_name_missing_data_in_one_line(tool, tmp_path):
 
 @pytest.mark.parametrize('args, error', [
     (['train.py', 'configs/nope.py'], "error: config 'configs/nope.py' not found"),
+    (['test.py', 'README.md', 'configs/demo/upernet_convnext-demo_shapes.py'],
+     "error: config 'README.md' is not a config file (a .py, .json, .yml, .yaml file); are the "
+     'config and checkpoint arguments swapped?'),
     (['test.py', 'configs/demo/mask-rcnn_convnext-demo_shapes.py', 'x.pth', '--tta'],
      'error: --tta needs tta_model and tta_pipeline in the config; this mmdet config defines'),
     (['train.py', 'configs/demo/upernet_convnext-demo_shapes.py', '--launcher', 'slurm'],
@@ -219,6 +222,70 @@ def test_detection_out_must_be_a_pickle(tmp_path):
         cli_options.add_result_dump(cfg, str(tmp_path / 'results.json'))
     cli_options.add_result_dump(cfg, str(tmp_path / 'results.pkl'))
     assert [e['type'] for e in cfg.test_evaluator] == ['CocoMetric', 'DumpDetResults']
+
+
+def test_segmentation_out_refuses_a_folder_with_files(tmp_path):
+    # The PNGs are named as the images: an annotation folder would lose its ground truth.
+    cfg = Config(dict(default_scope='mmseg', test_evaluator=dict(type='IoUMetric')))
+    (tmp_path / 'ann').mkdir()
+    (tmp_path / 'ann' / 'a.png').write_bytes(b'gt')
+    with pytest.raises(ValueError, match=r"--out '.*ann' already holds files \(a\.png\)"):
+        cli_options.add_result_dump(cfg, str(tmp_path / 'ann'))
+    assert 'output_dir' not in cfg.test_evaluator
+    (tmp_path / 'empty').mkdir()
+    cli_options.add_result_dump(cfg, str(tmp_path / 'empty'))
+    (tmp_path / 'empty' / 'a.png').write_bytes(b'a prediction')
+    cli_options.add_result_dump(cfg, str(tmp_path / 'empty'))  # a rerun writes there again
+
+
+def test_detection_out_that_is_a_folder_is_refused_up_front(tmp_path):
+    cfg = Config(dict(default_scope='mmdet', test_evaluator=dict(type='CocoMetric')))
+    (tmp_path / 'x.pkl').mkdir()
+    with pytest.raises(ValueError, match=r"--out '.*x\.pkl' is an existing folder"):
+        cli_options.add_result_dump(cfg, str(tmp_path / 'x.pkl'))
+
+
+def _show_cfg(scope):
+    return Config(dict(default_scope=scope, visualizer=dict(type='Visualizer'),
+                       default_hooks=dict(visualization=dict(type='VisualizationHook'))))
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
+def test_show_dir_refuses_a_folder_with_files(tmp_path, scope):
+    # mmdet names its drawings as the images: the image folder would be overwritten.
+    (tmp_path / 'img.jpg').write_bytes(b'image')
+    cfg = _show_cfg(scope)
+    with pytest.raises(ValueError, match=r"--show-dir '.*' already holds files \(img\.jpg\)"):
+        cli_options.enable_show_dir(cfg, str(tmp_path))
+    assert not cfg.default_hooks.visualization.get('draw')
+    cli_options.enable_show_dir(cfg, str(tmp_path / 'new'))
+
+
+def test_show_dir_of_an_earlier_segmentation_run_is_reused(tmp_path):
+    (tmp_path / 'vis_data' / 'vis_image').mkdir(parents=True)  # all mmseg writes there
+    cli_options.enable_show_dir(_show_cfg('mmseg'), str(tmp_path))
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
+def test_show_dir_drawn_into_before_is_reused(tmp_path, scope):
+    show = tmp_path / 'show'
+    cli_options.enable_show_dir(_show_cfg(scope), str(show))
+    (show / 'img.jpg').write_bytes(b'an earlier drawing')
+    cli_options.enable_show_dir(_show_cfg(scope), str(show))  # a rerun of the same test
+
+
+@pytest.mark.parametrize('option', ['work dir', '--out', '--show-dir'])
+def test_a_file_where_a_folder_is_expected_is_refused(tmp_path, option):
+    path = tmp_path / 'file'
+    path.write_text('keep me')
+    with pytest.raises(ValueError, match=rf"{option} '.*file' is an existing file"):
+        if option == 'work dir':
+            cli_options.set_work_dir(Config(), 'cfg.py', str(path))
+        elif option == '--out':
+            cli_options.add_result_dump(Config(dict(default_scope='mmseg')), str(path))
+        else:
+            cli_options.enable_show_dir(_show_cfg('mmseg'), str(path))
+    assert path.read_text() == 'keep me'
 
 
 TINY_CHANNELS = [16, 32, 64, 128]

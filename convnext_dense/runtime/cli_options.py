@@ -15,6 +15,8 @@ from mmengine.config import Config, ConfigDict, DictAction
 from .config import innermost_dataset, load_config, task_scope
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
+# Left in the folders --show-dir and mmseg's --out write into: a later run may write there again.
+OUTPUT_MARKER = '.written_by_test_py'
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, work_dir_help: str) -> None:
@@ -52,6 +54,37 @@ def set_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> None
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+    _refuse_file(cfg.work_dir, 'work dir')
+
+
+def _refuse_file(path: str, option: str) -> None:
+    """An ``option`` that names a folder must not name an existing file."""
+    if osp.isfile(path):
+        raise ValueError(f"{option} '{path}' is an existing file; it must be a folder")
+
+
+def _claim_output_folder(path: str, option: str, what: str,
+                         earlier: Tuple[str, ...] = ()) -> None:
+    """Make ``path`` the ``option`` folder ``what`` is written into, marked as such.
+
+    An empty or missing folder passes, and so does one an earlier run marked (``OUTPUT_MARKER``)
+    or holding only the ``earlier`` entries; a folder holding other files (a dataset's images,
+    say, which ``what`` could overwrite) is refused.
+
+    Raises:
+        ValueError: ``path`` is a file, or a folder holding other files.
+    """
+    _refuse_file(path, option)
+    if osp.isdir(path) and not osp.isfile(osp.join(path, OUTPUT_MARKER)):
+        found = sorted(set(os.listdir(path)) - set(earlier))
+        if found:
+            raise ValueError(
+                f"{option} '{path}' already holds files ({', '.join(found[:4])}"
+                f"{', ...' if len(found) > 4 else ''}); {what} written there could overwrite "
+                f'them. Pass an empty or new folder to {option}')
+    os.makedirs(path, exist_ok=True)
+    with open(osp.join(path, OUTPUT_MARKER), 'w') as marker:
+        marker.write(f'tools/test.py {option} writes here; a later run may overwrite\n')
 
 
 def set_launcher(cfg: Config, launcher: str) -> None:
@@ -145,12 +178,24 @@ def enable_tta(cfg: Config) -> None:
 
 
 def enable_show_dir(cfg: Config, show_dir: str) -> None:
-    """``--show-dir``: draw predictions of the test set into ``show_dir``."""
+    """``--show-dir``: draw predictions of the test set into ``show_dir``.
+
+    mmdet writes the drawings straight into it, named as the test images; mmseg under its
+    ``vis_data/``. A folder holding anything else (the test images, say) is refused, unless
+    it holds ``OUTPUT_MARKER``, left there by an earlier run.
+
+    Raises:
+        ValueError: no visualization hook, or ``show_dir`` is a file or holds other files.
+    """
     hooks = cfg.default_hooks
     if 'visualization' not in hooks:
         raise ValueError('--show-dir needs default_hooks.visualization in the config')
+    detection = task_scope(cfg) == 'mmdet'
+    # mmdet's drawings look like the images they are named after: the marker says "ours".
+    _claim_output_folder(show_dir, '--show-dir', 'the drawings',
+                         earlier=() if detection else ('vis_data',))
     hooks.visualization.draw = True
-    if task_scope(cfg) == 'mmdet':
+    if detection:
         hooks.visualization.test_out_dir = osp.abspath(show_dir)
     else:
         cfg.visualizer.save_dir = osp.abspath(show_dir)
@@ -158,17 +203,25 @@ def enable_show_dir(cfg: Config, show_dir: str) -> None:
 
 
 def add_result_dump(cfg: Config, out: str) -> None:
-    """``--out``: keep raw predictions (mmdet: a pickle file; mmseg: a directory of PNGs)."""
+    """``--out``: keep raw predictions (mmdet: a pickle file; mmseg: a directory of PNGs).
+
+    Raises:
+        ValueError: mmdet: ``out`` is no .pkl name or is a folder; mmseg: ``out`` is a file or
+            a folder that holds files of something else (the PNGs, named as the images, would
+            replace them).
+    """
     if task_scope(cfg) == 'mmdet':
         if not out.endswith(('.pkl', '.pickle')):
             raise ValueError(f"--out '{out}' must end with .pkl or .pickle for detection results")
+        if osp.isdir(out):
+            raise ValueError(f"--out '{out}' is an existing folder; it must name a .pkl file")
         evaluators = cfg.test_evaluator
         evaluators = list(evaluators) if isinstance(evaluators, (list, tuple)) else [evaluators]
         cfg.test_evaluator = evaluators + [dict(type='DumpDetResults', out_file_path=out)]
     else:
         # mmseg's IoUMetric creates output_dir on rank 0 only, yet every rank writes its PNGs
         # there: a rank that gets there first would fail. Each rank makes it here.
-        os.makedirs(out, exist_ok=True)
+        _claim_output_folder(out, '--out', 'the predicted PNGs')
         cfg.test_evaluator.output_dir = out
         cfg.test_evaluator.keep_results = True
 

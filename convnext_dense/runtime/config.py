@@ -9,6 +9,8 @@ from mmengine.utils import get_installed_path
 
 #: The registry scopes the package's tools and swap_backbone serve: detection and segmentation.
 TASK_SCOPES = ('mmdet', 'mmseg')
+# What mmengine's Config.fromfile reads.
+CONFIG_SUFFIXES = ('.py', '.json', '.yml', '.yaml')
 # mmengine names the package of ``mmseg::`` configs by its project name.
 _SCOPE_OF_PROJECT = {'mmdet': 'mmdet', 'mmsegmentation': 'mmseg'}
 
@@ -24,7 +26,8 @@ def stock_config_path(name: str) -> str:
     """Return the file of ``'mmdet::convnext/x.py'`` style names; other paths pass through.
 
     Raises:
-        ValueError: the ``::`` scope is neither mmdet nor mmseg.
+        ValueError: the ``::`` scope is neither mmdet nor mmseg, or the file is no config
+            (mmengine reads ``.py``, ``.json``, ``.yml`` and ``.yaml``).
         FileNotFoundError: the config does not exist.
     """
     if '::' in name:
@@ -36,6 +39,9 @@ def stock_config_path(name: str) -> str:
         path = name
     if not osp.isfile(path):
         raise FileNotFoundError(f"config '{name}' not found (looked at {path})")
+    if not path.endswith(CONFIG_SUFFIXES):
+        raise ValueError(f"config '{name}' is not a config file (a {', '.join(CONFIG_SUFFIXES)} "
+                         'file); are the config and checkpoint arguments swapped?')
     return path
 
 

@@ -18,6 +18,7 @@ Every step writes under ``work_dir``; the tools run as child processes with thei
 """
 import dataclasses
 import os
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -236,6 +237,7 @@ class DemoPipeline:
         """Evaluate a checkpoint and draw its predictions; return tools/test.py's metrics."""
         config = self.config_dir / (SEG_CONFIG if task == 'seg' else DET_CONFIG)
         test_dir = self.work_dir / ('upernet' if task == 'seg' else 'mask_rcnn') / 'test'
+        shutil.rmtree(test_dir, ignore_errors=True)  # an earlier demo's, drawn anew below
         options = _data_options(task, self.data_dir)
         self._tool(f'test_{task}', 'test.py',
                    [str(config), str(checkpoint), '--work-dir', str(test_dir), '--show-dir',
