@@ -6,11 +6,14 @@ import sys
 import pytest
 import torch
 from mmengine.fileio import get_file_backend
+from torch import nn
 
 import convnext_dense.model_checkpoints  # noqa: F401  (allowlist, safe loading, atomic writes)
 from convnext_dense.atomic_files import remove_interrupted_writes
 from convnext_dense.runtime.checkpoint_safety import AtomicLocalBackend
-from toy_runner import toy_runner
+from convnext_dense.runtime.checkpoint_runner import StrictLoadRunner
+from convnext_dense.weights import CheckpointError
+from toy_runner import ToyModel, toy_runner
 
 
 @pytest.fixture(scope='module')
@@ -51,6 +54,27 @@ def test_resume_from_path(trained_work_dir, tmp_path):
                         load_from=str(trained_work_dir / 'epoch_1.pth'))
     runner.train()
     assert runner.epoch == 2 and (tmp_path / 'epoch_2.pth').exists()
+
+
+class _WiderModel(ToyModel):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(2, 3)
+
+
+def test_resume_needs_a_checkpoint_of_this_very_model(trained_work_dir, tmp_path):
+    # mmengine's own resume loads non-strictly; another model then fails deep in the optimizer.
+    runner = toy_runner(tmp_path, max_epochs=2, resume=True, model=_WiderModel(),
+                        load_from=str(trained_work_dir / 'epoch_1.pth'),
+                        runner_class=StrictLoadRunner)
+    with pytest.raises(CheckpointError, match=r'(?s)to resume, the checkpoint must be of this '
+                                              r'very model.*linear: weight'):
+        runner.train()
+    runner = toy_runner(tmp_path / 'same', max_epochs=2, resume=True,
+                        load_from=str(trained_work_dir / 'epoch_1.pth'),
+                        runner_class=StrictLoadRunner)
+    runner.train()
+    assert runner.epoch == 2
 
 
 class _Payload:

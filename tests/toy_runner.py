@@ -28,8 +28,9 @@ class ToyDataset(Dataset):
         return dict(inputs=torch.full((2,), float(index)), labels=torch.ones(1))
 
 
-def toy_runner(work_dir, max_epochs=2, resume=False, load_from=None, model=None, **kwargs):
-    return Runner(
+def toy_runner(work_dir, max_epochs=2, resume=False, load_from=None, model=None,
+               runner_class=Runner, **kwargs):
+    return runner_class(
         model=model or ToyModel(), work_dir=str(work_dir),
         train_dataloader=dict(dataset=ToyDataset(), batch_size=2,
                               sampler=dict(type='DefaultSampler', shuffle=True)),

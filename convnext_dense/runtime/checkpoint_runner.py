@@ -5,7 +5,8 @@ This Runner loads it with :func:`convnext_dense.weights.model_loader.load_model_
 evaluation (test / val) needs every tensor of the model from the checkpoint; training from
 ``load_from`` (fine-tuning) needs the whole backbone and lists the neck / head tensors that keep
 their init. The checkpoint may be a file, URL, Hugging Face directory or hub id, in any layout
-that module knows. ``--resume`` is mmengine's own path (the checkpoint is this run's).
+that module knows. ``--resume`` is mmengine's own path, after a check that the checkpoint is of
+this very model.
 """
 from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner import Runner
@@ -37,10 +38,25 @@ class StrictLoadRunner(Runner):
         """Resume as mmengine does; load ``load_from`` strictly."""
         if self._has_loaded or self._resume or self._load_from is None:
             return super().load_or_resume()
-        model = self.model
-        while is_model_wrapper(model) or isinstance(model, BaseTTAModel):  # DDP, --tta
-            model = model.module
-        checkpoint = load_model_checkpoint(model, self._load_from, self._load_purpose)
+        checkpoint = load_model_checkpoint(self._bare_model(), self._load_from, self._load_purpose)
         self.call_hook('after_load_checkpoint',
                        checkpoint={'state_dict': checkpoint.state_dict, 'meta': checkpoint.meta})
         self._has_loaded = True
+
+    def resume(self, filename: str, *args, **kwargs) -> None:
+        """Resume as mmengine does, once the checkpoint is known to be of this very model.
+
+        mmengine loads it non-strictly: another model's checkpoint (or this config with another
+        class count) would fail later, deep in the optimizer or its first step.
+
+        Raises:
+            CheckpointError: the checkpoint does not fit the model (the keys are listed).
+        """
+        load_model_checkpoint(self._bare_model(), filename, 'resume')
+        super().resume(filename, *args, **kwargs)
+
+    def _bare_model(self):
+        model = self.model
+        while is_model_wrapper(model) or isinstance(model, BaseTTAModel):  # DDP, --tta
+            model = model.module
+        return model

@@ -34,11 +34,7 @@ def load_local_checkpoint(filename: str, map_location=None) -> Any:
         FileNotFoundError: no such file.
         ValueError: the file would run code (nothing of it ran), or it is truncated or corrupt.
     """
-    try:
-        return load_state_file(os.path.expanduser(filename), map_location=map_location)
-    except ValueError as err:
-        raise type(err)(f'{err} To resume, use an earlier checkpoint of the work dir '
-                        '(tools/train.py --resume PATH).') from None
+    return load_state_file(os.path.expanduser(filename), map_location=map_location)
 
 
 class AtomicLocalBackend(LocalBackend):

@@ -25,7 +25,7 @@ from .model_layouts import BACKBONE, LAYOUT_HF_UPERNET, convert_model_state_dict
 from .safe_load import load_state_file
 from .sources import resolve_source
 
-PURPOSES = ('evaluate', 'finetune')
+PURPOSES = ('evaluate', 'finetune', 'resume')
 # ``meta`` key of a checkpoint dict already read and renamed (:func:`converted_checkpoint`): where
 # it was read from, in which layout and what was renamed, so that loading the dict says so.
 READ_FROM = 'convnext_dense_read_from'
@@ -117,8 +117,8 @@ def load_model_checkpoint(model: nn.Module, source: Source, purpose: str = 'eval
     Args:
         model: The detector / segmenter (not a DDP wrapper).
         source: File, URL, Hugging Face directory, hub id, or a checkpoint dict.
-        purpose: ``'evaluate'`` (everything must fit) or ``'finetune'`` (the backbone must fit;
-            neck / head misfits keep their init and are logged).
+        purpose: ``'evaluate'`` or ``'resume'`` (everything must fit) or ``'finetune'`` (the
+            backbone must fit; neck / head misfits keep their init and are logged).
 
     Returns:
         The checkpoint that was read.
@@ -133,7 +133,7 @@ def load_model_checkpoint(model: nn.Module, source: Source, purpose: str = 'eval
     checkpoint = read_model_checkpoint(source)
     expected = {k: v.shape for k, v in model.state_dict().items()}
     mismatch = compare_keys(expected, checkpoint.state_dict, _IGNORED_MISSING)
-    blocking = mismatch if purpose == 'evaluate' else _backbone_part(mismatch)
+    blocking = _backbone_part(mismatch) if purpose == 'finetune' else mismatch
     if blocking:
         raise CheckpointError(_refusal(checkpoint, blocking, purpose))
     weights = {k: v for k, v in checkpoint.state_dict.items()
@@ -159,9 +159,12 @@ def _backbone_part(mismatch: KeyMismatch) -> KeyMismatch:
 
 
 def _refusal(checkpoint: ModelCheckpoint, mismatch: KeyMismatch, purpose: str) -> str:
-    rule = ('to evaluate, every parameter and buffer of the model must come from the checkpoint'
-            if purpose == 'evaluate' else
-            'to fine-tune, the whole backbone must come from the checkpoint')
+    rule = {'evaluate': 'to evaluate, every parameter and buffer of the model must come from '
+                        'the checkpoint',
+            'finetune': 'to fine-tune, the whole backbone must come from the checkpoint',
+            'resume': 'to resume, the checkpoint must be of this very model: --resume continues '
+                      'a run of the same config; --cfg-options load_from=PATH starts a new one '
+                      'from its weights'}[purpose]
     lines = [f'{checkpoint.where} ({checkpoint.layout} layout) does not fit this model ({rule}); '
              'nothing was loaded:'] + mismatch.lines()
     if mismatch.missing and not any(k.startswith(BACKBONE) for k in checkpoint.state_dict):

@@ -212,5 +212,6 @@ def _corrupt_message(path: Path, size: int, head: bytes, err: Exception) -> str:
         kind = 'is truncated or corrupt'
     else:
         kind = f'is not a PyTorch or safetensors checkpoint (it starts with {head[:16]!r})'
-    return (f'checkpoint {path} ({size} bytes) {kind}: {detail}. '
-            'Delete it and download it again.')
+    return (f'checkpoint {path} ({size} bytes) {kind}: {detail}. A download or copy: fetch it '
+            'again; a training checkpoint: resume from an earlier checkpoint of its work dir '
+            '(tools/train.py --resume PATH).')
