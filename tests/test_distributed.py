@@ -69,6 +69,17 @@ def test_launchers_explain_themselves(script, args):
     assert missing.returncode == 2 and f'tools/{script} {args}' in missing.stderr
 
 
+@pytest.mark.parametrize('script, args', [('torchrun.sh', ['two', 'train.py']),
+                                          ('dist_train.sh', [SEG_CONFIG, '0']),
+                                          ('dist_train.sh', ['2', SEG_CONFIG])])  # swapped
+def test_a_process_count_that_is_no_positive_integer_is_named(script, args):
+    result = subprocess.run(['bash', str(ROOT / 'tools' / script), *args], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith('error: the number of processes must be a positive '
+                                    'integer, got ')
+
+
 def _fake_srun(tmp_path) -> Path:
     """A `srun` that records its arguments, one per line, in $SRUN_LOG."""
     bin_dir = tmp_path / 'bin'

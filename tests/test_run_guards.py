@@ -138,6 +138,23 @@ def test_tools_name_a_bad_config_or_option_in_one_line(args, error, tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith(error)
 
 
+def test_resume_path_and_auto_scale_lr_are_checked_before_anything_is_built(tmp_path):
+    cfg = Config(dict(work_dir=str(tmp_path)))
+    with pytest.raises(FileNotFoundError, match=r"--resume '.*nope\.pth' is not a file"):
+        cli_options.set_resume(cfg, str(tmp_path / 'nope.pth'))
+    cli_options.set_resume(cfg, 'auto')
+    assert cfg.resume and cfg.load_from is None
+    for base in (None, 0, '16'):
+        with pytest.raises(ValueError, match=rf'a positive int\); got {base!r}'):
+            cli_options.set_auto_scale_lr(Config(dict(auto_scale_lr=dict(
+                base_batch_size=base))), True)
+    with pytest.raises(ValueError, match=r'got None'):
+        cli_options.set_auto_scale_lr(Config(dict(auto_scale_lr=None)), True)
+    scaled = Config(dict(auto_scale_lr=dict(base_batch_size=16)))
+    cli_options.set_auto_scale_lr(scaled, True)
+    assert scaled.auto_scale_lr.enable
+
+
 def test_training_afresh_never_overwrites_an_earlier_run(tmp_path):
     cfg = Config(dict(work_dir=str(tmp_path)))
     cli_options.refuse_overwriting_earlier_run(cfg)  # empty: nothing to lose

@@ -9,6 +9,11 @@ case "${1:-}" in -h|--help) usage; exit 0 ;; esac
 if [[ $# -lt 2 ]]; then usage >&2; exit 2; fi
 NPROC=$1
 TOOL=$2
+if ! [[ $NPROC =~ ^[1-9][0-9]*$ ]]; then
+    echo "error: the number of processes must be a positive integer, got '$NPROC'" >&2
+    usage >&2
+    exit 2
+fi
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}

@@ -124,9 +124,11 @@ def set_auto_scale_lr(cfg: Config, enable: bool) -> None:
     """``--auto-scale-lr``: scale the lr by the real batch size over ``base_batch_size``."""
     if not enable:
         return
-    if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
-        raise ValueError('--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=...) in the '
-                         'config (the total batch size the lr was tuned for)')
+    base = (cfg.get('auto_scale_lr') or {}).get('base_batch_size')
+    if not isinstance(base, int) or isinstance(base, bool) or base < 1:
+        raise ValueError('--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=N) in the '
+                         'config, N the total batch size the lr was tuned for (a positive int); '
+                         f'got {base!r}')
     cfg.auto_scale_lr.enable = True
 
 
@@ -134,6 +136,10 @@ def set_resume(cfg: Config, resume: Optional[str]) -> None:
     """``--resume`` (latest checkpoint in the work dir) or ``--resume PATH``."""
     if resume is None:
         return
+    if resume != 'auto' and '://' not in resume and not osp.isfile(resume):
+        raise FileNotFoundError(f"--resume '{resume}' is not a file: give a checkpoint of the "
+                                'run to continue, or --resume alone for the latest one of the '
+                                'work dir')
     cfg.resume = True
     cfg.load_from = None if resume == 'auto' else resume
 
