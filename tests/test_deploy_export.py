@@ -3,6 +3,7 @@
 Demo-size models (the demo configs, random weights) on generated demo images; the references
 are the backbone's forward and mmseg's own ``encode_decode`` / ``inference_model``.
 """
+import json
 import subprocess
 import sys
 
@@ -174,8 +175,13 @@ def test_missing_deploy_extra_is_named_with_its_install_command(upernet, tmp_pat
     assert result.stderr.startswith('error: onnxruntime is not installed: ')
 
 
+def _deploy_json_alone(folder):
+    (folder / 'deploy.json').write_text(json.dumps(dict(
+        task='segmenter', scope='mmseg', input={}, inputs=['images'], outputs=['seg_logits'])))
+
+
 def test_onnx_demo_names_a_missing_model_onnx(tmp_path):
-    (tmp_path / 'deploy.json').write_text('{}')
+    _deploy_json_alone(tmp_path)
     with pytest.raises(FileNotFoundError, match='model.onnx not found'):
         OnnxModel(tmp_path)
     image = tmp_path / 'any.jpg'
@@ -185,6 +191,21 @@ def test_onnx_demo_names_a_missing_model_onnx(tmp_path):
          str(tmp_path / 'drawn')], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr[-2000:]
     assert f'{tmp_path / "model.onnx"} not found' in result.stderr
+
+
+@pytest.mark.parametrize('text, said', [('{"version": 1}', r"lacks \['task', 'scope'"),
+                                         ('{"task": ', 'is not valid JSON')])
+def test_a_deploy_json_of_something_else_is_named(tmp_path, text, said):
+    (tmp_path / 'deploy.json').write_text(text)
+    with pytest.raises(ValueError, match=said):
+        OnnxModel(tmp_path)
+
+
+@pytest.mark.parametrize('threads', [0, '2', 1.5, True, 10 ** 10])
+def test_onnx_threads_must_be_a_sensible_int(tmp_path, threads):
+    _deploy_json_alone(tmp_path)  # threads are checked before the graph is read
+    with pytest.raises(ValueError, match=rf'threads {threads!r} must be an int from 1 to'):
+        OnnxModel(tmp_path, threads=threads)
 
 
 def test_an_export_replaces_only_an_earlier_export(upernet, tmp_path):

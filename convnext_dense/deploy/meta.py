@@ -4,6 +4,8 @@ from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 META_FILE = 'deploy.json'
+# What every deploy.json holds (the task-specific parts are checked where they are used).
+_REQUIRED_KEYS = ('task', 'scope', 'input', 'inputs', 'outputs')
 # Test-pipeline steps that read annotations: the runner has only the image.
 _ANNOTATION_STEPS = ('LoadAnnotations',)
 
@@ -87,9 +89,23 @@ def write_meta(out_dir: Path, meta: dict) -> Path:
 
 
 def read_meta(model_dir) -> dict:
-    """The ``deploy.json`` of an export folder."""
+    """The ``deploy.json`` of an export folder.
+
+    Raises:
+        FileNotFoundError: there is none.
+        ValueError: it is not JSON, or not the one ``tools/export.py`` writes (keys missing).
+    """
     path = Path(model_dir) / META_FILE
     if not path.is_file():
         raise FileNotFoundError(f'{path} not found: {model_dir} is not a folder written by '
                                 'tools/export.py')
-    return json.loads(path.read_text(encoding='utf-8'))
+    try:
+        meta = json.loads(path.read_text(encoding='utf-8'))
+    except ValueError as err:
+        raise ValueError(f'{path} is not valid JSON ({err}): export again with '
+                         'tools/export.py') from None
+    missing = [k for k in _REQUIRED_KEYS if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise ValueError(f'{path} lacks {missing}: it was not written by tools/export.py '
+                         '(export again)')
+    return meta

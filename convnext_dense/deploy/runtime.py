@@ -18,6 +18,7 @@ from .errors import import_deploy_module
 from .meta import read_meta
 
 PathLike = Union[str, os.PathLike]
+MAX_THREADS = 1 << 16  # onnxruntime takes a C int; more threads than this is a typo
 
 
 class OnnxModel:
@@ -29,7 +30,7 @@ class OnnxModel:
 
     Raises:
         FileNotFoundError: ``deploy.json`` or ``model.onnx`` is not in ``model_dir``.
-        ValueError: ``threads`` < 1.
+        ValueError: ``threads`` is not an int >= 1, or ``deploy.json`` is not an export's.
 
     Example:
         >>> model = OnnxModel('work_dirs/onnx/upernet')
@@ -42,8 +43,9 @@ class OnnxModel:
         self.meta = read_meta(self.model_dir)
         options = ort.SessionOptions()
         if threads is not None:
-            if threads < 1:
-                raise ValueError(f'threads {threads!r} must be at least 1')
+            if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads \
+                    <= MAX_THREADS:
+                raise ValueError(f'threads {threads!r} must be an int from 1 to {MAX_THREADS}')
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         options.log_severity_level = 3
