@@ -1,4 +1,5 @@
 """Non-finite losses stop training with a clear message; missing data and bad annotations are named."""
+import argparse
 import importlib
 import json
 import subprocess
@@ -136,6 +137,17 @@ def test_tools_name_a_bad_config_or_option_in_one_line(args, error, tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1].startswith(error)
+
+
+def test_cfg_options_item_without_equals_is_a_usage_error(capsys):
+    parser = argparse.ArgumentParser(prog='train.py')
+    cli_options.add_common_arguments(parser, work_dir_help='')
+    args = parser.parse_args(['x.py', '--cfg-options', 'a.b=1', 'c=[1,2]'])
+    assert args.cfg_options == {'a.b': 1, 'c': [1, 2]}
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(['x.py', '--cfg-options', 'a.b=1', 'max_iters'])
+    assert exit_info.value.code == 2
+    assert "'max_iters' has no \"=\"" in capsys.readouterr().err
 
 
 def test_resume_path_and_auto_scale_lr_are_checked_before_anything_is_built(tmp_path):

@@ -19,11 +19,23 @@ LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 OUTPUT_MARKER = '.written_by_test_py'
 
 
+class KeyValueAction(DictAction):
+    """mmengine's ``--cfg-options`` parsing, with an item lacking ``=`` named as a usage error
+    (mmengine's own fails with a traceback: "not enough values to unpack")."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        bad = [value for value in values if '=' not in value]
+        if bad:
+            parser.error(f'{option_string} takes key=value items; {bad[0]!r} has no "=" '
+                         '(e.g. train_cfg.max_iters=1000)')
+        super().__call__(parser, namespace, values, option_string)
+
+
 def add_common_arguments(parser: argparse.ArgumentParser, work_dir_help: str) -> None:
     """The arguments tools/train.py and tools/test.py share: config, work dir, overrides, launch."""
     parser.add_argument('config', help='config file, or mmdet::/mmseg:: name')
     parser.add_argument('--work-dir', help=work_dir_help)
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', action=KeyValueAction,
                         help='override config entries, key=value')
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none')
     parser.add_argument('--local-rank', '--local_rank', type=int, default=0)
