@@ -17,6 +17,16 @@ IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
+def is_int(value) -> bool:
+    """An int, and not a bool (``True`` would pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    """An int or a float, and not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 class BackboneArgumentError(ValueError, TypeError):
     """A ConvNeXt argument of the wrong type or value; the message names it and what is allowed.
 
@@ -52,8 +62,7 @@ def resolve_arch(arch: Union[str, Mapping]) -> Tuple[Tuple[int, ...], Tuple[int,
             f'arch dict has unknown keys {sorted(extra)}; allowed: depths, channels')
     depths, channels = tuple(arch['depths']), tuple(arch['channels'])
     for name, values in (('depths', depths), ('channels', channels)):
-        if len(values) != NUM_STAGES or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+        if len(values) != NUM_STAGES or not all(is_int(v) and v > 0 for v in values):
             raise BackboneArgumentError(
                 f'arch {name} must be {NUM_STAGES} positive integers, got {list(values)}')
     return depths, channels
@@ -66,7 +75,7 @@ def normalize_out_indices(out_indices: Union[int, Sequence[int]]) -> Tuple[int, 
         BackboneArgumentError: not an int or a sequence of them, empty, out of range, or a
             stage named twice.
     """
-    if isinstance(out_indices, int) and not isinstance(out_indices, bool):
+    if is_int(out_indices):
         indices = (out_indices,)
     elif isinstance(out_indices, (list, tuple, range)):
         indices = tuple(out_indices)
@@ -78,7 +87,7 @@ def normalize_out_indices(out_indices: Union[int, Sequence[int]]) -> Tuple[int, 
             'out_indices is empty; choose stage indices in 0..3 (negative allowed)')
     normalized = []
     for index in indices:
-        if not isinstance(index, int) or isinstance(index, bool):
+        if not is_int(index):
             raise BackboneArgumentError(f'out_indices entries must be int, got {index!r}')
         if not -NUM_STAGES <= index < NUM_STAGES:
             raise BackboneArgumentError(

@@ -7,7 +7,7 @@ from torch import nn
 
 from ..cpu_fast_paths import channels_first, float32_fallback
 from ..registry import MODELS
-from .archs import (NUM_STAGES, BackboneArgumentError, declared_outputs,
+from .archs import (NUM_STAGES, BackboneArgumentError, declared_outputs, is_int, is_number,
                     normalize_out_indices, resolve_arch)
 from .layer_ids import default_num_layers, layer_id
 from .layers import ConvNeXtBlock, LayerNorm2d, PatchConv2d
@@ -58,16 +58,16 @@ class ConvNeXt(BaseModule):
             raise BackboneArgumentError(
                 'gap_before_final_norm=True pools features for classification; a dense backbone '
                 'needs gap_before_final_norm=False')
-        if not _is_int(in_channels) or in_channels < 1:
+        if not is_int(in_channels) or in_channels < 1:
             raise BackboneArgumentError(
                 f'in_channels must be a positive int, got {in_channels!r}')
-        if not _is_int(frozen_stages) or not 0 <= frozen_stages <= NUM_STAGES:
+        if not is_int(frozen_stages) or not 0 <= frozen_stages <= NUM_STAGES:
             raise BackboneArgumentError(
                 f'frozen_stages {frozen_stages!r} is out of range (0 to {NUM_STAGES})')
-        if not _is_number(drop_path_rate) or not 0.0 <= drop_path_rate < 1.0:
+        if not is_number(drop_path_rate) or not 0.0 <= drop_path_rate < 1.0:
             raise BackboneArgumentError(
                 f'drop_path_rate {drop_path_rate!r} is out of range [0, 1)')
-        if not _is_number(layer_scale_init_value):
+        if not is_number(layer_scale_init_value):
             raise BackboneArgumentError(
                 'layer_scale_init_value must be a number (<= 0 disables layer scale), got '
                 f'{layer_scale_init_value!r}')
@@ -192,14 +192,6 @@ class ConvNeXt(BaseModule):
         from ..weights.self_load import adopt_backbone_keys
         adopt_backbone_keys(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _pretrained_cfg(init_cfg) -> Optional[Dict]:

@@ -6,16 +6,13 @@ from mmengine.logging import MMLogger
 from mmengine.optim import DefaultOptimWrapperConstructor
 from torch import nn
 
+from .archs import is_number
 from .layer_ids import DECAY_TYPES
 from ..registry import OPTIM_WRAPPER_CONSTRUCTORS
 
 PARAMWISE_KEYS = ('decay_rate', 'decay_type', 'num_layers', 'custom_keys')
 CUSTOM_KEY_FIELDS = ('lr_mult', 'decay_mult')
 LAYER_MAP_METHODS = ('layer_decay_id', 'layer_decay_num_layers')
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def find_layer_map(model: nn.Module) -> nn.Module:
@@ -110,7 +107,7 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
         if 'decay_rate' not in cfg:
             raise ValueError("paramwise_cfg needs 'decay_rate', a number in (0, 1]")
         rate = cfg['decay_rate']
-        if not _is_number(rate) or not 0 < rate <= 1:
+        if not is_number(rate) or not 0 < rate <= 1:
             raise ValueError(f'paramwise_cfg decay_rate {rate!r} is out of range (0, 1]')
         decay_type = cfg.get('decay_type', 'layer_wise')
         if decay_type not in DECAY_TYPES:
@@ -143,7 +140,7 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
                 if field not in CUSTOM_KEY_FIELDS:
                     raise ValueError(f"custom_keys['{key}'] field '{field}' is not supported; "
                                      f'allowed fields: {CUSTOM_KEY_FIELDS}')
-                if not _is_number(value) or value < 0:
+                if not is_number(value) or value < 0:
                     raise ValueError(
                         f"custom_keys['{key}'] {field} {value!r} must be a number >= 0")
             if 'decay_mult' in fields and self.base_wd is None:

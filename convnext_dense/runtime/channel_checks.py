@@ -9,7 +9,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
-from ..model.archs import declared_outputs
+from ..model.archs import declared_outputs, is_int
 from ..model.backbone import ConvNeXt
 
 BACKBONE_TYPE = 'convnext_dense.ConvNeXt'
@@ -91,10 +91,10 @@ def _heads(model: dict) -> List[Tuple[str, dict]]:
 
 def _head_problem(head: dict, channels: Tuple[int, ...]) -> Optional[str]:
     in_channels, in_index = head.get('in_channels'), head.get('in_index')
-    if _is_int(in_channels) and _is_int(in_index):
+    if is_int(in_channels) and is_int(in_index):
         in_channels, in_index = [in_channels], [in_index]
     elif not (isinstance(in_channels, (list, tuple)) and isinstance(in_index, (list, tuple))
-              and all(_is_int(i) for i in in_index) and len(in_channels) == len(in_index)):
+              and all(is_int(i) for i in in_index) and len(in_channels) == len(in_index)):
         return None
     shown = f"in_index {_show(head['in_index'])} with in_channels {_show(head['in_channels'])}"
     outside = [i for i in in_index if not -len(channels) <= i < len(channels)]
@@ -103,15 +103,11 @@ def _head_problem(head: dict, channels: Tuple[int, ...]) -> Optional[str]:
                 f'(0 to {len(channels) - 1}); change in_index or the backbone\'s out_indices')
     read = [channels[i] for i in in_index]
     if list(in_channels) != read:
-        expected, found = ((in_channels[0], read[0]) if _is_int(head['in_index'])
+        expected, found = ((in_channels[0], read[0]) if is_int(head['in_index'])
                            else (list(in_channels), read))
         return (f'{shown} expects {expected} channels where the backbone gives {found}; '
                 "set in_channels to match or change the backbone's arch / out_indices")
     return None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _show(value: Sequence) -> str:
