@@ -11,7 +11,8 @@ questions about bfloat16:
   32 GFLOP/s against 117 in float32.
 
 Where bf16 is not native the backbone computes a bf16 request in float32 (:mod:`.float32_fallback`).
-And one about float32: :func:`mlp_route`, which matmuls run a wide block's inference MLP.
+And two about float32: :func:`mlp_route`, which matmuls run a wide block's inference MLP, and
+:func:`train_matmul_route`, which run the blocks' Linear layers in a training step.
 Tests monkeypatch these functions to force either answer.
 """
 import contextlib
@@ -40,8 +41,11 @@ MLP_ROUTES = ('onednn', 'blas')
 # Set to one of MLP_ROUTES, it runs every fused float32 block MLP of the process through that
 # route: for a CPU where `tools/benchmark.py --variants mlp_routes` finds the other one faster.
 MLP_ROUTE_ENV = 'CONVNEXT_DENSE_MLP_ROUTE'
+# The same for the float32 Linear layers of a training step (:func:`train_matmul_route`).
+TRAIN_MATMUL_ROUTE_ENV = 'CONVNEXT_DENSE_TRAIN_MATMUL_ROUTE'
 _X86 = ('x86_64', 'amd64', 'i386', 'i686', 'x86')
 _forced_mlp_route: Optional[str] = None
+_forced_train_matmul_route: Optional[str] = None
 
 
 class CpuInfo(NamedTuple):
@@ -85,11 +89,41 @@ def mlp_route(channels: int) -> str:
 @functools.lru_cache(maxsize=None)
 def env_mlp_route() -> Optional[str]:
     """The route :data:`MLP_ROUTE_ENV` names (read once), or ``None`` where it is unset or empty."""
-    value = os.environ.get(MLP_ROUTE_ENV, '').strip()
+    return _route_from_env(MLP_ROUTE_ENV)
+
+
+def train_matmul_route() -> str:
+    """Which matmuls run the blocks' float32 Linear layers in a training step: ``'blas'``
+    (torch's own, MKL on x86 builds) or ``'onednn'`` (:mod:`.train_matmuls`).
+
+    ``'onednn'`` on x86 CPUs not made by Intel, where MKL runs its generic code branch: there
+    oneDNN took 0.53x MKL's time for ConvNeXt-B's block matmuls with AVX-512 and 0.92x with AVX2
+    kernels (a 2-core AMD EPYC, Zen 5, forward and both gradients, 512x512, one thread).
+    ``'blas'`` on Intel CPUs, whose MKL branch is tuned (the training-step ratios measured there
+    were with it), and off x86. :func:`force_train_matmul_route` or the environment variable
+    :data:`TRAIN_MATMUL_ROUTE_ENV` (in that order) override it.
+    """
+    if _forced_train_matmul_route is not None:
+        return _forced_train_matmul_route
+    chosen = env_train_matmul_route()
+    if chosen is not None:
+        return chosen
+    x86 = platform.machine().lower() in _X86
+    return 'onednn' if x86 and cpu_vendor() not in BLAS_MLP_VENDORS else 'blas'
+
+
+@functools.lru_cache(maxsize=None)
+def env_train_matmul_route() -> Optional[str]:
+    """The route :data:`TRAIN_MATMUL_ROUTE_ENV` names (read once), or ``None`` where unset."""
+    return _route_from_env(TRAIN_MATMUL_ROUTE_ENV)
+
+
+def _route_from_env(name: str) -> Optional[str]:
+    value = os.environ.get(name, '').strip()
     if not value:
         return None
     if value not in MLP_ROUTES:
-        raise ValueError(f'{MLP_ROUTE_ENV}={value!r} is not one of {MLP_ROUTES} (or unset: '
+        raise ValueError(f'{name}={value!r} is not one of {MLP_ROUTES} (or unset: '
                          'the route this CPU gets by default)')
     return value
 
@@ -107,14 +141,32 @@ def force_mlp_route(route: Optional[str]) -> Iterator[None]:
     compute the same result (to float32 rounding); ``tools/benchmark.py --variants mlp_routes``
     times them side by side on this machine.
     """
-    global _forced_mlp_route
+    with _forcing('_forced_mlp_route', 'MLP route', route):
+        yield
+
+
+@contextlib.contextmanager
+def force_train_matmul_route(route: Optional[str]) -> Iterator[None]:
+    """Run the blocks' float32 training matmuls through ``route`` inside the ``with`` body.
+
+    ``'onednn'`` or ``'blas'``; ``None`` restores :func:`train_matmul_route`'s own choice. Both
+    compute the same gradients (to float32 rounding); ``tools/benchmark.py --variants
+    train_routes`` times them side by side on this machine.
+    """
+    with _forcing('_forced_train_matmul_route', 'training matmul route', route):
+        yield
+
+
+@contextlib.contextmanager
+def _forcing(variable: str, what: str, route: Optional[str]) -> Iterator[None]:
     if route is not None and route not in MLP_ROUTES:
-        raise ValueError(f'MLP route {route!r} is not one of {MLP_ROUTES} (or None)')
-    previous, _forced_mlp_route = _forced_mlp_route, route
+        raise ValueError(f'{what} {route!r} is not one of {MLP_ROUTES} (or None)')
+    previous = globals()[variable]
+    globals()[variable] = route
     try:
         yield
     finally:
-        _forced_mlp_route = previous
+        globals()[variable] = previous
 
 
 @functools.lru_cache(maxsize=None)
@@ -161,7 +213,8 @@ def _cpu_info() -> CpuInfo:
 
 def describe() -> Dict[str, object]:
     """The facts a benchmark records: CPU model and vendor, ISA torch dispatches to, bf16
-    support and the flags behind it, the wide blocks' MLP route, torch and hardware threads."""
+    support and the flags behind it, the wide blocks' MLP route and the training matmuls' route,
+    torch and hardware threads."""
     info = _cpu_info()
     counts = info.counts
     return dict(
@@ -174,6 +227,7 @@ def describe() -> Dict[str, object]:
                                    'avx512_bf16', 'avx_ne_convert', 'amx_bf16', 'amx_tile',
                                    'bf16'}),
         wide_mlp_route=mlp_route(BLAS_MLP_MIN_CHANNELS),
+        train_matmul_route=train_matmul_route(),
         threads=torch.get_num_threads(),
         # 2 where the logical CPUs are hyper-threads sharing cores (None where unknown).
         threads_per_core=(counts['siblings'] // counts['cpu cores']

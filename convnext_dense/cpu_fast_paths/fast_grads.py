@@ -205,10 +205,16 @@ def channels_first(x: torch.Tensor) -> torch.Tensor:
 
 def _keep_matmuls_with(weight: torch.Tensor, ctx, op, *args, **kwargs):
     from torch.utils.checkpoint import CheckpointPolicy
-    if op in (torch.ops.aten.addmm.default, torch.ops.aten.mm.default) and any(
+    if op in _MATMUL_OPS and any(
             isinstance(arg, torch.Tensor) and arg.data_ptr() == weight.data_ptr() for arg in args):
         return CheckpointPolicy.MUST_SAVE
     return CheckpointPolicy.PREFER_RECOMPUTE
+
+
+# torch's matmuls, and oneDNN's that :mod:`.train_matmuls` runs in their place on some CPUs.
+_MATMUL_OPS = (torch.ops.aten.addmm.default, torch.ops.aten.mm.default,
+               *((torch.ops.mkldnn._linear_pointwise.default,)
+                 if hasattr(torch.ops.mkldnn, '_linear_pointwise') else ()))
 
 
 def keep_pwconv2_context(pwconv2: nn.Linear) -> Optional[Callable]:

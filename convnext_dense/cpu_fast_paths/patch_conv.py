@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .switch import fast_paths_enabled, tracing
+from .train_matmuls import train_matmul
 
 
 def patch_matmul_applies(conv: nn.Conv2d, x: torch.Tensor) -> bool:
@@ -36,7 +37,8 @@ def patch_matmul(x: torch.Tensor, weight: torch.Tensor,
     """``conv2d(x, weight, bias, stride=k)`` for a ``(O, C, k, k)`` weight, as one matmul.
 
     Rows and columns that do not fill a whole patch are dropped, as the convolution drops them.
-    Differentiable through autograd (two matmuls and the copy back in the backward pass).
+    Differentiable through autograd (two matmuls and the copy back in the backward pass); the
+    matmuls are :func:`.train_matmuls.train_matmul`'s.
 
     Args:
         x: ``(N, C, H, W)``, ideally channels-last (then only the patches are copied).
@@ -53,6 +55,5 @@ def patch_matmul(x: torch.Tensor, weight: torch.Tensor,
     patches = (pixels.reshape(batch, rows, size, cols, size, channels)
                .permute(0, 1, 3, 2, 4, 5).reshape(batch * rows * cols, size * size * channels))
     flat_weight = weight.permute(0, 2, 3, 1).reshape(out_channels, size * size * channels)
-    out = (patches @ flat_weight.t() if bias is None
-           else torch.addmm(bias, patches, flat_weight.t()))
+    out = train_matmul(patches, flat_weight, bias)  # oneDNN's where torch's BLAS is slow
     return out.view(batch, rows, cols, out_channels).permute(0, 3, 1, 2)

@@ -11,7 +11,7 @@ from ..cpu_fast_paths import (MKL_PACKED_LINEAR, ONEDNN_LINEAR, ColumnHalves, In
                               MklPackedWeights, cpu_support, depthwise_conv, fast_paths_enabled,
                               fused_mlp, keep_pwconv2_context, kept_samples, patch_matmul,
                               patch_matmul_applies, put_samples, skips_dropped_samples,
-                              take_samples, tracing)
+                              take_samples, tracing, train_matmul)
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -47,6 +47,18 @@ class PatchConv2d(nn.Conv2d):
         return super().forward(x)
 
 
+class PointwiseLinear(nn.Linear):
+    """The block's pointwise (1x1) convolutions, an ``nn.Linear`` over the channels-last dim.
+
+    The same parameters and results; in a float32 training step on CPUs where torch's BLAS runs
+    slowly (x86 CPUs not made by Intel) the matmuls are oneDNN's
+    (:mod:`convnext_dense.cpu_fast_paths.train_matmuls`). Hooks on the layer run as on any module.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return train_matmul(x, self.weight, self.bias)
+
+
 def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
     """Stochastic depth: zero whole samples of a residual branch with probability ``drop_prob``."""
     if drop_prob == 0.0 or not training:
@@ -62,7 +74,8 @@ class ConvNeXtBlock(nn.Module):
     Three paths compute the same function; ``with convnext_dense.cpu_fast_paths.fast_paths(False):``
     forces the first. The plain path reads as the paper's figure. The training path folds gamma and
     drop path into one multiply-add with the residual; on CPU it uses a fast depthwise-conv
-    backward and runs the branch on the samples drop path keeps only (:mod:`.sample_skip` of
+    backward, oneDNN matmuls where torch's BLAS is slow (:class:`PointwiseLinear`), and runs
+    the branch on the samples drop path keeps only (:mod:`.sample_skip` of
     :mod:`convnext_dense.cpu_fast_paths`); with ``with_cp`` it recomputes all but pwconv2 in the
     backward pass. On CPU, when nothing needs a gradient, the fused path runs two oneDNN matmuls
     with GELU and the residual add in their epilogues (see :mod:`convnext_dense.cpu_fast_paths`;
@@ -81,9 +94,9 @@ class ConvNeXtBlock(nn.Module):
         super().__init__()
         self.dwconv = nn.Conv2d(channels, channels, kernel_size=7, padding=3, groups=channels)
         self.norm = nn.LayerNorm(channels, eps=1e-6)
-        self.pwconv1 = nn.Linear(channels, 4 * channels)
+        self.pwconv1 = PointwiseLinear(channels, 4 * channels)
         self.act = nn.GELU()
-        self.pwconv2 = nn.Linear(4 * channels, channels)
+        self.pwconv2 = PointwiseLinear(4 * channels, channels)
         self.gamma: Optional[nn.Parameter] = (
             nn.Parameter(torch.full((channels,), float(layer_scale_init_value)))
             if layer_scale_init_value > 0 else None)

@@ -36,6 +36,9 @@ class Case:
         mlp_route: Ours, fp32 inference: run every fused block MLP through ``'onednn'`` or
             ``'blas'`` (:func:`~convnext_dense.cpu_fast_paths.cpu_support.force_mlp_route`);
             ``None``: the route this machine picks.
+        train_route: Ours, fp32 training: run the blocks' Linear layers through ``'onednn'`` or
+            ``'blas'`` (``convnext_dense.cpu_fast_paths.cpu_support.force_train_matmul_route``);
+            ``None``: the route this machine picks.
         drop_path_rate: Training: stochastic depth rising linearly to this rate at the last
             block, in every implementation (the configs train with 0.4-0.7).
     """
@@ -49,6 +52,7 @@ class Case:
     with_cp: bool = False
     compile: bool = False
     mlp_route: Optional[str] = None
+    train_route: Optional[str] = None
     drop_path_rate: float = 0.0
 
     def __post_init__(self) -> None:
@@ -65,6 +69,11 @@ class Case:
                 or self.task != 'infer' or self.precision != 'fp32'):
             raise ValueError(f"mlp_route {self.mlp_route!r}: one of {cpu_support.MLP_ROUTES}, "
                              "for our backbone's fp32 inference only")
+        if self.train_route is not None and (
+                self.train_route not in cpu_support.MLP_ROUTES or self.impl != 'ours'
+                or self.task != 'train' or self.precision != 'fp32'):
+            raise ValueError(f"train_route {self.train_route!r}: one of "
+                             f"{cpu_support.MLP_ROUTES}, for our backbone's fp32 training only")
         if self.drop_path_rate and (self.task != 'train' or not 0 < self.drop_path_rate < 1):
             raise ValueError(f'drop_path_rate {self.drop_path_rate!r}: in [0, 1), for training '
                              'only (inference runs no drop path)')
@@ -74,6 +83,8 @@ class Case:
         options = [name for name in ('channels_last', 'with_cp', 'compile') if getattr(self, name)]
         if self.mlp_route is not None:
             options.append(f'{self.mlp_route}_mlp')
+        if self.train_route is not None:
+            options.append(f'{self.train_route}_matmuls')
         if self.drop_path_rate:
             options.append(f'drop_path{self.drop_path_rate:g}')
         return '+'.join([self.impl] + options)
@@ -167,8 +178,8 @@ def make_step(model: nn.Module, case: Case,
     def train_step():
         for param in params:
             param.grad = None
-        with autocast():
+        with autocast(), cpu_support.force_train_matmul_route(case.train_route):
             feats = model(images)
-        loss = sum(feat.float().mean() for feat in feats)
-        loss.backward()
+            loss = sum(feat.float().mean() for feat in feats)
+            loss.backward()
     return train_step

@@ -66,7 +66,9 @@ def format_summary(summary: Sequence[Dict], goals: Sequence[Dict]) -> str:
                            if f'ratio_vs_{p}' in entry)
         modes = f"ours {entry['ours_mode']}" + (f", HF {entry['huggingface_mode']}" if hf else '')
         if 'route_s' in entry:
-            modes += (f"; MLP routes: oneDNN {entry['route_s']['onednn']:.3f} s, BLAS "
+            kind = ('training matmul routes' if entry.get('route_kind') == 'train_route'
+                    else 'MLP routes')
+            modes += (f"; {kind}: oneDNN {entry['route_s']['onednn']:.3f} s, BLAS "
                       f"{entry['route_s']['blas']:.3f} s (BLAS x{entry['blas_over_onednn']:.2f})")
             if 'route_hint' in entry:
                 modes += f"; faster here than the default route: {entry['route_hint']}"
@@ -92,7 +94,9 @@ def format_machine(results: Dict) -> str:
            f"{'native' if machine.get('native_bf16') else 'emulated'}, flags "
            f"{' '.join(machine.get('cpu_flags', ())) or 'none'}"
            + (f", wide-block MLP {machine['wide_mlp_route']}" if 'wide_mlp_route' in machine
-              else ''))
+              else '')
+           + (f", training matmuls {machine['train_matmul_route']}"
+              if 'train_matmul_route' in machine else ''))
     per_core = machine.get('threads_per_core')
     parts = [f"{machine.get('gpu') or machine['processor']} ({isa})",
              f"{machine['cores']} logical CPUs"

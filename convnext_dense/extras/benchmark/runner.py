@@ -19,7 +19,12 @@ from .matmul_peak import matmul_peak
 from .peers import BUILDERS, copy_ours_into, load_into_ours, peer_available
 from .timing import CLOCKS, load_average, time_interleaved
 
-VARIANTS = ('eager', 'channels_last', 'with_cp', 'compile', 'mlp_routes')
+VARIANTS = ('eager', 'channels_last', 'with_cp', 'compile', 'mlp_routes', 'train_routes')
+# Per route variant: the case field it sets, the machine's default route, the environment setting.
+ROUTE_VARIANTS = {
+    'mlp_routes': ('mlp_route', 'wide_mlp_route', cpu_support.MLP_ROUTE_ENV),
+    'train_routes': ('train_route', 'train_matmul_route', cpu_support.TRAIN_MATMUL_ROUTE_ENV),
+}
 PRECISION_FAMILIES = ('fp32', 'tf32', 'bf16')
 # Output agreement with our fp32 plain path, relative to the largest output value.
 AGREEMENT_TOLERANCE = {'fp32': 1e-4, 'tf32': 1e-2, 'bf16': 5e-2}
@@ -38,7 +43,8 @@ class BenchmarkConfig:
         variants: ``'eager'``, ``'channels_last'``, ``'with_cp'`` (training only: ours with and
             without checkpointing, and peers that support it), ``'compile'`` (``torch.compile``),
             ``'mlp_routes'`` (fp32 inference only: ours with each route of the fused block MLP,
-            oneDNN and BLAS, beside the peers).
+            oneDNN and BLAS, beside the peers), ``'train_routes'`` (the same for the fp32
+            training step's matmuls).
         peers: Peers to include when importable (``'huggingface'``, ``'timm'``, ``'mmpretrain'``).
         repeats: Timed steps per case.
         warmup: Untimed steps per case first.
@@ -126,6 +132,8 @@ def _variant_applies(variant: str, task: str, family: str) -> bool:
         return task == 'train'
     if variant == 'mlp_routes':  # the fused MLP runs only in inference; bf16 always on oneDNN
         return task == 'infer' and family == 'fp32'
+    if variant == 'train_routes':  # bf16 training matmuls are oneDNN's in any case
+        return task == 'train' and family == 'fp32'
     return True
 
 
@@ -138,8 +146,9 @@ def _variant_cases(impl, task, precision, size, variant, batch, drop_path_rate) 
         return [Case(**base, channels_last=True)]
     if variant == 'compile':
         return [Case(**base, compile=True)]
-    if variant == 'mlp_routes':
-        return ([Case(**base, mlp_route=route) for route in cpu_support.MLP_ROUTES]
+    if variant in ROUTE_VARIANTS:
+        field = ROUTE_VARIANTS[variant][0]
+        return ([Case(**base, **{field: route}) for route in cpu_support.MLP_ROUTES]
                 if impl == 'ours' else [Case(**base)])
     if impl == 'huggingface':  # no activation checkpointing in transformers' ConvNeXt
         return []
@@ -170,6 +179,7 @@ def machine_info(device: str) -> Dict:
             'processor': cpu['cpu_model'] if cpu['cpu_model'] != 'unknown' else
             platform.processor(),
             'cpu_vendor': cpu['cpu_vendor'], 'wide_mlp_route': cpu['wide_mlp_route'],
+            'train_matmul_route': cpu['train_matmul_route'],
             'cpu_capability': cpu['cpu_capability'], 'native_bf16': cpu['native_bf16'],
             'cpu_flags': cpu['flags'], 'cores': os.cpu_count(), 'threads': cpu['threads'],
             'threads_per_core': cpu['threads_per_core'],
@@ -280,9 +290,9 @@ def summarize(results: Dict) -> List[Dict]:
 
     Returns rows ``{'group', 'ours_s', 'peer', 'peer_s', 'ratio'}``; with_cp groups also give
     ``cp_time_ratio`` and (with memory) ``cp_memory_ratio`` against ours without checkpointing;
-    mlp_routes groups give ``route_s`` (median per route) and ``blas_over_onednn``, and
-    ``route_hint`` (the environment setting to use) where the route this machine does not take
-    by default was clearly faster.
+    mlp_routes and train_routes groups give ``route_s`` (median per route) and
+    ``blas_over_onednn``, and ``route_hint`` (the environment setting to use) where the route
+    this machine does not take by default was clearly faster.
     """
     by_group: Dict[str, List[Dict]] = {}
     for row in results['rows']:
@@ -305,13 +315,17 @@ def summarize(results: Dict) -> List[Dict]:
             continue
         best_ours = min(ours, key=lambda r: r['median_s'])
         entry.update(ours_s=best_ours['median_s'], ours_mode=best_ours['case']['precision'])
-        routes = {r['case']['mlp_route']: r['median_s'] for r in ours if r['case'].get('mlp_route')}
-        if set(routes) == {'onednn', 'blas'}:
-            entry.update(route_s=routes, blas_over_onednn=routes['blas'] / routes['onednn'])
-            default = results.get('machine', {}).get('wide_mlp_route')
+        for route_field, default_key, env in ROUTE_VARIANTS.values():
+            routes = {r['case'][route_field]: r['median_s'] for r in ours
+                      if r['case'].get(route_field)}
+            if set(routes) != {'onednn', 'blas'}:
+                continue
+            entry.update(route_s=routes, blas_over_onednn=routes['blas'] / routes['onednn'],
+                         route_kind=route_field)
+            default = results.get('machine', {}).get(default_key)
             faster = min(routes, key=routes.get)
             if default in routes and routes[faster] < ROUTE_HINT_MARGIN * routes[default]:
-                entry['route_hint'] = f'{cpu_support.MLP_ROUTE_ENV}={faster}'
+                entry['route_hint'] = f'{env}={faster}'
         for peer in ('huggingface', 'timm', 'mmpretrain'):
             peer_rows = [r for r in rows if r['case']['impl'] == peer]
             if peer_rows:
