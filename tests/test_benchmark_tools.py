@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+import convnext_dense.cpu_fast_paths.cpu_support as cpu_support
 import convnext_dense.cpu_fast_paths.fused_ops as fused_ops
 from convnext_dense import ConvNeXt
 from convnext_dense.extras.benchmark.cases import Case, build_model, make_images, make_step, prepare
@@ -51,6 +52,8 @@ def test_benchmark_cli_writes_table_and_json(tmp_path):
     assert isinstance(machine['native_bf16'], bool) and isinstance(machine['cpu_flags'], list)
     assert f"({machine['cpu_capability']}, bf16 " in result.stdout
     assert machine['wide_mlp_route'] in ('onednn', 'blas') and machine['cpu_vendor']
+    assert machine['train_matmul_route'] == cpu_support.train_matmul_route()
+    assert f"training matmuls {machine['train_matmul_route']}" in result.stdout
     # the allocator setting tools/train.py uses on CPU, shared by all implementations
     reason = reason_to_leave_alone(dict(os.environ, **{OPT_OUT_VARIABLE: 'keep'}))
     said = ('glibc malloc keeps freed memory' if reason is None
@@ -340,3 +343,20 @@ def test_drop_path_option_trains_every_implementation_with_the_same_schedule():
             Case(**{**dict(impl='ours', task='train', precision='fp32', size=(64, 64)), **bad})
     with pytest.raises(ValueError, match='drop_path_rate -0.1 is out of range'):
         BenchmarkConfig(drop_path_rate=-0.1)
+
+
+def test_matmul_peak_is_the_best_of_torch_and_onednn_on_cpu():
+    from convnext_dense.extras.benchmark.matmul_peak import (matmul_gflops, matmul_libraries,
+                                                             matmul_peak)
+    peak = matmul_peak(shapes=[(128, 64, 96)], repeats=1)
+    assert set(peak['by_library']) == set(matmul_libraries('cpu'))
+    assert peak['gflops'] == max(peak['by_library'].values()) > 0
+    assert peak['library'] == max(peak['by_library'], key=peak['by_library'].get)
+    assert peak['by_shape'] == {'128x64x96': peak['gflops']}
+    assert matmul_libraries('cuda') == ('torch',)
+    with pytest.raises(ValueError, match=r"library 'mkl' is not one of \('torch', 'onednn'\)"):
+        matmul_gflops(8, 8, 8, library='mkl')
+    line = format_machine({'machine': {'processor': 'cpu', 'cores': 2, 'threads': 1,
+                                       'torch': torch.__version__},
+                           'matmul_peak': {'float32': peak}})
+    assert f"float32 {peak['gflops']:.0f} GFLOP/s ({peak['library']})" in line

@@ -82,4 +82,3 @@ def train_matmul(x: torch.Tensor, weight: torch.Tensor,
     rows = x.reshape(-1, x.shape[-1]).contiguous()
     out = OnednnLinear.apply(rows, weight, bias)
     return out.view(*x.shape[:-1], weight.shape[0])
-

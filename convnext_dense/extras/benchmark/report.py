@@ -87,6 +87,7 @@ def format_machine(results: Dict) -> str:
     """One line: processor, ISA and bf16 support, cores and threads, torch, load, matmul peaks."""
     machine = results['machine']
     peaks = ', '.join(f"{dtype} {peak['gflops']:.0f} GFLOP/s"
+                      + (f" ({peak['library']})" if 'library' in peak else '')
                       for dtype, peak in results.get('matmul_peak', {}).items())
     load = machine.get('load_average', ())
     after = machine.get('load_average_after', ())
