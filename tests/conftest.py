@@ -16,6 +16,22 @@ def _seed():
 
 
 @pytest.fixture
+def route_env(monkeypatch):
+    """``route_env(variable, value)``: the process started with ``variable=value``, one of
+    ``cpu_support``'s route settings (which it reads once per process)."""
+    from convnext_dense.cpu_fast_paths import cpu_support
+    cached = (cpu_support.env_mlp_route, cpu_support.env_train_matmul_route)
+
+    def set_value(variable, value):
+        monkeypatch.setenv(variable, value)
+        for read in cached:
+            read.cache_clear()
+    yield set_value
+    for read in cached:  # before monkeypatch restores the environment: read afresh after it
+        read.cache_clear()
+
+
+@pytest.fixture
 def tiny_arch():
     return dict(TINY_ARCH)
 

@@ -243,31 +243,21 @@ def test_forced_mlp_route_overrides_the_choice_and_restores_it(monkeypatch):
     assert cpu_support.mlp_route(1024) == 'blas'
 
 
-@pytest.fixture
-def route_env(monkeypatch):
-    """``route_env(value)``: the process started with ``CONVNEXT_DENSE_MLP_ROUTE=value``."""
-    def set_value(value):
-        monkeypatch.setenv(cpu_support.MLP_ROUTE_ENV, value)
-        cpu_support.env_mlp_route.cache_clear()
-    yield set_value
-    monkeypatch.delenv(cpu_support.MLP_ROUTE_ENV, raising=False)
-    cpu_support.env_mlp_route.cache_clear()
-
-
 def test_route_from_the_environment(monkeypatch, route_env):
     monkeypatch.setattr(cpu_support, 'cpu_capability', lambda: 'AVX2')
     monkeypatch.setattr(cpu_support, 'cpu_vendor', lambda: 'AuthenticAMD')
-    route_env('blas')  # e.g. where --variants mlp_routes found BLAS faster on an EPYC
+    # e.g. where --variants mlp_routes found BLAS faster on an EPYC
+    route_env(cpu_support.MLP_ROUTE_ENV, 'blas')
     assert [cpu_support.mlp_route(c) for c in (128, 1024)] == ['blas', 'blas']
     assert cpu_support.describe()['wide_mlp_route'] == 'blas'
     with cpu_support.force_mlp_route('onednn'):  # the benchmark's forced routes still win
         assert cpu_support.mlp_route(1024) == 'onednn'
     monkeypatch.setattr(cpu_support, 'cpu_vendor', lambda: 'GenuineIntel')
-    route_env('onednn')
+    route_env(cpu_support.MLP_ROUTE_ENV, 'onednn')
     assert cpu_support.mlp_route(1024) == 'onednn'
-    route_env('')
+    route_env(cpu_support.MLP_ROUTE_ENV, '')
     assert cpu_support.mlp_route(1024) == 'blas'  # unset or empty: this CPU's default
-    route_env('mkl')
+    route_env(cpu_support.MLP_ROUTE_ENV, 'mkl')
     with pytest.raises(ValueError, match=r"CONVNEXT_DENSE_MLP_ROUTE='mkl' is not one of "
                                          r"\('onednn', 'blas'\)"):
         cpu_support.mlp_route(1024)
@@ -379,7 +369,7 @@ stub('convnext_dense.registry', MODELS=Registry())
 # One script for every emulated CPU: what it prints first tells the tests which paths it took.
 EMULATED_CPU_SCRIPT = BARE_PACKAGE + r'''
 import platform
-from convnext_dense.cpu_fast_paths import cpu_support, fast_paths, fused_ops
+from convnext_dense.cpu_fast_paths import cpu_support, fast_paths, fused_ops, train_matmuls
 from convnext_dense.model.backbone import ConvNeXt
 print(torch.backends.cpu.get_cpu_capability(), cpu_support.onednn_bf16(),
       cpu_support.native_bf16(), platform.machine(), fused_ops.ONEDNN_LINEAR,
@@ -417,13 +407,17 @@ assert packed_calls and (sum(packed_calls) >= 16 if fused_ops.MKL_PACKED_LINEAR
                          else not any(packed_calls)), packed_calls
 assert max(rel(b, p) for b, p in zip(blas, blas_plain)) <= 1e-5, 'fp32 BLAS route'
 model.train()
-grads, probes = [], [torch.randn(p.shape) for p in plain]  # random directions: no cancellation
-for fast in (True, False):  # the training path (fast depthwise weight gradient) and the plain one
+# The training path (fast depthwise weight gradient) with each route of its matmuls, down to the
+# tiny model's, against the plain path.
+train_matmuls.MIN_MULTIPLY_ADDS = 0
+grads, probes = {}, [torch.randn(p.shape) for p in plain]  # random directions: no cancellation
+for fast, route in ((False, None), (True, 'blas'), (True, 'onednn')):
     model.zero_grad()
-    with fast_paths(fast):
+    with fast_paths(fast), cpu_support.force_train_matmul_route(route):
         sum((o * probe).sum() for o, probe in zip(model(x), probes)).backward()
-    grads.append([p.grad.clone() for p in model.parameters()])
-assert all(rel(f, p) <= 1e-4 for f, p in zip(*grads)), 'training gradients'
+    grads[route] = [p.grad.clone() for p in model.parameters()]
+for route in cpu_support.MLP_ROUTES:
+    assert all(rel(f, p) <= 1e-4 for f, p in zip(grads[route], grads[None])), route
 print('ok')
 '''
 
@@ -432,7 +426,7 @@ print('ok')
 @pytest.mark.parametrize('cpu', ['EPYC-Rome-v2', 'Haswell-v4'])  # MKL: generic code / AVX2 code
 def test_real_avx2_cpu(cpu):
     """The whole bf16 request, float32 through both routes (BLAS on MKL-packed weights) and a
-    training step, on a CPU that has AVX2 and nothing newer, emulated by qemu (an AMD EPYC and
+    training step with both routes of its matmuls, on a CPU that has AVX2 and nothing newer, emulated by qemu (an AMD EPYC and
     an Intel Haswell)."""
     qemu = shutil.which('qemu-x86_64')
     if qemu is None:

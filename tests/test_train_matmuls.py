@@ -62,29 +62,18 @@ def test_route_follows_the_cpu_vendor(monkeypatch, machine, vendor, route):
     assert cpu_support.describe()['train_matmul_route'] == route
 
 
-@pytest.fixture
-def route_env(monkeypatch):
-    """``route_env(value)``: the process started with that route in the environment."""
-    def set_value(value):
-        monkeypatch.setenv(cpu_support.TRAIN_MATMUL_ROUTE_ENV, value)
-        cpu_support.env_train_matmul_route.cache_clear()
-    yield set_value
-    monkeypatch.delenv(cpu_support.TRAIN_MATMUL_ROUTE_ENV, raising=False)
-    cpu_support.env_train_matmul_route.cache_clear()
-
-
 def test_forced_and_environment_routes_override_the_choice(monkeypatch, route_env):
     monkeypatch.setattr(cpu_support, 'cpu_vendor', lambda: 'GenuineIntel')
     monkeypatch.setattr(cpu_support.platform, 'machine', lambda: 'x86_64')
-    route_env('onednn')
+    route_env(cpu_support.TRAIN_MATMUL_ROUTE_ENV, 'onednn')
     assert cpu_support.train_matmul_route() == 'onednn'
     with cpu_support.force_train_matmul_route('blas'):  # the benchmark's forced route wins
         assert cpu_support.train_matmul_route() == 'blas'
         with cpu_support.force_train_matmul_route(None):
             assert cpu_support.train_matmul_route() == 'onednn'
-    route_env('')
+    route_env(cpu_support.TRAIN_MATMUL_ROUTE_ENV, '')
     assert cpu_support.train_matmul_route() == 'blas'  # unset or empty: this CPU's default
-    route_env('mkl')
+    route_env(cpu_support.TRAIN_MATMUL_ROUTE_ENV, 'mkl')
     with pytest.raises(ValueError, match=r"CONVNEXT_DENSE_TRAIN_MATMUL_ROUTE='mkl' is not one "
                                          r"of \('onednn', 'blas'\)"):
         cpu_support.train_matmul_route()
