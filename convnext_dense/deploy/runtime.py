@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..model.archs import is_int
 from .errors import import_deploy_module
 from .meta import read_meta
 
@@ -43,8 +44,7 @@ class OnnxModel:
         self.meta = read_meta(self.model_dir)
         options = ort.SessionOptions()
         if threads is not None:
-            if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads \
-                    <= MAX_THREADS:
+            if not is_int(threads) or not 1 <= threads <= MAX_THREADS:
                 raise ValueError(f'threads {threads!r} must be an int from 1 to {MAX_THREADS}')
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1

@@ -6,7 +6,7 @@ from mmengine.logging import MMLogger
 from mmengine.optim import DefaultOptimWrapperConstructor
 from torch import nn
 
-from .archs import is_number
+from .archs import is_int, is_number
 from .layer_ids import DECAY_TYPES
 from ..registry import OPTIM_WRAPPER_CONSTRUCTORS
 
@@ -113,8 +113,7 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
         if decay_type not in DECAY_TYPES:
             raise ValueError(f'paramwise_cfg decay_type {decay_type!r} is not one of {DECAY_TYPES}')
         num_layers = cfg.get('num_layers')
-        if num_layers is not None and (
-                not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 1):
+        if num_layers is not None and (not is_int(num_layers) or num_layers < 1):
             raise ValueError(
                 f'paramwise_cfg num_layers {num_layers!r} must be a positive int or omitted '
                 '(derived from the backbone)')

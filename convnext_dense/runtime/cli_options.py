@@ -12,6 +12,7 @@ from typing import Callable, Optional, Tuple, Type
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
 
+from ..model.archs import is_int
 from .config import innermost_dataset, load_config, task_scope
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
@@ -137,7 +138,7 @@ def set_auto_scale_lr(cfg: Config, enable: bool) -> None:
     if not enable:
         return
     base = (cfg.get('auto_scale_lr') or {}).get('base_batch_size')
-    if not isinstance(base, int) or isinstance(base, bool) or base < 1:
+    if not is_int(base) or base < 1:
         raise ValueError('--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=N) in the '
                          'config, N the total batch size the lr was tuned for (a positive int); '
                          f'got {base!r}')
