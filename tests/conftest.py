@@ -39,11 +39,12 @@ def tiny_arch():
 @pytest.fixture
 def spy(monkeypatch):
     """``spy(owner, name)``: a list that gets the positional arguments of every call of
-    ``owner.name`` from then on; the original still runs."""
+    ``owner.name`` from then on; the original still runs (with the keyword arguments too)."""
     def install(owner, name):
         calls = []
         original = getattr(owner, name)
-        monkeypatch.setattr(owner, name, lambda *args: calls.append(args) or original(*args))
+        monkeypatch.setattr(owner, name, lambda *args, **kwargs: calls.append(args)
+                            or original(*args, **kwargs))
         return calls
     return install
 

@@ -42,8 +42,9 @@ def test_benchmark_cli_writes_table_and_json(tmp_path):
     assert 'ratio_vs_huggingface' in groups['train fp32 eager 64x96']
     assert 'cp_time_ratio' in groups['train fp32 with_cp 64x96']
     routes = groups['infer fp32 mlp_routes 64x96']
-    assert set(routes['route_s']) == {'onednn', 'blas'} and routes['blas_over_onednn'] > 0
-    assert 'MLP routes: oneDNN ' in result.stdout
+    assert list(routes['route_s']) == list(cpu_support.MLP_ROUTES)
+    assert all(seconds > 0 for seconds in routes['route_s'].values())
+    assert 'MLP routes: onednn ' in result.stdout and 'onednn_separate_gelu ' in result.stdout
     infer = [row for row in results['rows'] if row['case']['task'] == 'infer']
     assert infer and all(row['agrees'] for row in infer)
     assert results['command'].startswith('python tools/benchmark.py --arch {')
@@ -51,7 +52,7 @@ def test_benchmark_cli_writes_table_and_json(tmp_path):
     assert machine['cpu_capability'] == torch.backends.cpu.get_cpu_capability()
     assert isinstance(machine['native_bf16'], bool) and isinstance(machine['cpu_flags'], list)
     assert f"({machine['cpu_capability']}, bf16 " in result.stdout
-    assert machine['wide_mlp_route'] in ('onednn', 'blas') and machine['cpu_vendor']
+    assert machine['wide_mlp_route'] in cpu_support.MLP_ROUTES and machine['cpu_vendor']
     assert machine['train_matmul_route'] == cpu_support.train_matmul_route()
     assert f"training matmuls {machine['train_matmul_route']}" in result.stdout
     # the allocator setting tools/train.py uses on CPU, shared by all implementations
@@ -61,22 +62,28 @@ def test_benchmark_cli_writes_table_and_json(tmp_path):
     assert machine['malloc'].startswith(said) and machine['malloc'] in result.stdout
 
 
-@pytest.mark.parametrize('default,blas_s,hint', [
-    ('onednn', 0.90, 'CONVNEXT_DENSE_MLP_ROUTE=blas'),  # e.g. an EPYC where BLAS won
-    ('onednn', 0.97, None),  # within the margin: no advice from noise
-    ('blas', 0.90, None),  # the default already is the faster one
-    ('blas', 1.10, 'CONVNEXT_DENSE_MLP_ROUTE=onednn'),
+@pytest.mark.parametrize('default,separate_s,blas_s,hint', [
+    ('onednn', 1.0, 0.90, 'CONVNEXT_DENSE_MLP_ROUTE=blas'),  # e.g. an EPYC where BLAS won
+    ('onednn', 1.0, 0.97, None),  # within the margin: no advice from noise
+    ('blas', 1.0, 0.90, None),  # the default already is the faster one
+    ('blas', 1.0, 1.10, 'CONVNEXT_DENSE_MLP_ROUTE=onednn'),
+    ('onednn', 0.85, 0.90, 'CONVNEXT_DENSE_MLP_ROUTE=onednn_separate_gelu'),  # the fastest
+    ('onednn_separate_gelu', 1.10, 1.20, 'CONVNEXT_DENSE_MLP_ROUTE=onednn'),
 ])
-def test_mlp_routes_summary_names_the_setting_for_a_faster_route(default, blas_s, hint):
+def test_mlp_routes_summary_names_the_setting_for_a_faster_route(default, separate_s, blas_s,
+                                                                 hint):
     def row(route, seconds):
         case = dict(impl='ours', precision='fp32', mlp_route=route)
         return dict(group='infer fp32 mlp_routes 512x512', case=case, median_s=seconds)
     results = dict(machine=dict(wide_mlp_route=default),
-                   rows=[row('onednn', 1.0), row('blas', blas_s)])
+                   rows=[row('onednn', 1.0), row('onednn_separate_gelu', separate_s),
+                         row('blas', blas_s)])
     entry, = summarize(results)
     assert entry.get('route_hint') == hint
     table = format_summary([entry], [])
     assert (f'faster here than the default route: {hint}' in table) is (hint is not None)
+    assert (f'MLP routes: onednn 1.000 s, onednn_separate_gelu {separate_s:.3f} s, '
+            f'blas {blas_s:.3f} s') in table
 
 
 def test_with_cp_step_needs_less_memory():
@@ -198,7 +205,7 @@ def test_mlp_routes_variant_times_each_route_of_ours_beside_the_peers(monkeypatc
     groups = plan_groups(config, ['ours', 'huggingface'])
     assert [(g.task, g.family) for g in groups] == [('infer', 'fp32')]  # the fused path's case
     assert [c.label() for c in groups[0].cases] == [
-        'ours+onednn_mlp', 'ours+blas_mlp', 'huggingface']
+        'ours+onednn_mlp', 'ours+onednn_separate_gelu_mlp', 'ours+blas_mlp', 'huggingface']
     for bad in (dict(mlp_route='mkl'), dict(mlp_route='blas', impl='huggingface'),
                 dict(mlp_route='blas', task='train')):
         with pytest.raises(ValueError, match='mlp_route'):

@@ -206,24 +206,27 @@ def test_native_bf16_takes_the_fused_bf16_path(tiny_arch, onednn_bf16_kernels, p
     assert set(packed_dtypes) == {torch.bfloat16} and model._float32_copy._value is None
 
 
-@pytest.mark.parametrize('vendor,capability,blas', [
-    ('GenuineIntel', 'AVX2', True),  # Haswell .. Alder Lake client: measured, MKL's AVX2 branch
-    ('AuthenticAMD', 'AVX2', False),  # EPYC Rome / Milan: MKL's generic branch
-    ('HygonGenuine', 'AVX2', False),
-    ('unknown', 'AVX2', False),  # no /proc/cpuinfo
-    ('GenuineIntel', 'AVX512', False),
-    ('AuthenticAMD', 'AVX512', False),  # Zen 4
-    ('unknown', 'SVE256', False),
-    ('unknown', 'DEFAULT', False),
+@pytest.mark.parametrize('vendor,capability,narrow,wide', [
+    # Haswell .. Alder Lake client: measured, MKL's AVX2 branch
+    ('GenuineIntel', 'AVX2', 'onednn_separate_gelu', 'blas'),
+    # EPYC Rome / Milan: MKL's generic branch; oneDNN's AVX2 GELU epilogue is slow
+    ('AuthenticAMD', 'AVX2', 'onednn_separate_gelu', 'onednn_separate_gelu'),
+    ('HygonGenuine', 'AVX2', 'onednn_separate_gelu', 'onednn_separate_gelu'),
+    ('unknown', 'AVX2', 'onednn_separate_gelu', 'onednn_separate_gelu'),  # no /proc/cpuinfo
+    ('GenuineIntel', 'AVX512', 'onednn', 'onednn'),
+    ('AuthenticAMD', 'AVX512', 'onednn', 'onednn'),  # Zen 4, Zen 5
+    ('unknown', 'SVE256', 'onednn', 'onednn'),
+    ('unknown', 'DEFAULT', 'onednn', 'onednn'),
 ])
-def test_blas_mlp_only_for_wide_blocks_on_intel_avx2(monkeypatch, vendor, capability, blas):
+def test_mlp_route_per_vendor_and_isa(monkeypatch, vendor, capability, narrow, wide):
     monkeypatch.setattr(cpu_support, 'cpu_capability', lambda: capability)
     monkeypatch.setattr(cpu_support, 'cpu_vendor', lambda: vendor)
-    assert cpu_support.mlp_route(128) == 'onednn'  # the fused epilogue wins on narrow blocks
+    assert cpu_support.mlp_route(128) == narrow  # BLAS never: the fused add wins on 128 channels
+    assert cpu_support.onednn_mlp(128)
     for channels in (256, 512, 1024):
-        assert cpu_support.mlp_route(channels) == ('blas' if blas else 'onednn')
-        assert cpu_support.onednn_mlp(channels) is not blas
-    assert cpu_support.describe()['wide_mlp_route'] == ('blas' if blas else 'onednn')
+        assert cpu_support.mlp_route(channels) == wide
+        assert cpu_support.onednn_mlp(channels) is (wide != 'blas')
+    assert cpu_support.describe()['wide_mlp_route'] == wide
 
 
 def test_forced_mlp_route_overrides_the_choice_and_restores_it(monkeypatch):
@@ -234,10 +237,12 @@ def test_forced_mlp_route_overrides_the_choice_and_restores_it(monkeypatch):
         with cpu_support.force_mlp_route('blas'):
             assert cpu_support.mlp_route(128) == 'blas'
         with cpu_support.force_mlp_route(None):
-            assert [cpu_support.mlp_route(c) for c in (128, 1024)] == ['onednn', 'blas']
+            assert [cpu_support.mlp_route(c) for c in (128, 1024)] == [
+                'onednn_separate_gelu', 'blas']
         assert cpu_support.mlp_route(1024) == 'onednn'
     assert cpu_support.mlp_route(1024) == 'blas'
-    with pytest.raises(ValueError, match=r"MLP route 'mkl' is not one of \('onednn', 'blas'\)"):
+    with pytest.raises(ValueError, match=r"MLP route 'mkl' is not one of \('onednn', "
+                                         r"'onednn_separate_gelu', 'blas'\)"):
         with cpu_support.force_mlp_route('mkl'):
             pass
     assert cpu_support.mlp_route(1024) == 'blas'
@@ -259,17 +264,17 @@ def test_route_from_the_environment(monkeypatch, route_env):
     assert cpu_support.mlp_route(1024) == 'blas'  # unset or empty: this CPU's default
     route_env(cpu_support.MLP_ROUTE_ENV, 'mkl')
     with pytest.raises(ValueError, match=r"CONVNEXT_DENSE_MLP_ROUTE='mkl' is not one of "
-                                         r"\('onednn', 'blas'\)"):
+                                         r"\('onednn', 'onednn_separate_gelu', 'blas'\)"):
         cpu_support.mlp_route(1024)
 
 
 @pytest.mark.parametrize('route', cpu_support.MLP_ROUTES)
 def test_forced_route_runs_and_matches_plain(tiny_arch, route, monkeypatch):
-    calls = {'onednn': 0, 'blas': 0}
-    for name, function in (('onednn', 'linear_gelu'), ('blas', 'blas_mlp_chunk')):
+    calls = {'linear_gelu': 0, 'linear': 0, 'blas_mlp_chunk': 0}
+    for function in calls:
         original = getattr(fused_ops, function)
 
-        def counted(*args, _original=original, _name=name):
+        def counted(*args, _original=original, _name=function):
             calls[_name] += 1
             return _original(*args)
         monkeypatch.setattr(fused_ops, function, counted)
@@ -279,8 +284,13 @@ def test_forced_route_runs_and_matches_plain(tiny_arch, route, monkeypatch):
         plain = model(x)
     with torch.inference_mode(), cpu_support.force_mlp_route(route):
         forced = model(x)
-    other = 'blas' if route == 'onednn' else 'onednn'
-    assert calls[route] == sum(tiny_arch['depths']) and calls[other] == 0
+    blocks = sum(tiny_arch['depths'])
+    # The first matmul with GELU in its epilogue; both matmuls plain (the residual add rides in
+    # the second's epilogue: linear_add); or BLAS.
+    expected = {'onednn': dict(linear_gelu=blocks, linear=0, blas_mlp_chunk=0),
+                'onednn_separate_gelu': dict(linear_gelu=0, linear=blocks, blas_mlp_chunk=0),
+                'blas': dict(linear_gelu=0, linear=0, blas_mlp_chunk=blocks)}
+    assert calls == expected[route]
     for a, p in zip(forced, plain):
         _assert_rel(a, p, 1e-5, route)
 
@@ -314,19 +324,23 @@ def test_cpu_info_reads_the_vendor(monkeypatch, tmp_path):
                                            frozenset({'fpu', 'sse2', 'avx', 'avx2', 'fma'}),
                                            {'siblings': 2, 'cpu cores': 1})
         facts = cpu_support.describe()
-        assert facts['cpu_vendor'] == 'AuthenticAMD' and facts['wide_mlp_route'] == 'onednn'
+        assert (facts['cpu_vendor'] == 'AuthenticAMD'
+                and facts['wide_mlp_route'] == 'onednn_separate_gelu')
         assert facts['threads_per_core'] == 2 and facts['flags'] == ['avx2']
     finally:
         cpu_support._cpu_info.cache_clear()
 
 
-@pytest.mark.parametrize('onednn', [True, False])
-def test_both_matmul_routes_match_plain_in_chunks(tiny_arch, onednn, monkeypatch):
-    monkeypatch.setattr(cpu_support, 'onednn_mlp', lambda channels: onednn)
-    rows = {'onednn': [], 'blas': []}
-    for name, route in (('onednn', 'linear_gelu'), ('blas', 'blas_mlp_chunk')):
-        original = getattr(fused_ops, route)
-        monkeypatch.setattr(fused_ops, route, lambda h, *a, _o=original, _n=name:
+@pytest.mark.parametrize('route', cpu_support.MLP_ROUTES)
+def test_each_mlp_route_matches_plain_in_chunks(tiny_arch, route, monkeypatch):
+    monkeypatch.setattr(cpu_support, 'mlp_route', lambda channels: route)
+    # What each route calls once per chunk (the second matmul, with the residual add in its
+    # epilogue, is linear_add on both oneDNN routes).
+    first = {'onednn': 'linear_gelu', 'onednn_separate_gelu': 'linear', 'blas': 'blas_mlp_chunk'}
+    rows = {name: [] for name in first.values()}
+    for name in rows:
+        original = getattr(fused_ops, name)
+        monkeypatch.setattr(fused_ops, name, lambda h, *a, _o=original, _n=name:
                             rows[_n].append(h.shape[0]) or _o(h, *a))
     model = _model(tiny_arch, out_indices=(1, 3))
     x = torch.randn(2, 3, 67, 93)  # stage 0: 2 * 16 * 23 = 736 rows
@@ -337,14 +351,14 @@ def test_both_matmul_routes_match_plain_in_chunks(tiny_arch, onednn, monkeypatch
         monkeypatch.setattr(fused_ops, '_MIN_CHUNK_ROWS', 1)
         monkeypatch.setattr(fused_ops, 'HIDDEN_CHUNK_BYTES', 100 * 64 * 4)  # 100 rows at stage 0
         chunked = model(x)
-    used, unused = ('onednn', 'blas') if onednn else ('blas', 'onednn')
-    assert rows[used] and not rows[unused]
-    assert rows[used][:5] == [736, 176, 40, 40, 8]  # one call per block: stages 0, 1, 2, 2, 3
-    step = 100 if onednn else 50  # BLAS takes half the activation bytes per chunk
-    assert rows[used][5:5 + 736 // step + 1] == [step] * (736 // step) + [736 % step]
+    used = rows.pop(first[route])
+    assert not any(rows.values()), rows
+    assert used[:5] == [736, 176, 40, 40, 8]  # one call per block: stages 0, 1, 2, 2, 3
+    step = 50 if route == 'blas' else 100  # BLAS takes half the activation bytes per chunk
+    assert used[5:5 + 736 // step + 1] == [step] * (736 // step) + [736 % step]
     for a, b, p in zip(whole, chunked, plain):
-        _assert_rel(a, p, 1e-5, f'onednn={onednn} vs plain')
-        _assert_rel(b, p, 1e-5, f'onednn={onednn} in chunks vs plain')
+        _assert_rel(a, p, 1e-5, f'{route} vs plain')
+        _assert_rel(b, p, 1e-5, f'{route} in chunks vs plain')
 
 
 # The backbone without mmengine: its BaseModule as a plain Module and the registry as a no-op.
@@ -373,7 +387,7 @@ from convnext_dense.cpu_fast_paths import cpu_support, fast_paths, fused_ops, tr
 from convnext_dense.model.backbone import ConvNeXt
 print(torch.backends.cpu.get_cpu_capability(), cpu_support.onednn_bf16(),
       cpu_support.native_bf16(), platform.machine(), fused_ops.ONEDNN_LINEAR,
-      fused_ops.MKL_PACKED_LINEAR)
+      fused_ops.MKL_PACKED_LINEAR, cpu_support.mlp_route(8), cpu_support.mlp_route(1024))
 torch.manual_seed(0)
 model = ConvNeXt(arch=dict(depths=(1, 1, 1, 1), channels=(8, 16, 32, 64)),
                  layer_scale_init_value=1.0).eval()
@@ -416,7 +430,7 @@ for fast, route in ((False, None), (True, 'blas'), (True, 'onednn')):
     with fast_paths(fast), cpu_support.force_train_matmul_route(route):
         sum((o * probe).sum() for o, probe in zip(model(x), probes)).backward()
     grads[route] = [p.grad.clone() for p in model.parameters()]
-for route in cpu_support.MLP_ROUTES:
+for route in cpu_support.TRAIN_MATMUL_ROUTES:
     assert all(rel(f, p) <= 1e-4 for f, p in zip(grads[route], grads[None])), route
 print('ok')
 '''
@@ -437,6 +451,11 @@ def test_real_avx2_cpu(cpu):
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.split()
     assert lines[:6] == ['AVX2', 'False', 'False', 'x86_64', 'True', 'True'], result.stdout
+    # oneDNN with GELU apart (tiny blocks); the wide blocks' route per vendor, which qemu-user
+    # takes from the host's /proc/cpuinfo
+    wide = ('blas' if cpu_support.cpu_vendor() in cpu_support.BLAS_MLP_VENDORS
+            else 'onednn_separate_gelu')
+    assert lines[6:8] == ['onednn_separate_gelu', wide], result.stdout
     assert lines[-1] == 'ok', result.stdout
     assert 'bfloat16 is emulated on this CPU' in result.stderr
 
@@ -458,7 +477,8 @@ def test_real_aarch64_cpu(cpu, bf16):
          EMULATED_CPU_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.split()
-    assert lines[1:6] == [str(bf16), str(bf16), 'aarch64', 'True', 'False'], result.stdout
+    assert lines[1:8] == [str(bf16), str(bf16), 'aarch64', 'True', 'False', 'onednn',
+                          'onednn'], result.stdout
     assert lines[-1] == 'ok', result.stdout
     warned = 'bfloat16 is emulated on this CPU' in result.stderr
     assert warned is not bf16 and ('no bf16 extension' in result.stderr) is warned

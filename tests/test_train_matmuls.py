@@ -127,7 +127,7 @@ def test_onednn_route_only_for_float32_steps_large_enough(monkeypatch):
     assert out.shape == (4, 8, 8, 1024) and _rel(out, F.linear(large, weight)) == 0
 
 
-@pytest.mark.parametrize('route', cpu_support.MLP_ROUTES)
+@pytest.mark.parametrize('route', cpu_support.TRAIN_MATMUL_ROUTES)
 @pytest.mark.parametrize('with_cp, drop_path_rate', [(False, 0.0), (False, 0.3), (True, 0.0)])
 def test_training_step_matches_plain_on_each_route(every_size, route, with_cp, drop_path_rate):
     model = trained_like(TINY_ARCH, drop_path_rate=drop_path_rate, with_cp=with_cp).train()
@@ -153,7 +153,7 @@ def test_with_cp_keeps_pwconv2_output_on_the_onednn_route(every_size):
     model = ConvNeXt(arch=TINY_ARCH, with_cp=True).train()
     blocks = [block for stage in model.stages for block in stage]
     counts = {}
-    for route in cpu_support.MLP_ROUTES:
+    for route in cpu_support.TRAIN_MATMUL_ROUTES:
         with cpu_support.force_train_matmul_route(route):
             loss = sum(o.mean() for o in model(torch.randn(2, 3, 64, 64)))
             with _CountOps([block.pwconv2.weight for block in blocks]) as ops:
@@ -191,7 +191,8 @@ def test_benchmark_times_each_training_route_and_names_a_faster_one():
     assert [(g.task, g.family) for g in groups] == [('train', 'fp32')]
     assert [c.label() for c in groups[0].cases] == [
         'ours+onednn_matmuls', 'ours+blas_matmuls', 'huggingface']
-    for bad in (dict(train_route='mkl'), dict(train_route='blas', impl='huggingface'),
+    for bad in (dict(train_route='mkl'), dict(train_route='onednn_separate_gelu'),
+                dict(train_route='blas', impl='huggingface'),
                 dict(train_route='blas', task='infer')):
         with pytest.raises(ValueError, match='train_route'):
             Case(**{**dict(impl='ours', task='train', precision='fp32', size=(64, 64)), **bad})
@@ -208,4 +209,4 @@ def test_benchmark_times_each_training_route_and_names_a_faster_one():
                    rows=[row('onednn', 1.0), row('blas', 1.5)])
     entry, = summarize(results)
     assert entry['route_hint'] == 'CONVNEXT_DENSE_TRAIN_MATMUL_ROUTE=onednn'
-    assert 'training matmul routes: oneDNN 1.000 s, BLAS 1.500 s' in format_summary([entry], [])
+    assert 'training matmul routes: onednn 1.000 s, blas 1.500 s' in format_summary([entry], [])

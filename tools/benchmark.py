@@ -65,7 +65,8 @@ def parse_args(argv=None):
                         choices=PRECISION_FAMILIES)
     parser.add_argument('--variants', nargs='+', default=['eager'], choices=VARIANTS,
                         help="with_cp: training with activation checkpointing; mlp_routes: fp32 "
-                             "inference with each route of the fused block MLP (oneDNN, BLAS); "
+                             "inference with each route of the fused block MLP (oneDNN with "
+                             "GELU fused or apart, BLAS); "
                              "train_routes: the fp32 training step with each route of the "
                              "blocks' matmuls")
     parser.add_argument('--peers', nargs='*', default=['huggingface', 'timm', 'mmpretrain'])

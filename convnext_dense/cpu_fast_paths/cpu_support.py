@@ -11,8 +11,9 @@ questions about bfloat16:
   32 GFLOP/s against 117 in float32.
 
 Where bf16 is not native the backbone computes a bf16 request in float32 (:mod:`.float32_fallback`).
-And two about float32: :func:`mlp_route`, which matmuls run a wide block's inference MLP, and
-:func:`train_matmul_route`, which run the blocks' Linear layers in a training step.
+And two about float32: :func:`mlp_route`, how a block's inference MLP runs (whose matmuls, and
+whether GELU rides in the first one's epilogue), and :func:`train_matmul_route`, which matmuls run
+the blocks' Linear layers in a training step.
 Tests monkeypatch these functions to force either answer.
 """
 import contextlib
@@ -20,7 +21,7 @@ import functools
 import logging
 import os
 import platform
-from typing import Dict, FrozenSet, Iterator, NamedTuple, Optional
+from typing import Dict, FrozenSet, Iterator, NamedTuple, Optional, Tuple
 
 import torch
 
@@ -37,7 +38,14 @@ logger = logging.getLogger(__name__)
 # CPU limited to AVX2 gave it 1.02x.
 BLAS_MLP_MIN_CHANNELS = 256
 BLAS_MLP_VENDORS = ('GenuineIntel',)
-MLP_ROUTES = ('onednn', 'blas')
+# Where torch dispatches to AVX2 (so oneDNN's kernels are AVX2 ones too), oneDNN's exact-GELU
+# epilogue costs more than the matmul saves by fusing it: ConvNeXt-B's stage-3 first layer (1024
+# rows, 512 -> 2048) took 21.6 ms with it, 17.6 ms without and 1.2 ms more for torch's in-place
+# GELU over the result; with AVX-512 kernels the epilogue costs 0.4 ms (a Zen 5 EPYC limited to
+# AVX2 kernels, one thread, CPU time). So the oneDNN route there runs the first matmul plain and
+# GELU after it, 'onednn_separate_gelu': the backbone's inference pass took 0.94x the time.
+MLP_ROUTES = ('onednn', 'onednn_separate_gelu', 'blas')
+TRAIN_MATMUL_ROUTES = ('onednn', 'blas')
 # Set to one of MLP_ROUTES, it runs every fused float32 block MLP of the process through that
 # route: for a CPU where `tools/benchmark.py --variants mlp_routes` finds the other one faster.
 MLP_ROUTE_ENV = 'CONVNEXT_DENSE_MLP_ROUTE'
@@ -69,10 +77,12 @@ def cpu_vendor() -> str:
 
 
 def mlp_route(channels: int) -> str:
-    """Which matmuls run a fused float32 block MLP of ``channels``: ``'onednn'`` or ``'blas'``.
+    """How a fused float32 block MLP of ``channels`` runs: one of :data:`MLP_ROUTES`.
 
     ``'blas'`` (MKL matmuls, in-place GELU) for blocks of :data:`BLAS_MLP_MIN_CHANNELS` or more
-    on Intel CPUs whose best ISA is AVX2, ``'onednn'`` (fused epilogues) everywhere else, unless
+    on Intel CPUs whose best ISA is AVX2; ``'onednn_separate_gelu'`` (oneDNN matmuls, in-place
+    GELU, the residual add in the second one's epilogue) for the other blocks where torch's ISA
+    is AVX2; ``'onednn'`` (GELU and residual add in oneDNN's epilogues) everywhere else. Unless
     :func:`force_mlp_route` or the environment variable :data:`MLP_ROUTE_ENV` (in that order)
     says otherwise.
     """
@@ -81,15 +91,16 @@ def mlp_route(channels: int) -> str:
     chosen = env_mlp_route()
     if chosen is not None:
         return chosen
-    wide_on_intel_avx2 = (channels >= BLAS_MLP_MIN_CHANNELS and cpu_capability() == 'AVX2'
-                          and cpu_vendor() in BLAS_MLP_VENDORS)
-    return 'blas' if wide_on_intel_avx2 else 'onednn'
+    if cpu_capability() != 'AVX2':
+        return 'onednn'
+    wide_on_intel = channels >= BLAS_MLP_MIN_CHANNELS and cpu_vendor() in BLAS_MLP_VENDORS
+    return 'blas' if wide_on_intel else 'onednn_separate_gelu'
 
 
 @functools.lru_cache(maxsize=None)
 def env_mlp_route() -> Optional[str]:
     """The route :data:`MLP_ROUTE_ENV` names (read once), or ``None`` where it is unset or empty."""
-    return _route_from_env(MLP_ROUTE_ENV)
+    return _route_from_env(MLP_ROUTE_ENV, MLP_ROUTES)
 
 
 def train_matmul_route() -> str:
@@ -115,33 +126,33 @@ def train_matmul_route() -> str:
 @functools.lru_cache(maxsize=None)
 def env_train_matmul_route() -> Optional[str]:
     """The route :data:`TRAIN_MATMUL_ROUTE_ENV` names (read once), or ``None`` where unset."""
-    return _route_from_env(TRAIN_MATMUL_ROUTE_ENV)
+    return _route_from_env(TRAIN_MATMUL_ROUTE_ENV, TRAIN_MATMUL_ROUTES)
 
 
-def _route_from_env(name: str) -> Optional[str]:
+def _route_from_env(name: str, routes: Tuple[str, ...]) -> Optional[str]:
     value = os.environ.get(name, '').strip()
     if not value:
         return None
-    if value not in MLP_ROUTES:
-        raise ValueError(f'{name}={value!r} is not one of {MLP_ROUTES} (or unset: '
+    if value not in routes:
+        raise ValueError(f'{name}={value!r} is not one of {routes} (or unset: '
                          'the route this CPU gets by default)')
     return value
 
 
 def onednn_mlp(channels: int) -> bool:
-    """Whether a fused float32 block of ``channels`` runs oneDNN's fused matmuls (else BLAS)."""
-    return mlp_route(channels) == 'onednn'
+    """Whether a fused float32 block of ``channels`` runs oneDNN's matmuls (else BLAS)."""
+    return mlp_route(channels) != 'blas'
 
 
 @contextlib.contextmanager
 def force_mlp_route(route: Optional[str]) -> Iterator[None]:
     """Run every fused float32 block MLP through ``route`` inside the ``with`` body.
 
-    ``'onednn'`` or ``'blas'``; ``None`` restores :func:`mlp_route`'s own choice. Both routes
+    One of :data:`MLP_ROUTES`; ``None`` restores :func:`mlp_route`'s own choice. All routes
     compute the same result (to float32 rounding); ``tools/benchmark.py --variants mlp_routes``
     times them side by side on this machine.
     """
-    with _forcing('_forced_mlp_route', 'MLP route', route):
+    with _forcing('_forced_mlp_route', 'MLP route', route, MLP_ROUTES):
         yield
 
 
@@ -153,14 +164,16 @@ def force_train_matmul_route(route: Optional[str]) -> Iterator[None]:
     compute the same gradients (to float32 rounding); ``tools/benchmark.py --variants
     train_routes`` times them side by side on this machine.
     """
-    with _forcing('_forced_train_matmul_route', 'training matmul route', route):
+    with _forcing('_forced_train_matmul_route', 'training matmul route', route,
+                  TRAIN_MATMUL_ROUTES):
         yield
 
 
 @contextlib.contextmanager
-def _forcing(variable: str, what: str, route: Optional[str]) -> Iterator[None]:
-    if route is not None and route not in MLP_ROUTES:
-        raise ValueError(f'{what} {route!r} is not one of {MLP_ROUTES} (or None)')
+def _forcing(variable: str, what: str, route: Optional[str],
+             routes: Tuple[str, ...]) -> Iterator[None]:
+    if route is not None and route not in routes:
+        raise ValueError(f'{what} {route!r} is not one of {routes} (or None)')
     previous = globals()[variable]
     globals()[variable] = route
     try:

@@ -95,8 +95,8 @@ def fused_mlp(x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor, weigh
               bias2: torch.Tensor, shortcut: Optional[torch.Tensor] = None,
               onednn: bool = True,
               column_halves: Optional[Callable[[], Tuple[torch.Tensor, ...]]] = None,
-              mkl_packed: Optional[Callable[[int], Tuple[torch.Tensor, torch.Tensor]]] = None
-              ) -> torch.Tensor:
+              mkl_packed: Optional[Callable[[int], Tuple[torch.Tensor, torch.Tensor]]] = None,
+              separate_gelu: bool = False) -> torch.Tensor:
     """``gelu(x @ weight1.T + bias1) @ weight2.T + bias2 (+ shortcut)`` over the last dim of ``x``.
 
     Rows are taken in chunks of :func:`chunk_rows` (GELU activations within
@@ -116,6 +116,9 @@ def fused_mlp(x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor, weigh
             (:mod:`.column_split`).
         mkl_packed: Returns both layers packed by MKL for a number of rows
             (:class:`MklPackedWeights`): the BLAS route's full chunks run on them.
+        separate_gelu: With ``onednn``: GELU in place after the first matmul instead of in its
+            epilogue (faster with AVX2 kernels, see
+            :data:`~convnext_dense.cpu_fast_paths.cpu_support.MLP_ROUTES`); the same result.
 
     Returns:
         ``(..., C_out)`` in ``x``'s dtype.
@@ -135,7 +138,10 @@ def fused_mlp(x: torch.Tensor, weight1: torch.Tensor, bias1: torch.Tensor, weigh
             full = packed is not None and rows - start >= step
             return blas_mlp_chunk(x[start:start + step], weight1, bias1, weight2, bias2, part,
                                   packed if full else None)
-        hidden = linear_gelu(x[start:start + step], weight1, bias1)
+        if separate_gelu:
+            hidden = torch.ops.aten.gelu_(linear(x[start:start + step], weight1, bias1))
+        else:
+            hidden = linear_gelu(x[start:start + step], weight1, bias1)
         if column_halves is not None and column_split.applies(hidden, bias2.numel()):
             return column_split.second_layer(hidden, weight2, bias2, part, column_halves,
                                              second_matmul)

@@ -1,5 +1,6 @@
 """The ConvNeXt building blocks: a channels-first LayerNorm, the downsampling convolution and the
 inverted-bottleneck block."""
+import functools
 from typing import Optional
 
 import torch
@@ -168,7 +169,8 @@ class ConvNeXtBlock(nn.Module):
 
     def _fused_forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = self._compute_dtype(x)
-        onednn = dtype != torch.float32 or cpu_support.onednn_mlp(x.shape[1])
+        route = 'onednn' if dtype != torch.float32 else cpu_support.mlp_route(x.shape[1])
+        onednn = route != 'blas'
         weights = self._inference_weights.get(self.pwconv1, self.pwconv2, self.gamma, dtype,
                                               onednn)
         y = self.norm(self.dwconv(x).permute(0, 2, 3, 1))  # (N, C, H, W) -> (N, H, W, C)
@@ -181,9 +183,11 @@ class ConvNeXtBlock(nn.Module):
         packed = (None if onednn or not MKL_PACKED_LINEAR else lambda rows: self._mkl_packed.get(
             self.pwconv1, self.pwconv2, self.gamma, weights, rows))
         shortcut = x.permute(0, 2, 3, 1)
+        run = functools.partial(fused_mlp, y, *weights, onednn=onednn, column_halves=halves,
+                                mkl_packed=packed, separate_gelu=route == 'onednn_separate_gelu')
         if out_dtype == dtype and shortcut.is_contiguous():
-            return fused_mlp(y, *weights, shortcut, onednn, halves, packed).permute(0, 3, 1, 2)
-        mlp = fused_mlp(y, *weights, None, onednn, halves, packed)
+            return run(shortcut=shortcut).permute(0, 3, 1, 2)
+        mlp = run(shortcut=None)
         return x.to(out_dtype) + mlp.permute(0, 3, 1, 2)
 
     def train(self, mode: bool = True) -> 'ConvNeXtBlock':

@@ -33,9 +33,10 @@ class Case:
             (the backbone is channels-last inside in any case).
         with_cp: Activation checkpointing (ours: ``with_cp=True``; timm: grad checkpointing).
         compile: ``torch.compile`` the model.
-        mlp_route: Ours, fp32 inference: run every fused block MLP through ``'onednn'`` or
-            ``'blas'`` (:func:`~convnext_dense.cpu_fast_paths.cpu_support.force_mlp_route`);
-            ``None``: the route this machine picks.
+        mlp_route: Ours, fp32 inference: run every fused block MLP through ``'onednn'``,
+            ``'onednn_separate_gelu'`` or ``'blas'``
+            (:func:`~convnext_dense.cpu_fast_paths.cpu_support.force_mlp_route`); ``None``: the
+            route this machine picks.
         train_route: Ours, fp32 training: run the blocks' Linear layers through ``'onednn'`` or
             ``'blas'`` (``convnext_dense.cpu_fast_paths.cpu_support.force_train_matmul_route``);
             ``None``: the route this machine picks.
@@ -70,10 +71,11 @@ class Case:
             raise ValueError(f"mlp_route {self.mlp_route!r}: one of {cpu_support.MLP_ROUTES}, "
                              "for our backbone's fp32 inference only")
         if self.train_route is not None and (
-                self.train_route not in cpu_support.MLP_ROUTES or self.impl != 'ours'
+                self.train_route not in cpu_support.TRAIN_MATMUL_ROUTES or self.impl != 'ours'
                 or self.task != 'train' or self.precision != 'fp32'):
             raise ValueError(f"train_route {self.train_route!r}: one of "
-                             f"{cpu_support.MLP_ROUTES}, for our backbone's fp32 training only")
+                             f"{cpu_support.TRAIN_MATMUL_ROUTES}, for our backbone's fp32 training "
+                             "only")
         if self.drop_path_rate and (self.task != 'train' or not 0 < self.drop_path_rate < 1):
             raise ValueError(f'drop_path_rate {self.drop_path_rate!r}: in [0, 1), for training '
                              'only (inference runs no drop path)')

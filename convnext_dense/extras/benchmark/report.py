@@ -68,8 +68,8 @@ def format_summary(summary: Sequence[Dict], goals: Sequence[Dict]) -> str:
         if 'route_s' in entry:
             kind = ('training matmul routes' if entry.get('route_kind') == 'train_route'
                     else 'MLP routes')
-            modes += (f"; {kind}: oneDNN {entry['route_s']['onednn']:.3f} s, BLAS "
-                      f"{entry['route_s']['blas']:.3f} s (BLAS x{entry['blas_over_onednn']:.2f})")
+            modes += f"; {kind}: " + ', '.join(f'{route} {seconds:.3f} s' for route, seconds
+                                               in entry['route_s'].items())
             if 'route_hint' in entry:
                 modes += f"; faster here than the default route: {entry['route_hint']}"
         lines.append(f"| {entry['group']} | {entry['ours_s']:.3f} | "

@@ -20,10 +20,13 @@ from .peers import BUILDERS, copy_ours_into, load_into_ours, peer_available
 from .timing import CLOCKS, load_average, time_interleaved
 
 VARIANTS = ('eager', 'channels_last', 'with_cp', 'compile', 'mlp_routes', 'train_routes')
-# Per route variant: the case field it sets, the machine's default route, the environment setting.
+# Per route variant: the case field it sets, the machine's default route, the environment
+# setting, the routes.
 ROUTE_VARIANTS = {
-    'mlp_routes': ('mlp_route', 'wide_mlp_route', cpu_support.MLP_ROUTE_ENV),
-    'train_routes': ('train_route', 'train_matmul_route', cpu_support.TRAIN_MATMUL_ROUTE_ENV),
+    'mlp_routes': ('mlp_route', 'wide_mlp_route', cpu_support.MLP_ROUTE_ENV,
+                   cpu_support.MLP_ROUTES),
+    'train_routes': ('train_route', 'train_matmul_route', cpu_support.TRAIN_MATMUL_ROUTE_ENV,
+                     cpu_support.TRAIN_MATMUL_ROUTES),
 }
 PRECISION_FAMILIES = ('fp32', 'tf32', 'bf16')
 # Output agreement with our fp32 plain path, relative to the largest output value.
@@ -43,8 +46,8 @@ class BenchmarkConfig:
         variants: ``'eager'``, ``'channels_last'``, ``'with_cp'`` (training only: ours with and
             without checkpointing, and peers that support it), ``'compile'`` (``torch.compile``),
             ``'mlp_routes'`` (fp32 inference only: ours with each route of the fused block MLP,
-            oneDNN and BLAS, beside the peers), ``'train_routes'`` (the same for the fp32
-            training step's matmuls).
+            oneDNN with GELU fused or apart and BLAS, beside the peers), ``'train_routes'``
+            (the same for the fp32 training step's matmuls, oneDNN and BLAS).
         peers: Peers to include when importable (``'huggingface'``, ``'timm'``, ``'mmpretrain'``).
         repeats: Timed steps per case.
         warmup: Untimed steps per case first.
@@ -147,8 +150,8 @@ def _variant_cases(impl, task, precision, size, variant, batch, drop_path_rate) 
     if variant == 'compile':
         return [Case(**base, compile=True)]
     if variant in ROUTE_VARIANTS:
-        field = ROUTE_VARIANTS[variant][0]
-        return ([Case(**base, **{field: route}) for route in cpu_support.MLP_ROUTES]
+        field, _, _, routes = ROUTE_VARIANTS[variant]
+        return ([Case(**base, **{field: route}) for route in routes]
                 if impl == 'ours' else [Case(**base)])
     if impl == 'huggingface':  # no activation checkpointing in transformers' ConvNeXt
         return []
@@ -290,9 +293,9 @@ def summarize(results: Dict) -> List[Dict]:
 
     Returns rows ``{'group', 'ours_s', 'peer', 'peer_s', 'ratio'}``; with_cp groups also give
     ``cp_time_ratio`` and (with memory) ``cp_memory_ratio`` against ours without checkpointing;
-    mlp_routes and train_routes groups give ``route_s`` (median per route) and
-    ``blas_over_onednn``, and ``route_hint`` (the environment setting to use) where the route
-    this machine does not take by default was clearly faster.
+    mlp_routes and train_routes groups give ``route_s`` (median per route), ``route_kind``
+    (the case field) and ``route_hint`` (the environment setting to use) where a route this
+    machine does not take by default was clearly faster.
     """
     by_group: Dict[str, List[Dict]] = {}
     for row in results['rows']:
@@ -315,13 +318,12 @@ def summarize(results: Dict) -> List[Dict]:
             continue
         best_ours = min(ours, key=lambda r: r['median_s'])
         entry.update(ours_s=best_ours['median_s'], ours_mode=best_ours['case']['precision'])
-        for route_field, default_key, env in ROUTE_VARIANTS.values():
+        for route_field, default_key, env, _ in ROUTE_VARIANTS.values():
             routes = {r['case'][route_field]: r['median_s'] for r in ours
                       if r['case'].get(route_field)}
-            if set(routes) != {'onednn', 'blas'}:
+            if len(routes) < 2:
                 continue
-            entry.update(route_s=routes, blas_over_onednn=routes['blas'] / routes['onednn'],
-                         route_kind=route_field)
+            entry.update(route_s=routes, route_kind=route_field)
             default = results.get('machine', {}).get(default_key)
             faster = min(routes, key=routes.get)
             if default in routes and routes[faster] < ROUTE_HINT_MARGIN * routes[default]:
