@@ -352,7 +352,7 @@ def test_drop_path_option_trains_every_implementation_with_the_same_schedule():
         BenchmarkConfig(drop_path_rate=-0.1)
 
 
-def test_matmul_peak_is_the_best_of_torch_and_onednn_on_cpu():
+def test_matmul_peak_is_the_best_of_torch_and_onednn_on_cpu(monkeypatch):
     from convnext_dense.extras.benchmark.matmul_peak import (matmul_gflops, matmul_libraries,
                                                              matmul_peak)
     peak = matmul_peak(shapes=[(128, 64, 96)], repeats=1)
@@ -361,6 +361,14 @@ def test_matmul_peak_is_the_best_of_torch_and_onednn_on_cpu():
     assert peak['library'] == max(peak['by_library'], key=peak['by_library'].get)
     assert peak['by_shape'] == {'128x64x96': peak['gflops']}
     assert matmul_libraries('cuda') == ('torch',)
+    # bf16 through oneDNN only where it has bf16 kernels (an AVX2-only CPU has none: it raised)
+    monkeypatch.setattr(cpu_support, 'onednn_bf16', lambda: False)
+    assert matmul_libraries('cpu', torch.bfloat16) == ('torch',)
+    assert set(matmul_peak(torch.bfloat16, shapes=[(32, 16, 8)], repeats=1)['by_library']) == {
+        'torch'}
+    assert matmul_libraries('cpu', torch.float32) == matmul_libraries('cpu')
+    monkeypatch.setattr(cpu_support, 'onednn_bf16', lambda: True)
+    assert matmul_libraries('cpu', torch.bfloat16) == matmul_libraries('cpu')
     with pytest.raises(ValueError, match=r"library 'mkl' is not one of \('torch', 'onednn'\)"):
         matmul_gflops(8, 8, 8, library='mkl')
     line = format_machine({'machine': {'processor': 'cpu', 'cores': 2, 'threads': 1,

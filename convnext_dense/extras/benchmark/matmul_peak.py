@@ -10,6 +10,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
+from ...cpu_fast_paths import cpu_support
 from ...cpu_fast_paths.fused_ops import ONEDNN_LINEAR, linear
 
 # The block's two pointwise layers at 512x512 for ConvNeXt-B (M = H*W, K, N), plus a square.
@@ -42,9 +43,12 @@ def matmul_gflops(m: int, k: int, n: int, dtype: torch.dtype = torch.float32,
     return sorted(rates)[len(rates) // 2]
 
 
-def matmul_libraries(device: str) -> Tuple[str, ...]:
-    """The matmul libraries :func:`matmul_peak` compares on ``device``."""
-    return ('torch', 'onednn') if device == 'cpu' and ONEDNN_LINEAR else ('torch',)
+def matmul_libraries(device: str, dtype: torch.dtype = torch.float32) -> Tuple[str, ...]:
+    """The matmul libraries :func:`matmul_peak` compares on ``device`` in ``dtype``: oneDNN's
+    too on CPU, in bfloat16 only where oneDNN runs bf16 (without, its linear raises)."""
+    onednn = (device == 'cpu' and ONEDNN_LINEAR
+              and (dtype != torch.bfloat16 or cpu_support.onednn_bf16()))
+    return ('torch', 'onednn') if onednn else ('torch',)
 
 
 def matmul_peak(dtype: torch.dtype = torch.float32, device: str = 'cpu',
@@ -60,7 +64,7 @@ def matmul_peak(dtype: torch.dtype = torch.float32, device: str = 'cpu',
     rates = {library: {f'{m}x{k}x{n}': matmul_gflops(m, k, n, dtype, device, repeats, sync,
                                                      clock, library)
                        for m, k, n in shapes}
-             for library in matmul_libraries(device)}
+             for library in matmul_libraries(device, dtype)}
     by_library = {library: max(by_shape.values()) for library, by_shape in rates.items()}
     best = max(by_library, key=by_library.get)
     by_shape = {shape: max(r[shape] for r in rates.values()) for shape in rates['torch']}
