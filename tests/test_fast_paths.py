@@ -59,6 +59,9 @@ def test_fused_inference_matches_plain(tiny_arch, kwargs, size, batch):
 def test_fused_inference_in_row_chunks_matches_plain(tiny_arch, mode, monkeypatch, request, spy):
     if mode != 'fp32':
         request.getfixturevalue('onednn_bf16_kernels')  # the bf16 kernels themselves
+    # GELU in the first matmul's epilogue, which bf16 always takes (AVX2 CPUs would run float32
+    # with GELU apart: test_cpu_support.py chunks every route)
+    monkeypatch.setattr(cpu_support, 'mlp_route', lambda channels: 'onednn')
     model = trained_like(tiny_arch).eval()
     x = torch.randn(2, 3, 67, 93)  # stage 0: 2 * 16 * 23 = 736 rows
     reference = _outputs(model, x, False)

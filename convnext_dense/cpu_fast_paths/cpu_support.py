@@ -47,7 +47,7 @@ BLAS_MLP_VENDORS = ('GenuineIntel',)
 MLP_ROUTES = ('onednn', 'onednn_separate_gelu', 'blas')
 TRAIN_MATMUL_ROUTES = ('onednn', 'blas')
 # Set to one of MLP_ROUTES, it runs every fused float32 block MLP of the process through that
-# route: for a CPU where `tools/benchmark.py --variants mlp_routes` finds the other one faster.
+# route: for a CPU where `tools/benchmark.py --variants mlp_routes` finds another one faster.
 MLP_ROUTE_ENV = 'CONVNEXT_DENSE_MLP_ROUTE'
 # The same for the float32 Linear layers of a training step (:func:`train_matmul_route`).
 TRAIN_MATMUL_ROUTE_ENV = 'CONVNEXT_DENSE_TRAIN_MATMUL_ROUTE'
