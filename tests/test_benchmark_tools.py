@@ -109,6 +109,10 @@ def test_interleaved_timing_alternates_order():
     assert all(len(t.times) == 3 and t.median >= 0 for t in timings.values())
     with pytest.raises(ValueError, match='repeats'):
         time_interleaved({'a': lambda: None}, repeats=0)
+    with pytest.raises(ValueError, match='repeats must be a positive int, got True'):
+        time_interleaved({'a': lambda: None}, repeats=True)
+    with pytest.raises(ValueError, match='warmup must be an int >= 0, got False'):
+        time_interleaved({'a': lambda: None}, repeats=1, warmup=False)
 
 
 def test_per_round_ratios_cancel_a_slowdown_both_sides_share():

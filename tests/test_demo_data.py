@@ -209,6 +209,8 @@ def test_bad_generator_arguments(tmp_path, kwargs, message):
     (dict(height=64), r'height must be an int >= object_size max 96, got 64'),
     (dict(object_size=(32, 16)), r'object_size must be \(min, max\) integers'),
     (dict(num_objects=(1,)), r'num_objects must be \(min, max\)'),
+    (dict(num_objects=(True, 3)), r'num_objects must be \(min, max\) integers'),
+    (dict(width=True), r'width must be an int >= object_size max 96, got True'),
     (dict(min_visible=0), r'min_visible must be in \(0, 1\], got 0'),
     (dict(overlap_prob=1.5), r'overlap_prob must be in \[0, 1\], got 1.5'),
 ])

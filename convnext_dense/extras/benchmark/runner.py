@@ -13,6 +13,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ...cpu_fast_paths import cpu_support, fast_paths
+from ...model.archs import is_int
 from .cases import Case, build_model, make_images, make_step, prepare, tf32
 from .flops import count_macs
 from .matmul_peak import matmul_peak
@@ -88,12 +89,12 @@ class BenchmarkConfig:
                 raise ValueError(f'{name} {bad} not allowed; choose from {allowed}')
         for name, value, least in (('batch', self.batch, 1), ('repeats', self.repeats, 1),
                                    ('warmup', self.warmup, 0)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            if not is_int(value) or value < least:
                 raise ValueError(f'{name} {value!r} must be an int >= {least}')
         if not 0 <= self.drop_path_rate < 1:
             raise ValueError(f'drop_path_rate {self.drop_path_rate!r} is out of range [0, 1)')
         for size in self.sizes:
-            if len(size) != 2 or any(not isinstance(s, int) or s < 32 for s in size):
+            if len(size) != 2 or any(not is_int(s) or s < 32 for s in size):
                 raise ValueError(f'size {size!r} must be (height, width), each an int >= 32')
 
 

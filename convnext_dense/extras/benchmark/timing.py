@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
+from ...model.archs import is_int
+
 
 @dataclass
 class Timing:
@@ -61,9 +63,9 @@ def time_interleaved(cases: Mapping[str, Callable[[], object]], repeats: int, wa
     """
     if not cases:
         raise ValueError('time_interleaved needs at least one case')
-    if not isinstance(repeats, int) or repeats < 1:
+    if not is_int(repeats) or repeats < 1:
         raise ValueError(f'repeats must be a positive int, got {repeats!r}')
-    if not isinstance(warmup, int) or warmup < 0:
+    if not is_int(warmup) or warmup < 0:
         raise ValueError(f'warmup must be an int >= 0, got {warmup!r}')
     sync = sync or (lambda: None)
     names = list(cases)

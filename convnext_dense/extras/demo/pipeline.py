@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Union
 
 from ...cpu_fast_paths import cpu_support
+from ...model.archs import is_int
 from ...runtime.allocator import keep_freed_memory
 from .plots import plot_curves, plot_gallery, read_scalars
 from .runs import format_cfg_options, last_checkpoint, read_test_metrics, run_tool
@@ -119,7 +120,7 @@ def _data_options(task: str, root: Path) -> Dict[str, object]:
 def _iters_options(iters: Optional[int]) -> Dict[str, object]:
     if iters is None:
         return {}
-    if not isinstance(iters, int) or isinstance(iters, bool) or iters < 1:
+    if not is_int(iters) or iters < 1:
         raise ValueError(f'iterations must be a positive int or None, got {iters!r}')
     # Validate and save once, at the end, when the length changes.
     return {'train_cfg.max_iters': iters, 'train_cfg.val_interval': iters,

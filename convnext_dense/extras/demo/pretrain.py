@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...atomic_files import atomic_path
-from ...model.archs import IMAGENET_MEAN, IMAGENET_STD
+from ...model.archs import IMAGENET_MEAN, IMAGENET_STD, is_int
 from ...model.backbone import ConvNeXt
 from .scene import SHAPE_CLASSES, render_scene
 from .shapes import IMAGE_SIZE_RANGE, encode_image, render_image
@@ -95,11 +95,11 @@ class PretrainSettings:
                      'distill_batch_size', 'single_object_images', 'scene_images',
                      'single_object_size', 'scene_crop'):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f'{name} must be a positive int, got {value!r}')
         for name in ('warmup_iters', 'single_object_every', 'seed'):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            if not is_int(value) or value < 0:
                 raise ValueError(f'{name} must be an int >= 0, got {value!r}')
         if not self.lr > 0 or not self.weight_decay >= 0:
             raise ValueError(f'lr must be > 0 and weight_decay >= 0, got {self.lr!r}, '

@@ -10,6 +10,8 @@ from typing import List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from ...model.archs import is_int
+
 SHAPE_CLASSES: Tuple[str, ...] = ('circle', 'triangle', 'square', 'star')
 # Drawing colours per class (RGB) for visualisations; images themselves use random colours.
 SHAPE_PALETTE: Tuple[Tuple[int, int, int], ...] = (
@@ -57,8 +59,7 @@ class Scene:
 
 
 def _check_range(name: str, value: Sequence[int], low: int) -> Tuple[int, int]:
-    if (len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-            or not low <= value[0] <= value[1]):
+    if len(value) != 2 or not all(is_int(v) for v in value) or not low <= value[0] <= value[1]:
         raise ValueError(
             f'{name} must be (min, max) integers with {low} <= min <= max, got {value!r}')
     return int(value[0]), int(value[1])
@@ -182,7 +183,7 @@ def render_scene(height: int,
     min_size, max_size = _check_range('object_size', object_size, low=3)
     min_count, max_count = _check_range('num_objects', num_objects, low=0)
     for name, value in (('height', height), ('width', width)):
-        if not isinstance(value, int) or value < max_size:
+        if not is_int(value) or value < max_size:
             raise ValueError(f'{name} must be an int >= object_size max {max_size}, got {value!r}')
     if not 0 < min_visible <= 1:
         raise ValueError(f'min_visible must be in (0, 1], got {min_visible!r}')

@@ -22,6 +22,7 @@ from mmengine.logging import print_log
 from pycocotools import mask as mask_utils
 
 from ...atomic_files import atomic_dir
+from ...model.archs import is_int
 from .scene import SHAPE_CLASSES, SHAPE_PALETTE, Scene, render_scene
 
 DEFAULT_OUT_DIR = 'data/demo_shapes'
@@ -156,7 +157,7 @@ def read_meta(out_dir: Union[str, Path]) -> Optional[Dict]:
 
 
 def _check_count(name: str, value: int, low: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+    if not is_int(value) or value < low:
         raise ValueError(f'{name} must be an int >= {low}, got {value!r}')
 
 
