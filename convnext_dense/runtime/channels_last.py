@@ -4,8 +4,9 @@ The backbone always computes in channels-last and returns standard ``(N, C, H, W
 CPU, oneDNN runs the convolutions of the UperNet and Mask R-CNN heads 1.7 to 2.8 times as fast
 (forward and backward, one thread, Ice Lake Xeon) on channels-last tensors; converting a model's
 4-D weights to channels-last makes every convolution compute and return channels-last. Wide
-heads do not gain: the B configs' UperNet ran inference about 14 % slower this way (two 512x512
-images, one thread), so it is for narrow heads such as the demo's; measure before using it.
+heads vary: the B configs' UperNet ran inference 1-14 % slower this way, their Cascade Mask R-CNN
+(four 3x3 convolutions per box head on every proposal) 17 % faster on an AVX-512 EPYC (two
+512x512 images, one thread); measure before using it on a wide model.
 
 mmcv's compiled ops read raw ``(N, C, H, W)`` memory: mmcv 2.1's CPU ``RoIAlign`` given a
 channels-last map returns wrong values without an error, and its deformable convolutions refuse
