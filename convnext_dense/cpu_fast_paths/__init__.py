@@ -5,10 +5,10 @@ Every path computes what the plain block computes (tests compare each with it to
 * :mod:`.switch` — :func:`fast_paths` (``with fast_paths(False):`` runs the plain computation)
   and :func:`tracing` (traced / compiled code takes plain ops).
 * :mod:`.cpu_support` — what this CPU and torch build can do, decided once per process (oneDNN
-  bf16, native bf16 arithmetic, oneDNN or BLAS matmuls for wide blocks on Intel AVX2 CPUs and
-  for training steps).
+  bf16, native bf16 arithmetic, the inference MLP's route — oneDNN with GELU in its epilogue or
+  apart (AVX2), or BLAS for wide blocks on Intel AVX2 CPUs — and the training steps' matmuls).
 * :mod:`.fused_ops` — inference: two oneDNN matmuls with GELU and the residual add in their
-  epilogues, on cached packed weights; :mod:`.column_split` runs the second as two halves of its
+  epilogues (GELU in place between them with AVX2 kernels), on cached packed weights; :mod:`.column_split` runs the second as two halves of its
   output columns at the shapes where oneDNN would leave cores idle; where BLAS matmuls run a
   block, its weights are packed by MKL once.
 * :mod:`.fast_grads` — training: a faster depthwise-conv weight gradient, channels-last to
