@@ -18,8 +18,8 @@ from convnext_dense.extras.benchmark.flops import count_macs
 from convnext_dense.extras.benchmark.memory import measure_step_memory
 from convnext_dense.extras.benchmark.report import (check_goals, format_machine, format_summary,
                                                     write_json)
-from convnext_dense.extras.benchmark.runner import (BenchmarkConfig, _group_name, plan_groups,
-                                                   summarize)
+from convnext_dense.extras.benchmark.runner import (BenchmarkConfig, _group_name, _peak_key,
+                                                   plan_groups, summarize)
 from convnext_dense.extras.benchmark.timing import Timing, per_round_ratios, time_interleaved
 from convnext_dense.runtime.allocator import OPT_OUT_VARIABLE, reason_to_leave_alone
 from failing_writes import assert_a_dying_write_keeps
@@ -379,3 +379,18 @@ def test_matmul_peak_is_the_best_of_torch_and_onednn_on_cpu(monkeypatch):
                                        'torch': torch.__version__},
                            'matmul_peak': {'float32': peak}})
     assert f"float32 {peak['gflops']:.0f} GFLOP/s ({peak['library']})" in line
+
+
+@pytest.mark.parametrize('native', [True, False])
+def test_rates_are_measured_against_the_peak_of_the_dtype_the_matmuls_run_in(monkeypatch, native):
+    monkeypatch.setattr(cpu_support, 'native_bf16', lambda: native)
+    size = (64, 64)
+    # Without native bf16 ours computes a bf16 request in float32: its rate against float32's peak
+    emulated = 'bfloat16' if native else 'float32'
+    assert _peak_key(Case('ours', 'infer', 'bf16-cast', size), 'cpu') == emulated
+    assert _peak_key(Case('ours', 'train', 'bf16-autocast', size), 'cpu') == emulated
+    assert _peak_key(Case('huggingface', 'infer', 'bf16-cast', size), 'cpu') == 'bfloat16'
+    assert _peak_key(Case('ours', 'infer', 'bf16-cast', size, compile=True), 'cpu') == 'bfloat16'
+    assert _peak_key(Case('ours', 'infer', 'bf16-cast', size), 'cuda') == 'bfloat16'
+    assert _peak_key(Case('ours', 'infer', 'fp32', size), 'cpu') == 'float32'
+    assert _peak_key(Case('ours', 'infer', 'tf32', size), 'cuda') == 'tf32'
