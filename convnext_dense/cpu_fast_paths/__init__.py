@@ -8,9 +8,10 @@ Every path computes what the plain block computes (tests compare each with it to
   bf16, native bf16 arithmetic, the inference MLP's route — oneDNN with GELU in its epilogue or
   apart (AVX2), or BLAS for wide blocks on Intel AVX2 CPUs — and the training steps' matmuls).
 * :mod:`.fused_ops` — inference: two oneDNN matmuls with GELU and the residual add in their
-  epilogues (GELU in place between them with AVX2 kernels), on cached packed weights; :mod:`.column_split` runs the second as two halves of its
-  output columns at the shapes where oneDNN would leave cores idle; where BLAS matmuls run a
-  block, its weights are packed by MKL once.
+  epilogues (GELU in place between them with AVX2 kernels), on cached packed weights;
+  :mod:`.column_split` runs the second as two halves of its output columns at the shapes where
+  oneDNN would leave cores idle; where BLAS matmuls run a block, its weights are packed by MKL
+  once.
 * :mod:`.fast_grads` — training: a faster depthwise-conv weight gradient, channels-last to
   channels-first without a copy in the forward, checkpointing that keeps pwconv2's input.
 * :mod:`.train_matmuls` — training: the Linear layers (and the downsampling matmul) through
