@@ -56,11 +56,11 @@ STEP_FAULTS = textwrap.dedent('''
     # Each is larger than glibc's highest dynamic mmap threshold (32 MiB), so with its defaults
     # every step maps all of them afresh (with smaller ones that depended on the heap's layout:
     # 8k to 28k faults a step in runs of the same test on one machine).
-    for _ in range(8):
+    for _ in range(12):
         before = faults()
         tensors = [torch.empty(mib << 18).fill_(1) for mib in (40, 64, 48, 36, 40)]
         del tensors
-    print(faults() - before)
+        print(faults() - before)
 ''')
 
 
@@ -70,15 +70,18 @@ def test_kept_memory_removes_the_page_faults_of_the_next_step():
     environ = {name: value for name, value in os.environ.items()
                if not name.startswith('MALLOC_') and name != 'GLIBC_TUNABLES'}
 
-    def last_step_faults(mode):
+    def step_faults(mode):
         result = subprocess.run([sys.executable, '-c', STEP_FAULTS, mode], capture_output=True,
                                 text=True, timeout=120, env=environ)
         assert result.returncode == 0, result.stderr[-2000:]
         return result.stdout.splitlines()
-    plain = int(last_step_faults('glibc')[-1])
-    said, kept = last_step_faults('keep')
-    # 228 MiB written: 58k pages fresh from the kernel with glibc's defaults (at least 114 faults
-    # where transparent huge pages back them), almost none when the memory is kept.
-    assert plain >= 114
-    assert int(kept) < plain // 20
+    plain = [int(line) for line in step_faults('glibc')[-4:]]
+    said, *kept = step_faults('keep')
+    kept = [int(line) for line in kept[-4:]]
+    # 228 MiB written a step: 58k pages fresh from the kernel with glibc's defaults (at least 114
+    # faults where transparent huge pages back them), none once the kept heap has settled. It
+    # settles by the 2nd to 5th step, but once grew by 48 MiB in the 8th (a CI run): the last
+    # four steps are summed, so one late growth of up to 100 MiB still passes.
+    assert min(plain) >= 114, plain
+    assert sum(kept) < sum(plain) // 8, (kept, plain)
     assert said.startswith('glibc malloc keeps freed memory for reuse (mmap threshold 1024 MiB')
