@@ -140,6 +140,13 @@ def test_pipeline_trains_evaluates_and_draws(demo_run):
     for model, key in (('mask_rcnn', 'coco/bbox_mAP'), ('upernet', 'mIoU')):
         steps, _ = plots.series(plots.read_scalars(root / 'work' / model), key)
         assert steps.tolist() == [2], (model, steps)
+    # tools/test.py drew only the gallery's 2 of the 4 validation images (--show-limit).
+    for model in ('mask_rcnn', 'upernet'):
+        drawn = [p for p in (root / 'work' / model / 'test' / 'show').rglob('*')
+                 if p.suffix in ('.png', '.jpg')]
+        assert len(drawn) == 2, (model, drawn)
+    # The dataset and the pre-training's scenes were made side by side, in worker processes.
+    assert any('dataset generated; rendered 2 x 16 single-object' in line for line in lines)
     for name in ('curves', 'predictions'):
         image = cv2.imread(str(result.pictures[name]))
         assert image is not None and min(image.shape[:2]) > 100

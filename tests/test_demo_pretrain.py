@@ -1,4 +1,5 @@
 """The demo's pre-training: rendered scenes, the conv-BN-ReLU teacher, hint distillation."""
+import dataclasses
 import re
 
 import cv2
@@ -9,8 +10,9 @@ import torch
 from convnext_dense import ConvNeXt
 from convnext_dense.extras.demo.pretrain import (HINT_CHANNELS, MEAN, STD, PretrainSettings,
                                           ShapeTeacher, distill_backbone, multi_object_scenes,
-                                          pretrain_backbone, single_object_scene,
-                                          single_object_scenes, train_teacher)
+                                          pretrain_backbone, render_scenes,
+                                          single_object_scene, single_object_scenes,
+                                          train_teacher, worker_processes)
 from convnext_dense.extras.demo.shapes import generate_shapes_dataset
 from convnext_dense.weights import load_pretrained
 
@@ -153,3 +155,20 @@ def test_pretrained_backbone_loads_into_a_dense_backbone(tmp_path):
     assert set(state) == set(saved['model'])
     for key, value in state.items():
         assert torch.equal(value, saved['model'][key]), key
+
+
+def test_scenes_rendered_in_worker_processes_are_the_scenes_rendered_here(tmp_path):
+    # make demo renders them in worker processes, beside the dataset's generation.
+    settings = PretrainSettings(**TINY)
+    here = render_scenes(settings)  # torch's thread pool is started here, before the fork
+    with worker_processes(2) as pool:
+        there = render_scenes(settings, pool)
+    for field in dataclasses.fields(here):
+        mine, theirs = getattr(here, field.name), getattr(there, field.name)
+        assert mine.dtype == theirs.dtype and torch.equal(mine, theirs), field.name
+    assert here.singles.shape == (8, 3, 64, 64) and here.scenes.shape == (4, 3, 128, 128)
+    assert here.val_singles.shape[0] == 500 and not torch.equal(here.singles, here.centred)
+    # pretrain_backbone trains on the scenes it is given as on those it renders itself.
+    lines = []
+    pretrain_backbone(TINY_ARCH, tmp_path / 'distilled.pth', settings, log=lines.append, scenes=there)
+    assert not any(line.startswith('rendered') for line in lines)

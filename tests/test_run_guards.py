@@ -126,6 +126,10 @@ def test_tools_name_missing_data_in_one_line(tool, tmp_path):
      'config and checkpoint arguments swapped?'),
     (['test.py', 'configs/demo/mask-rcnn_convnext-demo_shapes.py', 'x.pth', '--tta'],
      'error: --tta needs tta_model and tta_pipeline in the config; this mmdet config defines'),
+    (['test.py', 'configs/demo/upernet_convnext-demo_shapes.py', 'x.pth', '--show-limit', '3'],
+     'error: --show-limit 3 needs --show-dir (where to draw)'),
+    (['test.py', 'configs/demo/upernet_convnext-demo_shapes.py', 'x.pth', '--show-dir', 'vis',
+      '--show-limit', '0'], 'error: --show-limit must be an int >= 1 (test images to draw), got 0'),
     (['train.py', 'configs/demo/upernet_convnext-demo_shapes.py', '--launcher', 'slurm'],
      "error: launcher 'slurm' needs GPUs; on a CPU-only machine use 'pytorch'"),
     (['train.py', 'configs/demo/upernet_convnext-demo_shapes.py', '--cfg-options',
@@ -301,6 +305,16 @@ def test_show_dir_drawn_into_before_is_reused(tmp_path, scope):
     cli_options.enable_show_dir(_show_cfg(scope), str(show))
     (show / 'img.jpg').write_bytes(b'an earlier drawing')
     cli_options.enable_show_dir(_show_cfg(scope), str(show))  # a rerun of the same test
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
+def test_show_limit_adds_the_hook_that_stops_drawing(tmp_path, scope):
+    cfg = _show_cfg(scope)
+    cli_options.enable_show_dir(cfg, str(tmp_path / 'show'), limit=6)
+    assert cfg.custom_hooks[-1] == dict(type='convnext_dense.ShowLimitHook', limit=6)
+    cfg = _show_cfg(scope)
+    cli_options.enable_show_dir(cfg, str(tmp_path / 'show'))
+    assert 'custom_hooks' not in cfg  # without a limit, every image is drawn as before
 
 
 @pytest.mark.parametrize('option', ['work dir', '--out', '--show-dir'])

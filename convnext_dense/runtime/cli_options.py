@@ -196,16 +196,25 @@ def enable_tta(cfg: Config) -> None:
     dataset.pipeline = cfg.tta_pipeline
 
 
-def enable_show_dir(cfg: Config, show_dir: str) -> None:
+def enable_show_dir(cfg: Config, show_dir: str, limit: Optional[int] = None) -> None:
     """``--show-dir``: draw predictions of the test set into ``show_dir``.
 
     mmdet writes the drawings straight into it, named as the test images; mmseg under its
     ``vis_data/``. A folder holding anything else (the test images, say) is refused, unless
     it holds ``OUTPUT_MARKER``, left there by an earlier run.
 
+    Args:
+        cfg: The test config, changed in place.
+        show_dir: Folder for the drawings.
+        limit: ``--show-limit``: draw only the first ``limit`` test images (whole batches, see
+            :class:`~convnext_dense.runtime.hooks.ShowLimitHook`); None draws them all.
+
     Raises:
-        ValueError: no visualization hook, or ``show_dir`` is a file or holds other files.
+        ValueError: no visualization hook, ``show_dir`` is a file or holds other files, or
+            ``limit`` is no int >= 1.
     """
+    if limit is not None and (not is_int(limit) or limit < 1):
+        raise ValueError(f'--show-limit must be an int >= 1 (test images to draw), got {limit!r}')
     hooks = cfg.default_hooks
     if 'visualization' not in hooks:
         raise ValueError('--show-dir needs default_hooks.visualization in the config')
@@ -219,6 +228,9 @@ def enable_show_dir(cfg: Config, show_dir: str) -> None:
     else:
         cfg.visualizer.save_dir = osp.abspath(show_dir)
         hooks.visualization.interval = 1  # mmseg draws every `interval`-th batch only
+    if limit is not None:
+        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
+            dict(type='convnext_dense.ShowLimitHook', limit=limit)]
 
 
 def add_result_dump(cfg: Config, out: str) -> None:

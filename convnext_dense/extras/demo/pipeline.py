@@ -1,6 +1,7 @@
 """``make demo``: the main job end to end on the embedded shapes dataset.
 
-1. generate the dataset (COCO and ADE20K layouts);
+1. generate the dataset (COCO and ADE20K layouts) and, beside it in worker processes, render the
+   pre-training's scenes;
 2. pre-train the demo ConvNeXt on rendered shapes (:mod:`.pretrain`: a conv-BN-ReLU teacher
    learns to name shapes, the ConvNeXt learns its feature maps; the demo's ImageNet-22k) and
    save it in the official checkpoint layout; this step runs in the pipeline's own process, with
@@ -17,6 +18,7 @@ Every step writes under ``work_dir``; the tools run as child processes with thei
 ``work_dir/logs/``.
 """
 import dataclasses
+import functools
 import os
 import shutil
 import time
@@ -29,6 +31,8 @@ from ...cpu_fast_paths import cpu_support
 from ...model.archs import is_int
 from ...runtime.allocator import keep_freed_memory
 from .plots import plot_curves, plot_gallery, read_scalars
+from .pretrain import (PretrainScenes, PretrainSettings, pretrain_backbone, render_scenes,
+                       worker_processes)
 from .runs import format_cfg_options, last_checkpoint, read_test_metrics, run_tool
 from .shapes import DEFAULT_OUT_DIR, generate_shapes_dataset
 from .summary import summary_from_metrics
@@ -185,25 +189,7 @@ class DemoPipeline:
             seg_future, det_future = pool.submit(seg), pool.submit(det)
             return seg_future.result(), det_future.result()
 
-    def generate_data(self) -> None:
-        """Step 1: the dataset (nothing to do when ``data_dir`` already holds it)."""
-        s = self.settings
-        self.echo(f'[1/5] shapes dataset in {self.data_dir} ({s.num_train} train / {s.num_val} '
-                  'val images)')
-        start = time.perf_counter()
-        _, created = generate_shapes_dataset(self.data_dir, seed=s.seed, num_train=s.num_train,
-                                             num_val=s.num_val)
-        self.seconds['data'] = time.perf_counter() - start
-        self.echo(f'      {"generated" if created else "already there"} '
-                  f'({self.seconds["data"]:.0f} s)')
-
-    def pretrain(self) -> Path:
-        """Pre-train the demo backbone (the demo's ImageNet stand-in, see :mod:`.pretrain`)."""
-        from mmengine.config import Config
-
-        from .pretrain import PretrainSettings, pretrain_backbone
-        arch = Config.fromfile(self.config_dir / SEG_CONFIG).model.backbone.arch
-        out_file = self.work_dir / 'pretrain' / 'convnext-demo_shapes-distilled.pth'
+    def _pretrain_settings(self) -> PretrainSettings:
         settings = PretrainSettings(seed=self.settings.seed + PRETRAIN_SEED_OFFSET)
         if self.settings.pretrain_iters is not None:
             iters = self.settings.pretrain_iters
@@ -213,11 +199,43 @@ class DemoPipeline:
             count = self.settings.pretrain_images
             settings = dataclasses.replace(settings, single_object_images=count,
                                            scene_images=count)
+        return settings
+
+    def generate_data(self) -> PretrainScenes:
+        """Step 1: the dataset (nothing to do when ``data_dir`` already holds it) and the
+        pre-training scenes, side by side in worker processes where there are two CPUs or more;
+        returns the scenes. Both are pure functions of their seeds: the same either way."""
+        s = self.settings
+        self.echo(f'[1/5] shapes dataset in {self.data_dir} ({s.num_train} train / {s.num_val} '
+                  'val images), and the pre-training\'s scenes beside it')
+        start = time.perf_counter()
+        make_dataset = functools.partial(generate_shapes_dataset, self.data_dir, seed=s.seed,
+                                         num_train=s.num_train, num_val=s.num_val)
+        if (os.cpu_count() or 1) < 2:
+            _, created = make_dataset()
+            scenes = render_scenes(self._pretrain_settings())
+        else:
+            with worker_processes(2) as pool:
+                dataset = pool.submit(make_dataset)
+                scenes = render_scenes(self._pretrain_settings(), pool)
+                _, created = dataset.result()
+        self.seconds['data'] = time.perf_counter() - start
+        self.echo(f'      dataset {"generated" if created else "already there"}; rendered 2 x '
+                  f'{len(scenes.singles)} single-object (shape anywhere / nearer the middle) and '
+                  f'{len(scenes.scenes)} multi-object scenes ({self.seconds["data"]:.0f} s)')
+        return scenes
+
+    def pretrain(self, scenes: Optional[PretrainScenes] = None) -> Path:
+        """Pre-train the demo backbone (the demo's ImageNet stand-in, see :mod:`.pretrain`) on
+        :meth:`generate_data`'s scenes (None: renders them first)."""
+        from mmengine.config import Config
+        arch = Config.fromfile(self.config_dir / SEG_CONFIG).model.backbone.arch
+        out_file = self.work_dir / 'pretrain' / 'convnext-demo_shapes-distilled.pth'
         # Its steps free and allocate the same tensors each step, as tools/train.py's do.
         self.echo(f'      {keep_freed_memory()}')
         start = time.perf_counter()
-        pretrain_backbone(dict(arch), out_file, settings,
-                          log=lambda line: self.echo(f'      {line}'))
+        pretrain_backbone(dict(arch), out_file, self._pretrain_settings(),
+                          log=lambda line: self.echo(f'      {line}'), scenes=scenes)
         self.seconds['pretrain'] = time.perf_counter() - start
         return out_file
 
@@ -240,9 +258,11 @@ class DemoPipeline:
         test_dir = self.work_dir / ('upernet' if task == 'seg' else 'mask_rcnn') / 'test'
         shutil.rmtree(test_dir, ignore_errors=True)  # an earlier demo's, drawn anew below
         options = _data_options(task, self.data_dir)
+        # Only the gallery's images are drawn: drawing took twice the inference's time.
         self._tool(f'test_{task}', 'test.py',
                    [str(config), str(checkpoint), '--work-dir', str(test_dir), '--show-dir',
-                    str(test_dir / 'show'), *format_cfg_options(options)])
+                    str(test_dir / 'show'), '--show-limit', str(self.settings.gallery_images),
+                    *format_cfg_options(options)])
         return read_test_metrics(test_dir)
 
     def pictures(self) -> Dict[str, Path]:
@@ -284,10 +304,10 @@ class DemoPipeline:
         self.echo(f"machine: {cpu['cpu_model']}, {cpu['cpu_capability']}, bf16 "
                   f"{'native' if cpu['native_bf16'] else 'emulated'}, {os.cpu_count()} logical "
                   f"CPUs, {cpu['threads_per_core'] or '?'} per core (the demo's times depend on it)")
-        self.generate_data()
+        scenes = self.generate_data()
         self.echo('[2/5] pre-training the backbone on rendered shapes (the demo\'s '
                   'ImageNet-22k): a conv-BN-ReLU teacher, then hint distillation')
-        pretrained = self.pretrain()
+        pretrained = self.pretrain(scenes)
         how = 'side by side' if self.settings.parallel else 'one after the other'
         self.echo(f'[3/5] training UperNet (semantic segmentation) and Mask R-CNN (instances) '
                   f'from it with tools/train.py, {how}')

@@ -23,8 +23,10 @@ weights.
 """
 import json
 import math
+import multiprocessing
 import os
 import time
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
@@ -178,6 +180,76 @@ def multi_object_scenes(seed: int, count: int, crop: int = 128) -> torch.Tensor:
         left = int(rng.integers(0, image.shape[1] - crop + 1))
         crops.append(_normalise(image[top:top + crop, left:left + crop]))
     return _to_tensor(crops)
+
+
+@dataclass
+class PretrainScenes:
+    """The rendered scenes both phases learn from: normalised ``(N, 3, H, W)`` images and ``(N,)``
+    class indices (see :func:`render_scenes`)."""
+
+    singles: torch.Tensor
+    labels: torch.Tensor
+    centred: torch.Tensor
+    centred_labels: torch.Tensor
+    val_singles: torch.Tensor
+    val_labels: torch.Tensor
+    scenes: torch.Tensor
+
+
+def _single_threaded() -> None:
+    # One torch and one OpenCV thread, as DataLoader workers: a forked child that entered the
+    # OpenMP pool its parent had started hung here.
+    torch.set_num_threads(1)
+    cv2.setNumThreads(0)
+
+
+def worker_processes(count: int = 2) -> ProcessPoolExecutor:
+    """Worker processes for :func:`render_scenes` (and other work beside it): forked, so they
+    need nothing the parent has not imported, each on one torch and one OpenCV thread."""
+    return ProcessPoolExecutor(max_workers=count, mp_context=multiprocessing.get_context('fork'),
+                               initializer=_single_threaded)
+
+
+def _rendered_as_arrays(render: Callable, *args):
+    """``render(*args)`` with its tensors as numpy arrays: they leave a worker process by pickle,
+    not through torch's shared-memory files."""
+    result = render(*args)
+    if isinstance(result, torch.Tensor):
+        return result.numpy()
+    return tuple(t.numpy() for t in result)
+
+
+def _as_tensors(result):
+    if isinstance(result, np.ndarray):
+        return torch.from_numpy(result)
+    return tuple(torch.from_numpy(a) for a in result)
+
+
+def render_scenes(settings: PretrainSettings, executor: Optional[Executor] = None
+                  ) -> PretrainScenes:
+    """Render the pre-training scenes: single-object ones (shape anywhere / nearer the middle /
+    500 held out under ``seed + 1``) and crops of multi-object ones.
+
+    Each set is a pure function of its seed, so rendering them in ``executor``'s worker
+    processes (:func:`worker_processes`; the demo overlaps them with the dataset's generation)
+    gives the same tensors as rendering them here, one after the other.
+    """
+    size = settings.single_object_size
+    jobs = {  # the longest first: they finish sooner side by side
+        'scenes': (multi_object_scenes, (settings.seed, settings.scene_images,
+                                         settings.scene_crop)),
+        'centred': (single_object_scenes, (settings.seed, settings.single_object_images, size,
+                                           True)),
+        'singles': (single_object_scenes, (settings.seed, settings.single_object_images, size)),
+        'val': (single_object_scenes, (settings.seed + 1, 500, size)),
+    }
+    if executor is None:
+        done = {name: render(*args) for name, (render, args) in jobs.items()}
+    else:
+        futures = {name: executor.submit(_rendered_as_arrays, render, *args)
+                   for name, (render, args) in jobs.items()}
+        done = {name: _as_tensors(future.result()) for name, future in futures.items()}
+    return PretrainScenes(*done['singles'], *done['centred'], *done['val'], done['scenes'])
 
 
 def _conv_bn(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
@@ -358,7 +430,8 @@ def _progress(phase: str, step: int, iters: int, start: float, message: str) -> 
 
 def pretrain_backbone(arch: Union[str, Mapping], out_file: PathLike,
                       settings: Optional[PretrainSettings] = None,
-                      log: Optional[Callable[[str], None]] = None) -> Dict:
+                      log: Optional[Callable[[str], None]] = None,
+                      scenes: Optional[PretrainScenes] = None) -> Dict:
     """Both phases; saves the ConvNeXt as ``{'model': state_dict, 'meta': {...}}`` (official keys).
 
     Args:
@@ -366,6 +439,7 @@ def pretrain_backbone(arch: Union[str, Mapping], out_file: PathLike,
         out_file: ``.pth`` to write (atomically).
         settings: Training settings; None uses the defaults.
         log: Receives progress lines; None is silent.
+        scenes: :func:`render_scenes` of ``settings``, rendered already; None renders them here.
 
     Returns:
         The ``meta`` saved with the weights (settings, teacher accuracy, seconds).
@@ -373,23 +447,20 @@ def pretrain_backbone(arch: Union[str, Mapping], out_file: PathLike,
     settings = settings or PretrainSettings()
     log = log or (lambda line: None)
     start = time.perf_counter()
-    size = settings.single_object_size
-    singles, labels = single_object_scenes(settings.seed, settings.single_object_images, size)
-    centred, centred_labels = single_object_scenes(settings.seed, settings.single_object_images,
-                                                   size, centred=True)
-    val_singles, val_labels = single_object_scenes(settings.seed + 1, 500, size)
-    scenes = multi_object_scenes(settings.seed, settings.scene_images, settings.scene_crop)
-    log(f'rendered 2 x {len(singles)} single-object (shape anywhere / nearer the middle) and '
-        f'{len(scenes)} multi-object scenes ({time.perf_counter() - start:.0f} s)')
-    teacher = train_teacher(torch.cat([singles, centred]), torch.cat([labels, centred_labels]),
-                            settings, log)
-    teacher_accuracy = accuracy(teacher, val_singles, val_labels)
-    log(f'teacher: accuracy {teacher_accuracy:.3f} on {len(val_labels)} held-out '
+    if scenes is None:
+        scenes = render_scenes(settings)
+        log(f'rendered 2 x {len(scenes.singles)} single-object (shape anywhere / nearer the '
+            f'middle) and {len(scenes.scenes)} multi-object scenes '
+            f'({time.perf_counter() - start:.0f} s)')
+    teacher = train_teacher(torch.cat([scenes.singles, scenes.centred]),
+                            torch.cat([scenes.labels, scenes.centred_labels]), settings, log)
+    teacher_accuracy = accuracy(teacher, scenes.val_singles, scenes.val_labels)
+    log(f'teacher: accuracy {teacher_accuracy:.3f} on {len(scenes.val_labels)} held-out '
         'single-object scenes, shape anywhere (chance 0.25)')
     if teacher_accuracy < 0.5:
         log(f'WARNING: the teacher names only {teacher_accuracy:.0%} of the shapes; the backbone '
             'will learn little from it (more teacher_iters?)')
-    backbone = distill_backbone(teacher, arch, scenes, singles, settings, log)
+    backbone = distill_backbone(teacher, arch, scenes.scenes, scenes.singles, settings, log)
     meta = dict(task='hint distillation from a shape-classifying conv-BN-ReLU teacher',
                 classes=list(SHAPE_CLASSES), settings=asdict(settings),
                 arch=dict(arch) if isinstance(arch, Mapping) else arch,
