@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from convnext_dense import ConvNeXt
+from convnext_dense.extras.demo import pretrain
 from convnext_dense.extras.demo.pretrain import (HINT_CHANNELS, MEAN, STD, PretrainSettings,
-                                          ShapeTeacher, distill_backbone, multi_object_scenes,
-                                          pretrain_backbone, render_scenes,
+                                          ShapeTeacher, distill_backbone, distill_draw,
+                                          multi_object_scenes, pretrain_backbone, render_scenes,
                                           single_object_scene, single_object_scenes,
-                                          train_teacher, worker_processes)
+                                          teacher_hint_table, train_teacher, worker_processes)
 from convnext_dense.extras.demo.shapes import generate_shapes_dataset
 from convnext_dense.weights import load_pretrained
 
@@ -116,28 +117,58 @@ def test_teacher_and_distillation_learn():
     assert all(not p.requires_grad for p in teacher.parameters())
 
 
-@pytest.mark.parametrize('every', [0, 2, 3])
+@pytest.mark.parametrize('every', [0, 1, 2, 3])
 def test_distillation_mirrors_each_kind_of_scene_half_the_time(every):
+    settings = PretrainSettings(distill_iters=24, distill_batch_size=2, single_object_every=every)
+    generator = torch.Generator().manual_seed(0)
+    draws = [distill_draw(step, settings, dict(singles=5, scenes=3), generator)
+             for step in range(settings.distill_iters)]
+    for kind, size, count in (('singles', 5, 8), ('scenes', 3, 2)):
+        mirrored = [m for k, m, index in draws if k == kind]
+        if (kind == 'singles' and every == 0) or (kind == 'scenes' and every == 1):
+            assert not mirrored
+            continue
+        assert sum(mirrored) == len(mirrored) // 2 and len(mirrored) >= 8
+        indices = torch.cat([index for k, _, index in draws if k == kind])
+        assert len(indices) == count * len(mirrored) and 0 <= indices.min() <= indices.max() < size
+
+
+@pytest.mark.parametrize('mirrored', [False, True])
+def test_teacher_hint_table_rows_are_the_hints_of_drawn_batches(mirrored):
+    torch.manual_seed(0)
+    teacher = ShapeTeacher().to(memory_format=torch.channels_last).eval()
+    pool = torch.randn(11, 3, 64, 64)
+    table = teacher_hint_table(teacher, pool, mirrored, batch_size=4)
+    assert [t.shape[:2] for t in table] == [(11, c) for c in HINT_CHANNELS]
+    index = torch.tensor([10, 3, 3, 7])
+    x = pool[index].flip(3) if mirrored else pool[index]
+    with torch.no_grad():
+        hints, _ = teacher.hints(x)
+    for got, want in zip(table, hints):
+        torch.testing.assert_close(got[index], want, rtol=1e-5, atol=1e-6)
+
+
+def test_distillation_feeds_the_drawn_scenes_to_the_student(monkeypatch):
     seen = []
 
-    class RecordingTeacher(ShapeTeacher):
-        def hints(self, x):
+    class RecordingConvNeXt(ConvNeXt):
+        def forward(self, x):
             seen.append(x.clone())
-            return super().hints(x)
+            return super().forward(x)
 
+    monkeypatch.setattr(pretrain, 'ConvNeXt', RecordingConvNeXt)
     single = torch.arange(64.).repeat(3, 64, 1)[None]  # left-to-right ramp: mirroring shows
     scene = torch.arange(128.).repeat(3, 128, 1)[None]
-    settings = PretrainSettings(distill_iters=12, distill_batch_size=2, single_object_every=every)
-    distill_backbone(RecordingTeacher(), TINY_ARCH, scene, single, settings, lambda line: None)
-    for ramp in (single[0], scene[0]):
-        batches = [x for x in seen if x.shape[2:] == ramp.shape[1:]]
-        if ramp is single[0] and every == 0:
-            assert not batches
-            continue
-        mirrored = [bool((x == ramp.flip(2)).all()) for x in batches]
-        plain = [bool((x == ramp).all()) for x in batches]
-        assert all(m != p for m, p in zip(mirrored, plain))
-        assert sum(mirrored) == len(batches) // 2
+    settings = PretrainSettings(distill_iters=8, distill_batch_size=2)
+    distill_backbone(ShapeTeacher(), TINY_ARCH, scene, single, settings, lambda line: None)
+    generator = torch.Generator().manual_seed(settings.seed + 1)
+    for step, x in enumerate(seen):
+        kind, mirrored, index = distill_draw(step, settings, dict(singles=1, scenes=1),
+                                             generator)
+        ramp = (single if kind == 'singles' else scene)[0]
+        assert x.shape == (len(index), *ramp.shape)
+        assert bool((x == (ramp.flip(2) if mirrored else ramp)).all())
+    assert len(seen) == settings.distill_iters
 
 
 def test_pretrained_backbone_loads_into_a_dense_backbone(tmp_path):

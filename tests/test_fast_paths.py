@@ -19,7 +19,7 @@ import convnext_dense.model.layers as layers
 from convnext_dense import ConvNeXt
 from convnext_dense.extras.benchmark.peers import build_huggingface, load_into_ours
 from convnext_dense.cpu_fast_paths.fast_grads import (DepthwiseConv2d, channels_first,
-                                                      depthwise_weight_grad)
+                                                      depthwise_weight_grad, transposes_per_image)
 from convnext_dense.cpu_fast_paths import fast_paths, fast_paths_enabled
 from tiny import trained_like
 
@@ -310,6 +310,19 @@ def test_channels_first_values_and_gradient():
     assert torch.equal(x.grad, grad)
     plain = torch.randn(2, 8, 5, 7)
     assert channels_first(plain) is plain
+
+
+@pytest.mark.parametrize('shape, per_image', [((4, 16, 64, 64), False), ((2, 32, 64, 64), True)])
+def test_channels_first_copies_per_image_only_large_maps(shape, per_image):
+    # 64k floats per image is the limit: torch's own copy is faster on smaller maps.
+    x = torch.randn(shape).contiguous(memory_format=torch.channels_last).requires_grad_()
+    assert transposes_per_image(x) is per_image
+    out = channels_first(x)
+    assert out.is_contiguous() and torch.equal(out, x.detach().contiguous())
+    assert (type(out.grad_fn).__name__ == 'ChannelsFirstBackward') is per_image
+    grad = torch.randn(shape)
+    out.backward(grad)
+    assert torch.equal(x.grad, grad)
 
 
 def test_fast_paths_switch():

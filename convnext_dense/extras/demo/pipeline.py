@@ -10,8 +10,8 @@
 3. train the UperNet and the Mask R-CNN demo with ``tools/train.py``, side by side (one core
    each), both backbones initialised from step 2's checkpoint through
    ``init_cfg=dict(type='Pretrained')`` as the real configs load the 22k weights;
-4. evaluate them with ``tools/test.py`` (mmseg IoUMetric; mmdet CocoMetric, bbox and segm) and
-   draw their predictions;
+4. evaluate each with ``tools/test.py`` (mmseg IoUMetric; mmdet CocoMetric, bbox and segm) as
+   soon as its training ends, and draw its predictions;
 5. plot the training curves and a gallery of predictions.
 
 Every step writes under ``work_dir``; the tools run as child processes with their full output in
@@ -311,16 +311,16 @@ class DemoPipeline:
         how = 'side by side' if self.settings.parallel else 'one after the other'
         self.echo(f'[3/5] training UperNet (semantic segmentation) and Mask R-CNN (instances) '
                   f'from it with tools/train.py, {how}')
+        self.echo('[4/5] evaluating each with tools/test.py as soon as its training ends: mIoU '
+                  '(mmseg IoUMetric), COCO bbox and segm AP (mmdet CocoMetric)')
         seg_extra = {'model.backbone.init_cfg.checkpoint': pretrained,
                      **self.settings.extra_seg_options}
         det_extra = {'model.backbone.init_cfg.checkpoint': pretrained,
                      **self.settings.extra_det_options}
-        seg_checkpoint, det_checkpoint = self._both(lambda: self.train('seg', seg_extra),
-                                                    lambda: self.train('det', det_extra))
-        self.echo('[4/5] evaluating with tools/test.py: mIoU (mmseg IoUMetric), COCO bbox and '
-                  'segm AP (mmdet CocoMetric)')
-        seg_metrics, det_metrics = self._both(lambda: self.test('seg', seg_checkpoint),
-                                              lambda: self.test('det', det_checkpoint))
+        # One model's evaluation runs beside the other's training, not after both trainings.
+        seg_metrics, det_metrics = self._both(
+            lambda: self.test('seg', self.train('seg', seg_extra)),
+            lambda: self.test('det', self.train('det', det_extra)))
         self.echo('[5/5] drawing curves and predictions')
         pictures = self.pictures()
         self.seconds['total'] = time.perf_counter() - start
