@@ -103,6 +103,29 @@ def test_demo_config_overrides_length_from_the_command_line(task, tiny_shapes, t
     assert lrs[-1] < 0.02 * peak
 
 
+def test_generate_data_on_one_cpu_renders_in_this_process(tmp_path, monkeypatch):
+    # With one CPU the scenes are rendered here, after the dataset, with no worker processes.
+    import convnext_dense.extras.demo.pipeline as pipeline
+
+    def no_workers(count=2):
+        raise AssertionError('worker processes started on a 1-CPU machine')
+
+    monkeypatch.setattr(pipeline, 'worker_processes', no_workers)
+    monkeypatch.setattr(pipeline.os, 'cpu_count', lambda: 1)
+    settings = DemoSettings(data_dir=tmp_path / 'data', work_dir=tmp_path / 'work', num_train=4,
+                            num_val=2, pretrain_images=4)
+    demo = DemoPipeline(ROOT / 'tools', ROOT / 'configs', settings)
+    scenes = demo.generate_data()
+    assert (tmp_path / 'data' / 'coco' / 'annotations' / 'instances_val.json').is_file()
+    assert len(list((tmp_path / 'data' / 'ade' / 'images' / 'training').iterdir())) == 4
+    assert scenes.singles.shape[0] == 4 and scenes.scenes.shape[0] == 4
+    # The same scenes the worker processes would render: each set is a pure function of its seed.
+    expected = pipeline.render_scenes(demo._pretrain_settings())
+    assert torch.equal(scenes.singles, expected.singles)
+    assert torch.equal(scenes.scenes, expected.scenes)
+    assert 'data' in demo.seconds
+
+
 @pytest.fixture(scope='module')
 def demo_run(tmp_path_factory):
     """The whole pipeline with tiny counts: 16 + 4 images (two batches of 8: the logger writes
