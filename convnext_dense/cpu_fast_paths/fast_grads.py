@@ -3,7 +3,7 @@
 * :class:`DepthwiseConv2d`: oneDNN's weight gradient for a 7x7 depthwise conv is several times
   slower than the forward pass on CPU; here it is computed as forward convolutions.
 * :func:`channels_first`: on one image's large map, torch's 4-D permute copy from channels-last to
-  the standard layout is slower than a 2-D transpose copy (1.5-3.9x on one thread at
+  the standard layout is slower than a 2-D transpose copy (1.4-3.9x on one thread at
   ConvNeXt-B's 512 px maps); on small maps the per-image copies' overhead loses.
 * :func:`keep_pwconv2_context`: selective checkpointing that keeps pwconv2's output, so the
   recomputation in the backward pass skips that matmul.
@@ -207,7 +207,7 @@ def transposes_per_image(x: torch.Tensor) -> bool:
     AMD EPYC (Zen 3, AVX2) with batches of 8-64 maps of 2-32 px as the demo trains, torch's own
     copy took 0.06-0.75x the time of the per-image transposes, both ways and on 1 and 2 threads,
     with one exception: back to channels-last, 32 channels of 32 x 32 px on one thread, 1.9-2.2x
-    (about 0.4 ms a step in the demo's fine-tuning, against 5-9 ms saved in a pre-training step).
+    (about 0.4 ms a step in the demo's fine-tuning, against 4-9 ms saved in a pre-training step).
     """
     return x[0].numel() > _PER_IMAGE_MIN_FLOATS if x.shape[0] else False
 

@@ -61,7 +61,8 @@ class DemoSettings:
         pretrain_iters: Steps of each pre-training phase (teacher, distillation); None keeps
             :class:`~convnext_dense.extras.demo.pretrain.PretrainSettings`' defaults.
         pretrain_images: Single- and multi-object scenes rendered for the pre-training (not
-            written to disk); None keeps the defaults.
+            written to disk; its memory grows with them, see ``PretrainSettings.scene_images``);
+            None keeps the defaults.
         gallery_images: Validation images shown in ``predictions.png``.
         parallel: Train (and test) the two models side by side, each child process on its
             share of the cores; False runs them one after the other.
