@@ -26,7 +26,8 @@ CPU_DEPENDENT_TESTS = (
     'test_cpu_support.py', 'test_column_split.py', 'test_mkl_packed.py', 'test_train_matmuls.py',
     'test_patch_conv.py', 'test_sample_skip.py', 'test_benchmark_tools.py',
     'test_benchmark_gpu_script.py', 'test_deploy_export.py', 'test_deploy_speed.py',
-    'test_channels_last.py', 'test_hf_upernet.py', 'test_compile_cache.py',
+    'test_channels_last.py', 'test_channels_last_roi_align.py', 'test_hf_upernet.py',
+    'test_compile_cache.py',
 )
 
 

@@ -8,6 +8,8 @@ Examples:
     # whole models (B detector and segmenter), inference only
     python tools/benchmark.py --whole-model detector segmenter --whole-model-modes infer \
         --sizes 800x1216 --tasks --json work_dirs/bench_models.json
+    # ChannelsLastHook's RoIAlign against mmcv's, one thread
+    python tools/benchmark.py --tasks --roi-align --threads 1 --clock cpu --repeats 7
 """
 import argparse
 import json
@@ -17,6 +19,7 @@ import sys
 from convnext_dense.extras.benchmark.report import (check_goals, check_json_path, format_machine,
                                                     format_summary, format_table,
                                                     format_whole_model_table, write_json)
+from convnext_dense.extras.benchmark.roi_align_speed import CASES as ROI_ALIGN_CASES
 from convnext_dense.extras.benchmark.runner import PRECISION_FAMILIES, VARIANTS, BenchmarkConfig
 from convnext_dense.runtime.cli_options import positive_int
 
@@ -92,6 +95,11 @@ def parse_args(argv=None):
                         help="keep: glibc keeps freed memory, as tools/train.py and tools/test.py "
                              "set it on CPU (convnext_dense.runtime.allocator); glibc: its "
                              "defaults. Either way all implementations share the process")
+    parser.add_argument('--roi-align', nargs='*', metavar='CASE',
+                        choices=list(ROI_ALIGN_CASES),
+                        help='ChannelsLastHook\'s channels-last RoIAlign against mmcv\'s, '
+                             'forward and forward + backward (no CASE: all of '
+                             f"{', '.join(repr(c) for c in ROI_ALIGN_CASES)})")
     parser.add_argument('--json', help='write all results here')
     parser.add_argument('--onnx', nargs='+', choices=['backbone', 'segmenter', 'detector'],
                         help='onnxruntime vs PyTorch eager, fp32, 1 thread and all cores: the '
@@ -138,7 +146,8 @@ def main(argv=None) -> int:
         print(format_summary(results['summary'], results['goals']) + '\n')
         print(format_table(results))
     # Without backbone tasks no run records the machine: record it here, the load after below.
-    standalone = not args.tasks and bool(args.whole_model or args.onnx)
+    standalone = not args.tasks and bool(args.whole_model or args.onnx
+                                         or args.roi_align is not None)
     if standalone:
         from convnext_dense.extras.benchmark.runner import machine_info
         results.update(machine=dict(machine_info('cpu'), malloc=malloc), clock=args.clock)
@@ -153,6 +162,11 @@ def main(argv=None) -> int:
         results['onnx'] = run_onnx_speed(args.onnx, args.sizes[0], args.repeats, args.warmup,
                                          args.clock, args.arch, log)
         print('\n' + format_rows(results['onnx']))
+    if args.roi_align is not None:
+        from convnext_dense.extras.benchmark import roi_align_speed
+        results['roi_align'] = roi_align_speed.run_roi_align_speed(
+            args.roi_align or list(ROI_ALIGN_CASES), args.repeats, args.warmup, args.clock, log)
+        print('\n' + roi_align_speed.format_rows(results['roi_align']))
     if standalone:
         from convnext_dense.extras.benchmark.timing import load_average
         results['machine']['load_average_after'] = load_average()

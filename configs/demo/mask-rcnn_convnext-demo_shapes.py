@@ -85,8 +85,9 @@ val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 
 # The backbone is small (num_layers 4) and its pretraining is short: milder decay than 0.8 / 12.
+# fused: torch's one-kernel AdamW step (several times faster on a CPU).
 optim_wrapper = dict(
-    optimizer=dict(lr=1e-3),
+    optimizer=dict(lr=1e-3, fused=True),
     paramwise_cfg=dict(decay_rate=0.9, num_layers=4),
     clip_grad=dict(max_norm=10.0))
 # Warmup times a cosine to 0 (the two overlap, as mmdet's warmup and step schedules do). No
