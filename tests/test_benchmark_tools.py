@@ -1,5 +1,4 @@
 """The CPU benchmark tool runs (tiny sizes; no timing is asserted) and its parts do their job."""
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -23,6 +22,7 @@ from convnext_dense.extras.benchmark.runner import (BenchmarkConfig, _group_name
 from convnext_dense.extras.benchmark.timing import Timing, per_round_ratios, time_interleaved
 from convnext_dense.runtime.allocator import OPT_OUT_VARIABLE, reason_to_leave_alone
 from failing_writes import assert_a_dying_write_keeps
+from tool_modules import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 from tiny import TINY_ARCH as TINY
@@ -126,14 +126,6 @@ def test_per_round_ratios_cancel_a_slowdown_both_sides_share():
         per_round_ratios(ours, Timing([1.0, 1.0]))
 
 
-def _benchmark_tool():
-    spec = importlib.util.spec_from_file_location(
-        'benchmark_tool', osp.join(ROOT, 'tools', 'benchmark.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize('option, said', [
     (['--threads', '0'], "argument --threads: '0' is not a positive integer"),
     (['--threads', '-1'], "argument --threads: '-1' is not a positive integer"),
@@ -147,7 +139,7 @@ def test_benchmark_cli_refuses_bad_options_before_running(tmp_path, capsys, opti
     (tmp_path / 'file.txt').write_text('')
     option = [o.format(tmp=tmp_path) for o in option]
     with pytest.raises(SystemExit) as exit_info:
-        _benchmark_tool().parse_args(option)
+        load_tool('benchmark').parse_args(option)
     assert exit_info.value.code == 2  # an argparse error: usage and message, no traceback
     assert said in capsys.readouterr().err
 

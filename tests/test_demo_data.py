@@ -1,6 +1,5 @@
 """The demo shapes dataset: deterministic, valid COCO and ADE20K layouts that mmdet / mmseg load."""
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from pycocotools.coco import COCO
 from convnext_dense.extras.demo import shapes
 from convnext_dense.extras.demo.scene import SHAPE_CLASSES, render_scene
 from convnext_dense.extras.demo.shapes import generate_shapes_dataset, read_meta, render_image
+from tool_modules import load_tool
 
 NUM_TRAIN, NUM_VAL = 8, 4
 K = len(SHAPE_CLASSES)
@@ -221,10 +221,7 @@ def test_bad_scene_arguments(kwargs, message):
 
 
 def test_cli_generates_then_reports_up_to_date(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location(
-        'make_demo_data', Path(__file__).parents[1] / 'tools' / 'make_demo_data.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('make_demo_data')
     args = [str(tmp_path / 'd'), '--seed', '1', '--num-train', '2', '--num-val', '1']
     tool.main(args)
     tool.main(args)

@@ -1,22 +1,12 @@
 """tools/benchmark.py --roi-align: both ops timed on the same boxes, their results compared."""
-import importlib.util
 import json
-import os.path as osp
 
 import pytest
 
 from convnext_dense.extras.benchmark import roi_align_speed
+from tool_modules import load_tool
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY = dict(maps=(2, 8, 12, 16), rois=20, output_size=(7, 7), sides=(4, 40))
-
-
-def _benchmark_tool():
-    spec = importlib.util.spec_from_file_location(
-        'benchmark_tool', osp.join(ROOT, 'tools', 'benchmark.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_rows_time_both_ops_and_compare_their_results(monkeypatch):
@@ -41,7 +31,7 @@ def test_boxes_lie_on_their_maps():
 
 def test_cli_writes_the_rows(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(roi_align_speed.CASES, 'tiny', TINY)
-    tool = _benchmark_tool()
+    tool = load_tool('benchmark')
     out = tmp_path / 'roi.json'
     assert tool.main(['--tasks', '--roi-align', 'tiny', '--repeats', '2', '--clock', 'cpu',
                       '--json', str(out)]) == 0
@@ -53,5 +43,5 @@ def test_cli_writes_the_rows(tmp_path, monkeypatch, capsys):
 
 def test_cli_refuses_an_unknown_case(capsys):
     with pytest.raises(SystemExit):
-        _benchmark_tool().parse_args(['--roi-align', 'demo_box'])
+        load_tool('benchmark').parse_args(['--roi-align', 'demo_box'])
     assert "invalid choice: 'demo_box'" in capsys.readouterr().err

@@ -1,7 +1,5 @@
 """tools/swap_backbone.py and the sweep helpers behind tools/sweep_swap_backbone.py."""
-import importlib.util
 import json
-import os.path as osp
 
 import pytest
 from mmengine.config import Config
@@ -12,21 +10,14 @@ from convnext_dense.swap.source import Source
 from convnext_dense.extras.swap_survey.sweep import (backbone_family, check_config, stock_configs,
                                                      summarize)
 from failing_writes import assert_a_dying_write_keeps
+from tool_modules import load_tool
 
-TOOLS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools')
 RPN_C4 = 'mmdet::rpn/rpn_r50-caffe-c4_1x_coco.py'
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(name, osp.join(TOOLS, f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_cli_writes_a_delta_config(tmp_path, capsys):
     out = tmp_path / 'retinanet_convnext-t.py'
-    code = _tool('swap_backbone').main([
+    code = load_tool('swap_backbone').main([
         'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', '--arch', 'tiny', '--out', str(out)])
     assert code == 0
     assert 'model.neck: in_channels -> [192, 384, 768]' in capsys.readouterr().out
@@ -40,7 +31,7 @@ def test_cli_writes_a_delta_config(tmp_path, capsys):
 def test_cli_no_recipe_and_no_weights(tmp_path):
     out = tmp_path / 'psp.py'
     source = 'mmseg::pspnet/pspnet_r50-d8_4xb2-40k_cityscapes-512x1024.py'
-    assert _tool('swap_backbone').main([source, '--arch', 'small', '--pretrained', 'none',
+    assert load_tool('swap_backbone').main([source, '--arch', 'small', '--pretrained', 'none',
                                         '--no-recipe', '--out', str(out)]) == 0
     cfg = Config.fromfile(str(out))
     assert 'init_cfg' not in cfg.model.backbone
@@ -49,7 +40,7 @@ def test_cli_no_recipe_and_no_weights(tmp_path):
 
 def test_cli_refusal_names_the_field(tmp_path, capsys):
     out = tmp_path / 'c4.py'
-    code = _tool('swap_backbone').main([
+    code = load_tool('swap_backbone').main([
         'mmdet::faster_rcnn/faster-rcnn_r50-caffe_c4-1x_coco.py', '--out', str(out)])
     assert code == 2
     assert 'model.roi_head.bbox_roi_extractor.out_channels' in capsys.readouterr().err
@@ -61,7 +52,8 @@ def test_cli_refuses_to_write_over_the_source_config(tmp_path, capsys, monkeypat
     text = "_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'\nmy_setting = 1\n"
     source.write_text(text)
     monkeypatch.chdir(tmp_path)
-    code = _tool('swap_backbone').main([str(source), '--arch', 'tiny', '--out', './my_retina.py'])
+    code = load_tool('swap_backbone').main(
+        [str(source), '--arch', 'tiny', '--out', './my_retina.py'])
     assert code == 2
     assert 'is the source config' in capsys.readouterr().err
     assert source.read_text() == text
@@ -69,7 +61,7 @@ def test_cli_refuses_to_write_over_the_source_config(tmp_path, capsys, monkeypat
 
 def test_cli_refuses_a_pretrained_word_that_is_no_checkpoint(tmp_path, capsys):
     out = tmp_path / 'x.py'
-    assert _tool('swap_backbone').main([RPN_C4, '--pretrained', 'imagenet', '--out',
+    assert load_tool('swap_backbone').main([RPN_C4, '--pretrained', 'imagenet', '--out',
                                         str(out)]) == 2
     assert "pretrained='imagenet'" in capsys.readouterr().err
     assert not out.exists()
@@ -99,7 +91,7 @@ def test_dump_that_dies_keeps_the_old_file(tmp_path, monkeypatch):
 
 def test_cli_rejects_unknown_arch(tmp_path):
     with pytest.raises(SystemExit):
-        _tool('swap_backbone').main([RPN_C4, '--arch', 'huge', '--out', str(tmp_path / 'x.py')])
+        load_tool('swap_backbone').main([RPN_C4, '--arch', 'huge', '--out', str(tmp_path / 'x.py')])
 
 
 @pytest.mark.parametrize('name, family', [
@@ -136,7 +128,7 @@ def test_sweep_checks_one_config(tmp_path):
 
 def _fake_sweep(monkeypatch, failing=()):
     """tools/sweep_swap_backbone.py over five made-up configs, 'run' without training."""
-    tool = _tool('sweep_swap_backbone')
+    tool = load_tool('sweep_swap_backbone')
     monkeypatch.setattr(tool, 'resnet_configs', lambda scopes: iter(
         dict(config=f'mmdet::cfg{i}.py', backbone='ResNet') for i in range(5)))
 

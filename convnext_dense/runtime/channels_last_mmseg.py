@@ -10,7 +10,8 @@
   ms step of the demo's UperNet. For ``topk=1`` without ``thresh`` an ``argmax`` comparison counts
   the same pixels (ties between classes aside) and gives the same number.
 
-Together a step of the demo's UperNet took 0.19 instead of 0.21 s (one thread, Xeon with AMX).
+Together a step of the demo's UperNet took 0.185-0.189 instead of 0.193-0.211 s (one thread,
+Xeon with AMX, two rounds each on a noisy host).
 :func:`speed_up_mmseg_heads` swaps the two functions those mmseg modules call (``resize`` in
 ``mmseg.models.decode_heads.uper_head``, ``accuracy`` in ``...decode_head``) for these wrappers,
 which call mmseg's own for every case they do not cover. The swap is process-wide and changes
