@@ -65,6 +65,19 @@ def test_float64_and_empty_bins_and_no_rois():
     assert empty.shape == (0, 4, 7, 7)
 
 
+def test_boxes_that_are_no_numbers_pool_to_nan():
+    from convnext_dense.runtime.channels_last_roi_align import sampling_matrix
+    torch.manual_seed(0)
+    features = torch.randn(1, 4, 16, 16)
+    rois = torch.tensor([[0, 1., 1., 9., 9.], [0, 1., float('nan'), 4., 4.],
+                         [0, 2., 2., float('inf'), 5.]])
+    got = channels_last_roi_align(features, rois, (3, 3), 1.0)
+    assert torch.isnan(got[1:]).all()
+    torch.testing.assert_close(got[:1], roi_align(features, rois[:1], (3, 3), 1.0, 0, 'avg', True))
+    with pytest.raises(ValueError, match='needs finite box coordinates; RoI 1 is'):
+        sampling_matrix(rois, (1, 16, 16), (3, 3), 1.0, 0, True)
+
+
 def test_same_result_on_one_and_two_threads():
     torch.manual_seed(0)
     features = torch.randn(2, 32, 24, 24).contiguous(memory_format=torch.channels_last)
@@ -81,7 +94,7 @@ def test_same_result_on_one_and_two_threads():
 
 
 @pytest.mark.parametrize('bad, message', [
-    (dict(rois=torch.tensor([[0, 5., 5., 4., 9.]])), 'RoI 0 is'),
+    (dict(rois=torch.tensor([[0, 5., 5., 4., 9.]])), 'needs x2 >= x1 and y2 >= y1; RoI 0 is'),
     (dict(rois=torch.zeros(2, 4)), r'rois must be \(R, 5\)'),
     (dict(features=torch.zeros(1, 2, 8, 8, dtype=torch.bfloat16)), 'float32 or float64'),
 ])

@@ -63,11 +63,18 @@ def sampling_matrix(rois: torch.Tensor, map_shape: Tuple[int, int, int],
         and for each of its rows the output row it computes (RoI-major, then the bins row-major).
 
     Raises:
-        ValueError: an ``aligned`` RoI with a negative width or height (mmcv asserts there).
+        ValueError: a RoI with a coordinate that is no finite number
+            (:func:`channels_last_roi_align` pools those to NaN instead), or an ``aligned`` RoI
+            with a negative width or height (mmcv asserts there).
     """
     num_maps, height, width = map_shape
     pooled_h, pooled_w = output_size
     rois = rois.detach()
+    not_finite = (~torch.isfinite(rois[:, 1:])).any(1).nonzero()
+    if len(not_finite):
+        index = int(not_finite[0])
+        raise ValueError(f'RoIAlign needs finite box coordinates; RoI {index} is '
+                         f'{rois[index].tolist()}')
     offset = 0.5 if aligned else 0.0
     x1, y1, x2, y2 = (rois[:, i] * spatial_scale - offset for i in range(1, 5))
     roi_w, roi_h = x2 - x1, y2 - y1
@@ -144,12 +151,19 @@ class ChannelsLastRoIAlignFunction(torch.autograd.Function):
     def forward(ctx, features: torch.Tensor, rois: torch.Tensor, output_size: Tuple[int, int],
                 spatial_scale: float, sampling_ratio: int, aligned: bool) -> torch.Tensor:
         num_maps, channels, height, width = features.shape
+        # A model whose weights went NaN proposes NaN boxes: they pool to NaN, so the loss is
+        # NaN and the NaN-loss check stops the run, as with mmcv's op.
+        not_finite = ~torch.isfinite(rois[:, 1:]).all(1)
+        if not_finite.any():
+            rois = rois.masked_fill(not_finite.unsqueeze(1) & (torch.arange(5) > 0), 0.0)
         matrix, output_rows = sampling_matrix(rois, (num_maps, height, width), output_size,
                                               spatial_scale, sampling_ratio, aligned)
         matrix = matrix.to(features.dtype)
         pixels = features.permute(0, 2, 3, 1).reshape(-1, channels)  # a view when channels-last
         pooled = features.new_empty(matrix.shape[0], channels)
         pooled[output_rows] = torch.sparse.mm(matrix, pixels)
+        if not_finite.any():
+            pooled.view(len(rois), -1, channels)[not_finite] = float('nan')
         ctx.save_for_backward(matrix, output_rows)
         ctx.map_shape = (num_maps, height, width, channels)
         # (R * bins, C) -> (R, C, rows, columns), channels-last
@@ -182,7 +196,12 @@ def channels_last_roi_align(features: torch.Tensor, rois: torch.Tensor,
         aligned: Shift the boxes by half a pixel, as mmcv's default.
 
     Returns:
-        ``(R, C, rows, columns)`` pooled features, channels-last.
+        ``(R, C, rows, columns)`` pooled features, channels-last; NaN for RoIs with a coordinate
+        that is no finite number.
+
+    Raises:
+        ValueError: maps or RoIs of another shape, dtype or device, or an ``aligned`` RoI with a
+            negative width or height.
     """
     if features.dim() != 4 or features.device.type != 'cpu' or (
             features.dtype not in SUPPORTED_DTYPES):
