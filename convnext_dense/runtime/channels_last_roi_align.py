@@ -216,7 +216,6 @@ def channels_last_roi_align(features: torch.Tensor, rois: torch.Tensor,
                                               int(sampling_ratio), bool(aligned))
 
 
-
 class ChannelsLastRoIAlign(RoIAlign):
     """mmcv's ``RoIAlign`` with average pooling, computing on channels-last CPU maps.
 
