@@ -66,13 +66,10 @@ def convert_to_channels_last(model: nn.Module) -> int:
     for module in model.modules():
         if not is_mmcv_op(module):
             continue
-        if _pools_channels_last(module):
-            guarded += 1
-            continue
-        if not hasattr(module, _GUARD_ATTRIBUTE):
+        guarded += 1
+        if not _pools_channels_last(module) and not hasattr(module, _GUARD_ATTRIBUTE):
             handle = module.register_forward_pre_hook(_contiguous_inputs, with_kwargs=True)
             setattr(module, _GUARD_ATTRIBUTE, handle)
-        guarded += 1
     return guarded
 
 

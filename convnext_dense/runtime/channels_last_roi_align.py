@@ -97,9 +97,10 @@ def sampling_matrix(rois: torch.Tensor, map_shape: Tuple[int, int, int],
     # and column weights (mmcv's w1..w4), its pixel the sum of their offsets.
     key = grid_h * (int(grid_w.max()) + 1 if len(rois) else 1) + grid_w
     order = torch.argsort(key, stable=True)
+    sorted_key = key[order]
     columns, values, counts = [], [], []
-    for group_key in torch.unique_consecutive(key[order]).tolist():
-        members = order[key[order] == group_key]
+    for group_key in torch.unique_consecutive(sorted_key).tolist():
+        members = order[sorted_key == group_key]
         gh, gw = int(grid_h[members[0]]), int(grid_w[members[0]])
         if gh * gw == 0:  # no sample: the bins pool to 0, as mmcv's
             counts.append(torch.zeros(len(members) * bins, dtype=torch.long))
@@ -154,7 +155,8 @@ class ChannelsLastRoIAlignFunction(torch.autograd.Function):
         # A model whose weights went NaN proposes NaN boxes: they pool to NaN, so the loss is
         # NaN and the NaN-loss check stops the run, as with mmcv's op.
         not_finite = ~torch.isfinite(rois[:, 1:]).all(1)
-        if not_finite.any():
+        any_not_finite = bool(not_finite.any())
+        if any_not_finite:
             rois = rois.masked_fill(not_finite.unsqueeze(1) & (torch.arange(5) > 0), 0.0)
         matrix, output_rows = sampling_matrix(rois, (num_maps, height, width), output_size,
                                               spatial_scale, sampling_ratio, aligned)
@@ -162,7 +164,7 @@ class ChannelsLastRoIAlignFunction(torch.autograd.Function):
         pixels = features.permute(0, 2, 3, 1).reshape(-1, channels)  # a view when channels-last
         pooled = features.new_empty(matrix.shape[0], channels)
         pooled[output_rows] = torch.sparse.mm(matrix, pixels)
-        if not_finite.any():
+        if any_not_finite:
             pooled.view(len(rois), -1, channels)[not_finite] = float('nan')
         ctx.save_for_backward(matrix, output_rows)
         ctx.map_shape = (num_maps, height, width, channels)
