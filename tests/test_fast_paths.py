@@ -6,6 +6,7 @@ ConvNextBackbone on the same weights is the outside reference.
 """
 import copy
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -201,6 +202,36 @@ def test_bf16_autocast_training_close_to_plain(tiny_arch):
     for name, grad in grads[1].items():
         assert grads[0][name].dtype == torch.float32
         _assert_rel(grads[0][name], grad, tol=5e-2, what=f'bf16 autocast gradient of {name}')
+
+
+@pytest.mark.parametrize('route', ['onednn', 'blas'])
+def test_cached_inference_weights_follow_new_data_at_the_old_address(tiny_arch, route,
+                                                                     monkeypatch):
+    """``param.data = new`` keeps the version counter; a new storage at the address the old one
+    freed (as ``model.to(bf16).to(float32)`` sometimes gets) must not bring back the old weights.
+    Two tensors over one Python buffer make that address reuse certain."""
+    monkeypatch.setattr(fused_ops, '_MIN_CHUNK_ROWS', 1)
+    monkeypatch.setattr(fused_ops, 'HIDDEN_CHUNK_BYTES', 2 * 32 * 64 * 4)
+    monkeypatch.setattr(cpu_support, '_forced_mlp_route', route)
+    model = trained_like(tiny_arch).eval()
+    x = torch.randn(1, 3, 64, 64)
+    weight = model.stages[1][0].pwconv2.weight
+    memory = bytearray(weight.numel() * weight.element_size())
+
+    def over_memory(values):
+        with warnings.catch_warnings():  # frombuffer: "the buffer is not writable" (it is)
+            warnings.simplefilter('ignore')
+            tensor = torch.frombuffer(memory, dtype=weight.dtype).view_as(weight)
+        tensor.copy_(values)
+        return tensor
+
+    weight.data = over_memory(weight.detach().clone())
+    address, version = weight.data_ptr(), weight._version
+    _outputs(model, x, True)  # fills the caches
+    weight.data = over_memory(weight.detach() * 3.0)
+    assert (weight.data_ptr(), weight._version) == (address, version)
+    for fast, plain in zip(_outputs(model, x, True), _outputs(model, x, False)):
+        _assert_rel(fast, plain, what='new data at the old address')
 
 
 @pytest.mark.parametrize('route', ['onednn', 'blas'])

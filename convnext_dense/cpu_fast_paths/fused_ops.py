@@ -8,6 +8,7 @@ through both in chunks of rows (:func:`fused_mlp`). The weights they use (``pwco
 matmuls run the block instead (:func:`blas_mlp_chunk`), full chunks use weights packed by MKL
 once (:class:`MklPackedWeights`).
 """
+import weakref
 from typing import Callable, Optional, Sequence, Tuple
 
 import torch
@@ -174,6 +175,19 @@ def version_key(tensors: Sequence[Optional[torch.Tensor]]) -> Optional[Tuple]:
     return tuple(key)
 
 
+def storage_refs(tensors: Sequence[Optional[torch.Tensor]]) -> Tuple:
+    """Weak references to the storages of ``tensors`` (``None`` for a missing tensor)."""
+    return tuple(None if t is None else weakref.ref(t.untyped_storage()) for t in tensors)
+
+
+def same_storages(tensors: Sequence[Optional[torch.Tensor]], refs: Tuple) -> bool:
+    """Whether each of ``tensors`` still uses the storage that ``refs`` (:func:`storage_refs`)
+    pointed at when they were taken."""
+    return all((t is None and r is None) or (t is not None and r is not None
+                                             and r() is t.untyped_storage())
+               for t, r in zip(tensors, refs))
+
+
 class ParameterCache:
     """Something derived from parameters, kept until one of them changes (base class).
 
@@ -181,6 +195,12 @@ class ParameterCache:
     (see :func:`version_key`) and is the same object; parameters created under
     ``torch.inference_mode`` keep no version counter, so their values are never kept. Copies and
     pickles start empty.
+
+    The storage is compared as an object, not only by address: ``param.data = new`` (what
+    ``module.to(dtype)`` does) keeps the version counter, and the new storage can be allocated at
+    the address the old one freed (``model.to(torch.bfloat16).to(torch.float32)`` did so now and
+    then), so an address alone could hand back the old weights. Torch keeps one Python object per
+    live storage, so a weak reference to it dies with the storage.
     """
 
     def __init__(self) -> None:
@@ -193,7 +213,8 @@ class ParameterCache:
         key = None if key is None else key + tuple(extra)
         # The same parameter objects too: a replaced parameter could reuse a freed address.
         if (key is not None and key == self._key and len(params) == len(self._params)
-                and all(p is q for p, q in zip(params, self._params))):
+                and all(p is q for p, q in zip(params, self._params))
+                and same_storages(params, self._storages)):
             return key, self._value
         return key, None
 
@@ -201,11 +222,13 @@ class ParameterCache:
         """Keep ``value`` for ``params`` (nothing is kept without a key)."""
         if key is not None:
             self._key, self._params, self._value = key, params, value
+            self._storages = storage_refs(params)
 
     def clear(self) -> None:
         """Drop the kept value."""
         self._key: Optional[Tuple] = None
         self._params: Tuple = ()
+        self._storages: Tuple = ()
         self._value: object = None
 
     def __deepcopy__(self, memo) -> 'ParameterCache':
