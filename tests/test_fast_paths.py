@@ -6,7 +6,6 @@ ConvNextBackbone on the same weights is the outside reference.
 """
 import copy
 import pickle
-import warnings
 
 import pytest
 import torch
@@ -219,11 +218,8 @@ def test_cached_inference_weights_follow_new_data_at_the_old_address(tiny_arch, 
     memory = bytearray(weight.numel() * weight.element_size())
 
     def over_memory(values):
-        with warnings.catch_warnings():  # frombuffer: "the buffer is not writable" (it is)
-            warnings.simplefilter('ignore')
-            tensor = torch.frombuffer(memory, dtype=weight.dtype).view_as(weight)
-        tensor.copy_(values)
-        return tensor
+        tensor = torch.frombuffer(memory, dtype=weight.dtype).view_as(weight)
+        return tensor.copy_(values)
 
     weight.data = over_memory(weight.detach().clone())
     address, version = weight.data_ptr(), weight._version
