@@ -16,7 +16,7 @@ from convnext_dense.extras.benchmark.cases import Case, build_model, make_images
 from convnext_dense.extras.benchmark.flops import count_macs
 from convnext_dense.extras.benchmark.memory import measure_step_memory
 from convnext_dense.extras.benchmark.report import (check_goals, format_machine, format_summary,
-                                                    write_json)
+                                                    format_table, write_json)
 from convnext_dense.extras.benchmark.runner import (BenchmarkConfig, _group_name, _peak_key,
                                                    plan_groups, summarize)
 from convnext_dense.extras.benchmark.timing import Timing, per_round_ratios, time_interleaved
@@ -124,6 +124,39 @@ def test_per_round_ratios_cancel_a_slowdown_both_sides_share():
     assert ratios.spread < 1e-9 < ours.spread
     with pytest.raises(ValueError, match='cannot pair 5 rounds with 2'):
         per_round_ratios(ours, Timing([1.0, 1.0]))
+
+
+def test_summary_pairs_the_best_modes_round_by_round_and_prints_the_spreads():
+    # Rounds 3 and 4 ran 1.5x slower on both sides: each side's spread shows it, the rounds'
+    # ratios do not. HF's best mode is its cast, ours its autocast: those two are paired.
+    def row(impl, precision, times):
+        timing = Timing(times)
+        return dict(group='infer bf16 eager 512x512', name=f'{impl}/{precision}',
+                    case=dict(impl=impl, precision=precision), median_s=timing.median,
+                    spread=timing.spread, times_s=times, gflops=1.0, peak_fraction=0.5)
+    results = dict(machine={}, rows=[
+        row('ours', 'bf16-autocast', [0.8, 0.8, 1.2, 1.2, 0.8]),
+        row('ours', 'bf16-cast', [0.9, 0.9, 1.35, 1.35, 0.9]),
+        row('huggingface', 'bf16-autocast', [1.1, 1.1, 1.65, 1.65, 1.1]),
+        row('huggingface', 'bf16-cast', [1.0, 1.0, 1.5, 1.5, 1.0])])
+    entry, = summarize(results)
+    assert (entry['ours_mode'], entry['huggingface_mode']) == ('bf16-autocast', 'bf16-cast')
+    assert entry['ratio_vs_huggingface'] == pytest.approx(0.8)
+    assert entry['round_ratio_vs_huggingface'] == pytest.approx(0.8)
+    assert entry['round_ratio_vs_huggingface_spread'] == pytest.approx(0.0)
+    assert entry['ours_spread'] == pytest.approx(0.5) == entry['huggingface_spread']
+    table = format_summary([entry], [])
+    assert ('| infer bf16 eager 512x512 | 0.800 (50.0%) | 1.000 (50.0%) | 0.800 | 0.800 (0.0%) '
+            '| ours bf16-autocast, HF bf16-cast |') in table
+    assert '| 0.900 (50.0%) | 1 | 50% |' in format_table(results)
+    results['rows'][3]['times_s'] = [1.0, 1.0]  # cannot be paired round by round
+    assert 'round_ratio_vs_huggingface' not in summarize(results)[0]
+    # rows without per-call times: no per-round ratio and no spread, nothing invented
+    for r in results['rows']:
+        del r['times_s'], r['spread']
+    entry, = summarize(results)
+    assert 'round_ratio_vs_huggingface' not in entry
+    assert '| 0.800 (n/a) | 1.000 (n/a) | 0.800 |  | ours' in format_summary([entry], [])
 
 
 @pytest.mark.parametrize('option, said', [

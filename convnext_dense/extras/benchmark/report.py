@@ -31,37 +31,46 @@ def check_goals(summary: Sequence[Dict], native_bf16: bool = True) -> List[Dict]
     return checked
 
 
+def _with_spread(value: float, spread: Optional[float]) -> str:
+    """``1.234 (5.6%)``: a median (seconds or a ratio) and its spread (``n/a`` under 4 calls)."""
+    return f'{value:.3f} ({format_spread(spread)})'
+
+
 def _fmt_memory(row: Dict) -> str:
     memory = row.get('memory')
     return f"{memory['step_mib']:.0f}" if memory else ''
 
 
 def format_table(results: Dict) -> str:
-    """A Markdown table of every case: time, GFLOP/s, share of the matmul peak, agreement."""
-    lines = ['| case | mode | median s | GFLOP/s | of matmul peak | step memory MiB | '
+    """A Markdown table of every case: median time and spread, GFLOP/s, share of the matmul peak,
+    agreement."""
+    lines = ['| case | mode | median s (spread) | GFLOP/s | of matmul peak | step memory MiB | '
              'max rel. diff |', '|---|---|---|---|---|---|---|']
     for row in results['rows']:
         diff = row.get('max_rel_diff')
         lines.append(
-            f"| {row['group']} | {row['name']} | {row['median_s']:.3f} | {row['gflops']:.0f} | "
+            f"| {row['group']} | {row['name']} | "
+            f"{_with_spread(row['median_s'], row.get('spread'))} | {row['gflops']:.0f} | "
             f"{row['peak_fraction']:.0%} | {_fmt_memory(row)} | "
             f"{'' if diff is None else f'{diff:.1e}'} |")
     return '\n'.join(lines)
 
 
 def format_summary(summary: Sequence[Dict], goals: Sequence[Dict]) -> str:
-    """Ratios per group and the goal verdicts."""
-    lines = ['| group | ours s | Hugging Face s | ratio | notes |', '|---|---|---|---|---|']
+    """Ratios per group (of the medians, and per round with its spread) and the goal verdicts."""
+    lines = ['| group | ours s (spread) | Hugging Face s (spread) | ratio | '
+             'ratio per round (spread) | notes |', '|---|---|---|---|---|---|']
     for entry in summary:
         if 'cp_time_ratio' in entry:
             memory, rss = entry.get('cp_memory_ratio'), entry.get('cp_peak_rss_ratio')
             notes = (f"with_cp time x{entry['cp_time_ratio']:.2f}"
                      + ('' if memory is None else f", step memory x{memory:.2f}")
                      + ('' if rss is None else f", process peak RSS x{rss:.2f}"))
-            lines.append(f"| {entry['group']} | | | | {notes} |")
+            lines.append(f"| {entry['group']} | | | | | {notes} |")
             continue
         hf = entry.get('huggingface_s')
         ratio = entry.get('ratio_vs_huggingface')
+        per_round = entry.get('round_ratio_vs_huggingface')
         others = ', '.join(f"{p} x{entry[f'ratio_vs_{p}']:.2f}" for p in ('timm', 'mmpretrain')
                            if f'ratio_vs_{p}' in entry)
         modes = f"ours {entry['ours_mode']}" + (f", HF {entry['huggingface_mode']}" if hf else '')
@@ -72,10 +81,13 @@ def format_summary(summary: Sequence[Dict], goals: Sequence[Dict]) -> str:
                                                in entry['route_s'].items())
             if 'route_hint' in entry:
                 modes += f"; faster here than the default route: {entry['route_hint']}"
-        lines.append(f"| {entry['group']} | {entry['ours_s']:.3f} | "
-                     f"{'' if hf is None else f'{hf:.3f}'} | "
-                     f"{'' if ratio is None else f'{ratio:.3f}'} | {modes}"
-                     f"{'; ' + others if others else ''} |")
+        ours = _with_spread(entry['ours_s'], entry.get('ours_spread'))
+        hf_text = '' if hf is None else _with_spread(hf, entry.get('huggingface_spread'))
+        round_text = ('' if per_round is None else _with_spread(
+            per_round, entry.get('round_ratio_vs_huggingface_spread')))
+        lines.append(f"| {entry['group']} | {ours} | {hf_text} | "
+                     f"{'' if ratio is None else f'{ratio:.3f}'} | {round_text} | "
+                     f"{modes}{'; ' + others if others else ''} |")
     if goals:
         lines += ['', '| goal | value | limit | met |', '|---|---|---|---|']
         lines += [f"| {g['group']}: {g['metric']} | {g['value']:.3f} | {g['limit']} | "

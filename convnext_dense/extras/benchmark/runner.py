@@ -18,7 +18,7 @@ from .cases import Case, build_model, make_images, make_step, prepare, tf32
 from .flops import count_macs
 from .matmul_peak import matmul_peak
 from .peers import BUILDERS, copy_ours_into, load_into_ours, peer_available
-from .timing import CLOCKS, load_average, time_interleaved
+from .timing import CLOCKS, Timing, load_average, per_round_ratios, time_interleaved
 
 VARIANTS = ('eager', 'channels_last', 'with_cp', 'compile', 'mlp_routes', 'train_routes')
 # Per route variant: the case field it sets, the machine's default route, the environment
@@ -304,10 +304,14 @@ ROUTE_HINT_MARGIN = 0.95
 
 
 def summarize(results: Dict) -> List[Dict]:
-    """Per group: our best median over the reference peer's best, and with_cp's cost.
+    """Per group: our best median over each peer's best, and with_cp's cost.
 
-    Returns rows ``{'group', 'ours_s', 'peer', 'peer_s', 'ratio'}``; with_cp groups also give
-    ``cp_time_ratio`` and (with memory) ``cp_memory_ratio`` against ours without checkpointing;
+    Returns rows ``{'group', 'ours_s', 'ours_mode', 'ours_spread'}`` plus, per peer measured,
+    ``{peer}_s``, ``{peer}_mode``, ``{peer}_spread``, ``ratio_vs_{peer}`` (ratio of the medians,
+    what the goals check) and ``round_ratio_vs_{peer}`` with its ``_spread`` (the median of the
+    rounds' ratios, where a slowdown of the machine that both sides share cancels); with_cp
+    groups give ``cp_time_ratio`` and (with memory) ``cp_memory_ratio`` against ours without
+    checkpointing instead;
     mlp_routes and train_routes groups give ``route_s`` (median per route), ``route_kind``
     (the case field) and ``route_hint`` (the environment setting to use) where a route this
     machine does not take by default was clearly faster.
@@ -343,12 +347,26 @@ def summarize(results: Dict) -> List[Dict]:
             faster = min(routes, key=routes.get)
             if default in routes and routes[faster] < ROUTE_HINT_MARGIN * routes[default]:
                 entry['route_hint'] = f'{env}={faster}'
+        entry['ours_spread'] = best_ours.get('spread')
         for peer in ('huggingface', 'timm', 'mmpretrain'):
             peer_rows = [r for r in rows if r['case']['impl'] == peer]
             if peer_rows:
                 best = min(peer_rows, key=lambda r: r['median_s'])
                 entry[f'{peer}_s'] = best['median_s']
+                entry[f'{peer}_spread'] = best.get('spread')
                 entry[f'{peer}_mode'] = best['case']['precision']
                 entry[f'ratio_vs_{peer}'] = best_ours['median_s'] / best['median_s']
+                rounds = _round_ratios(best_ours, best)
+                if rounds is not None:
+                    entry[f'round_ratio_vs_{peer}'] = rounds.median
+                    entry[f'round_ratio_vs_{peer}_spread'] = rounds.spread
         summary.append(entry)
     return summary
+
+
+def _round_ratios(ours: Dict, peer: Dict) -> Optional[Timing]:
+    """Our time over the peer's, round by round (both rows from one interleaved run), or None
+    where the rows cannot be paired (no per-call times, or different numbers of calls)."""
+    if len(ours.get('times_s', ())) != len(peer.get('times_s', ())) or 'times_s' not in ours:
+        return None
+    return per_round_ratios(Timing(ours['times_s']), Timing(peer['times_s']))
