@@ -174,17 +174,15 @@ def format_whole_model_table(rows: Sequence[Dict]) -> str:
 def format_whole_model_row(row: Dict) -> str:
     """One whole-model result as a Markdown table row (peer columns empty without a peer)."""
     peer = 'huggingface_s' in row
-    hf = (f"{row['huggingface_s']:.3f} ({format_spread(row['huggingface_spread'])})" if peer
-          else '')
+    hf = _with_spread(row['huggingface_s'], row['huggingface_spread']) if peer else ''
     ratio = f"{row['ratio']:.3f}" if peer else ''
-    round_ratio = (f"{row['round_ratio']:.3f} ({format_spread(row['round_ratio_spread'])})"
-                   if peer else '')
+    round_ratio = _with_spread(row['round_ratio'], row['round_ratio_spread']) if peer else ''
     backbone = f"{row['ours_backbone_s']:.3f}" + (
         f" / {row['huggingface_backbone_s']:.3f}" if peer else '')
     rest = f"{row['ours_rest_s']:.3f}" + (f" / {row['huggingface_rest_s']:.3f}" if peer else '')
     rest_ratio = f"{row['rest_ratio']:.3f}" if peer else ''
     return (f"| {row['task']} | {row['mode']} | {row['size'][0]}x{row['size'][1]} | "
-            f"{row['ours_s']:.3f} ({format_spread(row['ours_spread'])}) | {hf} | {ratio} | "
+            f"{_with_spread(row['ours_s'], row['ours_spread'])} | {hf} | {ratio} | "
             f"{round_ratio} | "
             f"{backbone} | {rest} | {rest_ratio} | {row.get('same_head_work', '')} "
             f"{row['work'].get('ours') or ''} | {row.get('same_outputs', '')} |")

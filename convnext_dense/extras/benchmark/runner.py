@@ -367,6 +367,7 @@ def summarize(results: Dict) -> List[Dict]:
 def _round_ratios(ours: Dict, peer: Dict) -> Optional[Timing]:
     """Our time over the peer's, round by round (both rows from one interleaved run), or None
     where the rows cannot be paired (no per-call times, or different numbers of calls)."""
-    if len(ours.get('times_s', ())) != len(peer.get('times_s', ())) or 'times_s' not in ours:
+    if ('times_s' not in ours or 'times_s' not in peer
+            or len(ours['times_s']) != len(peer['times_s'])):
         return None
     return per_round_ratios(Timing(ours['times_s']), Timing(peer['times_s']))
