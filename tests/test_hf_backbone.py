@@ -4,6 +4,7 @@ The reference is Hugging Face's own forward: the directory written is loaded wit
 ``ConvNextBackbone.from_pretrained`` and its feature maps are compared with the original Hugging
 Face model's stage outputs under the checkpoint's output norms, and with this package's backbone.
 """
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -128,13 +129,31 @@ def test_a_folder_with_other_files_is_refused_before_anything_is_written(sources
     kept.write_bytes(detector.read_bytes())
     with pytest.raises(FileExistsError, match=r'work already holds epoch_1\.pth, notes\.txt: '
                                               'writing there would delete it'):
-        convert_to_hf_backbone(str(kept), dst)
+        convert_to_hf_backbone(str(detector), dst)
     assert sorted(p.name for p in dst.iterdir()) == ['epoch_1.pth', 'notes.txt']
     assert [p.name for p in tmp_path.iterdir()] == ['work']  # no temporary folder left
     export = tmp_path / 'hf_convnext'  # an earlier export is what may be replaced
     convert_to_hf_backbone(str(detector), export)
     convert_to_hf_backbone(str(three), export)
     assert sorted(p.name for p in export.iterdir()) == ['config.json', 'model.safetensors']
+
+
+def test_a_folder_holding_the_source_or_another_model_is_refused(sources, tmp_path):
+    _, detector, _, classifier_dir = sources
+    source_dir = tmp_path / 'convnext-hf'
+    shutil.copytree(classifier_dir, source_dir)
+    before = {p.name: p.read_bytes() for p in source_dir.iterdir()}
+    with pytest.raises(ValueError, match='convnext-hf is the checkpoint being converted'):
+        convert_to_hf_backbone(str(source_dir), source_dir)
+    with pytest.raises(ValueError, match=r'holds the checkpoint being converted \(.*'
+                                         r'model\.safetensors\)'):
+        convert_to_hf_backbone(str(source_dir / 'model.safetensors'), source_dir)
+    # another Hugging Face model is not an earlier export, even when it is not the source
+    with pytest.raises(FileExistsError, match='already holds a Hugging Face '
+                                              'ConvNextForImageClassification, not an earlier '
+                                              'ConvNextBackbone export'):
+        convert_to_hf_backbone(str(detector), source_dir)
+    assert {p.name: p.read_bytes() for p in source_dir.iterdir()} == before
 
 
 @pytest.mark.slow

@@ -102,6 +102,23 @@ def test_finetune_refuses_a_partial_backbone(detector_source):
         load_model_checkpoint(model, {'state_dict': partial}, 'finetune')
 
 
+def test_finetune_ignores_output_norms_of_stages_the_model_does_not_return():
+    source = perturbed_state(build(demo_cfg(SEG_CONFIG)))  # out_indices (0, 1, 2, 3)
+    cfg = demo_cfg(SEG_CONFIG)
+    cfg.model.backbone.out_indices = (1, 2, 3)
+    cfg.model.decode_head.update(in_channels=[64, 128, 256], in_index=[0, 1, 2])
+    cfg.model.auxiliary_head.in_index = 1
+    model = build(cfg)
+    with pytest.raises(ValueError, match=r'unexpected keys(.|\n)*backbone.norm0: weight, bias'):
+        load_model_checkpoint(model, {'state_dict': source}, 'evaluate')
+    load_model_checkpoint(model, {'state_dict': source}, 'finetune')
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(value, source['backbone.' + key]), key
+    deeper = dict(source, **{'backbone.stages.3.1.gamma': source['backbone.stages.3.0.gamma']})
+    with pytest.raises(ValueError, match=r'whole backbone(.|\n)*backbone.stages.3.1: gamma'):
+        load_model_checkpoint(model, {'state_dict': deeper}, 'finetune')
+
+
 def test_init_model_loads_official_mmcv1_checkpoint_weights_only(tmp_path):
     from mmseg.apis import init_model
     model = build(demo_cfg(SEG_CONFIG))

@@ -1,14 +1,17 @@
 """Checkpoints that do not fit, are not ConvNeXt, are damaged or carry code fail loudly."""
 import os
 import pickle
+import struct
+import warnings
+import zipfile
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from convnext_dense import ConvNeXt
-from convnext_dense.weights import load_pretrained, load_state_file
-from weights_reference import ARCH, build_hf_classifier, official_from_hf
+from convnext_dense.weights import CheckpointError, load_pretrained, load_state_file
+from weights_reference import ARCH, build_hf_classifier, mmpretrain_cls_from_hf, official_from_hf
 
 
 @pytest.fixture(scope='module')
@@ -66,6 +69,15 @@ def test_unexpected_keys_are_listed_with_v2_hint(official, tmp_path):
     with pytest.raises(ValueError,
                        match=r'(?s)unexpected keys \(1\): stages\.0\.0\.grn\.gamma.*V2'):
         load_pretrained(ConvNeXt(arch=ARCH), str(tmp_path / 'v2.pth'))
+
+
+def test_hugging_face_v2_classifier_gets_the_v2_hint(tmp_path):
+    from transformers import ConvNextV2Config, ConvNextV2ForImageClassification
+    config = ConvNextV2Config(depths=list(ARCH['depths']), hidden_sizes=list(ARCH['channels']))
+    ConvNextV2ForImageClassification(config).save_pretrained(tmp_path / 'v2')  # the hub's form
+    with pytest.raises(ValueError, match=r'(?s)unexpected keys.*convnextv2\.encoder\.stages.*'
+                                         r'keys with "\.grn\." are ConvNeXt V2 weights'):
+        load_pretrained(ConvNeXt(arch=ARCH, layer_scale_init_value=0), str(tmp_path / 'v2'))
 
 
 def test_missing_layer_scale_says_how_to_configure(official, tmp_path):
@@ -131,6 +143,36 @@ def test_truncated_file(official, tmp_path, fmt):
         message = rf'cut\.{fmt} \({cut} bytes\) is truncated or corrupt'
         with pytest.raises(ValueError, match=message):
             load_pretrained(ConvNeXt(arch=ARCH), str(truncated))
+
+
+def test_every_damaged_byte_of_the_pickle_is_reported_as_corrupt(tmp_path):
+    """One byte of a checkpoint's data.pkl set to 0, 0x33, ... 0xff: each file either loads or
+    gives the one error (torch's unpickler raises TypeError, AttributeError or AssertionError on
+    some of them)."""
+    whole = tmp_path / 'whole.pth'
+    torch.save({'model': {f'stages.0.{i}.dwconv.weight': torch.zeros(4, 1, 7, 7)
+                          for i in range(3)}}, whole)
+    data = whole.read_bytes()
+    with zipfile.ZipFile(whole) as archive:
+        info = next(i for i in archive.infolist() if i.filename.endswith('data.pkl'))
+    name_length, extra_length = struct.unpack('<HH', data[info.header_offset + 26:
+                                                          info.header_offset + 30])
+    start = info.header_offset + 30 + name_length + extra_length
+    damaged, others = tmp_path / 'damaged.pth', []
+    for position in range(start, start + info.file_size):
+        for value in range(0, 256, 51):
+            changed = bytearray(data)
+            changed[position] = value
+            damaged.write_bytes(bytes(changed))
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter('ignore')
+                    load_state_file(damaged)
+            except CheckpointError as err:
+                assert 'damaged.pth' in str(err)
+            except Exception as err:  # noqa: BLE001  (what the test looks for)
+                others.append((position - start, value, repr(err)[:120]))
+    assert not others, others[:5]
 
 
 def test_html_page_is_not_a_checkpoint(tmp_path):
@@ -237,8 +279,57 @@ def test_missing_path_and_directory_without_weights(tmp_path):
         load_pretrained(ConvNeXt(arch=ARCH), str(tmp_path / 'nope.pth'))
     (tmp_path / 'config.json').write_text('{}')
     with pytest.raises(FileNotFoundError, match=r"none of \['model.safetensors', "
-                                                r"'pytorch_model.bin'\].*config.json"):
+                                                r"'pytorch_model.bin', 'model.safetensors.index"
+                                                r".json', .*config.json"):
         load_pretrained(ConvNeXt(arch=ARCH), str(tmp_path))
+
+
+def test_sharded_hugging_face_directory_loads_whole(tmp_path):
+    hf = build_hf_classifier()
+    hf.save_pretrained(tmp_path / 'sharded', max_shard_size='20KB')
+    shards = sorted(p.name for p in (tmp_path / 'sharded').glob('model-*.safetensors'))
+    assert len(shards) > 1
+    whole, sharded = ConvNeXt(arch=ARCH), ConvNeXt(arch=ARCH)
+    load_pretrained(whole, hf.state_dict())
+    assert load_pretrained(sharded, str(tmp_path / 'sharded')).layout == \
+        'Hugging Face ConvNextForImageClassification'
+    for key, value in whole.state_dict().items():
+        assert torch.equal(value, sharded.state_dict()[key]), key
+    (tmp_path / 'sharded' / shards[0]).unlink()
+    with pytest.raises(FileNotFoundError, match=f'{shards[0]} does not exist'):
+        load_pretrained(ConvNeXt(arch=ARCH), str(tmp_path / 'sharded'))
+    index = tmp_path / 'sharded' / 'model.safetensors.index.json'
+    index.write_text('{"weight_map": {"a": "../elsewhere.safetensors"}}')
+    with pytest.raises(ValueError, match="names the shard '../elsewhere.safetensors'"):
+        load_state_file(index)
+
+
+def test_data_parallel_keys_load_through_load_state_dict_and_an_explicit_prefix(official):
+    _, state = official
+    expected = ConvNeXt(arch=ARCH)
+    load_pretrained(expected, {'model': state})
+    backbone_only = {k: v for k, v in state.items() if not k.startswith(('norm.', 'head.'))}
+    backbone = ConvNeXt(arch=ARCH)
+    # a classification backbone saved from DistributedDataParallel: output norms start fresh
+    backbone.load_state_dict({'module.' + k: v for k, v in backbone_only.items()})
+    for key, value in expected.state_dict().items():
+        assert torch.equal(value, backbone.state_dict()[key]), key
+    detector = {'module.backbone.' + k: v for k, v in backbone_only.items()}
+    detector['module.neck.conv.weight'] = torch.zeros(1)
+    conversion = load_pretrained(ConvNeXt(arch=ARCH), {'state_dict': detector},
+                                 prefix='module.backbone.')
+    assert conversion.layout.startswith('full detector/segmenter checkpoint (module.backbone.*')
+
+
+def test_a_lone_norm3_is_not_called_a_dense_model_for_sure():
+    mmpretrain = mmpretrain_cls_from_hf(build_hf_classifier().state_dict())
+    inside = {k[len('backbone.'):]: v for k, v in mmpretrain.items() if k.startswith('backbone.')}
+    with pytest.raises(ValueError) as info:
+        ConvNeXt(arch=ARCH).load_state_dict(inside)
+    message = str(info.value)
+    assert "only output norm is norm3: a dense model with out_indices=(3,), or an mmpretrain " \
+           'classifier' in message
+    assert 'other out_indices; set out_indices to match' not in message
 
 
 def test_allowlist_is_restored_after_loading(official):

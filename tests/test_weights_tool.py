@@ -67,6 +67,17 @@ def test_converting_a_file_onto_itself_is_refused(hf, tmp_path):
     assert result.stderr == f'error: {dst} is a folder: the output must be a file name\n'
 
 
+def test_converting_a_folder_onto_its_own_weights_is_refused(hf, tmp_path):
+    _, hf_dir, _, _ = hf
+    weights = next(p for p in hf_dir.iterdir() if p.name != 'config.json')
+    before = weights.read_bytes()
+    with pytest.raises(ValueError, match=f'{weights.name} is the checkpoint being converted'):
+        convert_file(str(hf_dir), weights)
+    result = _convert(hf_dir, hf_dir, '--to', 'hf-upernet')
+    assert result.returncode == 1 and 'is the checkpoint being converted' in result.stderr
+    assert weights.read_bytes() == before
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('dst_name, extra, fmt', [
     ('convnext.safetensors', [], 'safetensors'),

@@ -47,8 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _whole_model(args) -> None:
-    if args.to == 'mmseg':
-        check_not_source(args.src, args.dst)
+    check_not_source(args.src, args.dst, folder=args.to == 'hf-upernet')
     checkpoint = read_model_checkpoint(args.src)
     classes = classes_from_meta(checkpoint.meta)
     print(f'Read {checkpoint.where}, layout: {checkpoint.layout}; '

@@ -3,7 +3,7 @@ this package's backbone file, or a Hugging Face ``ConvNextBackbone`` directory."
 import json
 import os
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 
@@ -13,6 +13,7 @@ from ..weights.fit import infer_arch, plan_load
 from ..weights.hf_backbone import save_hf_backbone
 from ..weights.layouts import Conversion
 from ..weights.loader import Checkpoint, read_checkpoint
+from ..weights.sources import resolve_source
 
 FORMATS = ('safetensors', 'pth')
 _PTH_SUFFIXES = ('.pth', '.pt', '.bin')
@@ -60,16 +61,43 @@ def check_format_matches_suffix(dst: Union[str, os.PathLike], fmt: str) -> None:
                          f"{named}): drop --format or give the file a matching suffix")
 
 
-def check_not_source(src: Checkpoint, dst: Union[str, os.PathLike]) -> None:
+def check_not_source(src: Checkpoint, dst: Union[str, os.PathLike], folder: bool = False
+                     ) -> None:
     """Refuse to write a conversion over the checkpoint it is read from.
 
+    A local source counts with what it resolves to: a Hugging Face directory is its folder and
+    its weights file. ``folder``: ``dst`` is an output folder, which replaces everything in it.
+
     Raises:
-        ValueError: ``dst`` is the file ``src`` names.
+        ValueError: ``dst`` is the source's file, or (``folder``) holds the source.
     """
-    if isinstance(src, (str, os.PathLike)) and os.path.isfile(src) and os.path.isfile(dst) \
-            and os.path.samefile(src, dst):
-        raise ValueError(f'{dst} is the checkpoint being converted: write the result to another '
-                         'file (nothing was written)')
+    dst = Path(dst)
+    for path in _local_source_paths(src):
+        if _same_path(path, dst):
+            raise ValueError(f'{dst} is the checkpoint being converted: write the result '
+                             'elsewhere (nothing was written)')
+        if folder and dst.is_dir() and dst.resolve() in path.resolve().parents:
+            raise ValueError(f'{dst} holds the checkpoint being converted ({path}): writing the '
+                             'output folder there would delete it; write the result elsewhere '
+                             '(nothing was written)')
+
+
+def _local_source_paths(src: Checkpoint) -> List[Path]:
+    """The local file or folder ``src`` names and, for a Hugging Face folder, its weights file."""
+    if not isinstance(src, (str, os.PathLike)) or os.fspath(src).startswith(('http://',
+                                                                              'https://')):
+        return []
+    path = Path(os.fspath(src)).expanduser()
+    if not path.is_dir():
+        return [path] if path.is_file() else []
+    try:
+        return [path, resolve_source(path)]
+    except FileNotFoundError:  # not a model folder: reading it fails with its own message
+        return [path]
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    return a.exists() and b.exists() and os.path.samefile(a, b)
 
 
 def convert_file(src: Checkpoint, dst: Union[str, os.PathLike], fmt: Optional[str] = None,
@@ -134,10 +162,12 @@ def convert_to_hf_backbone(src: Checkpoint, dst: Union[str, os.PathLike],
         The conversion, a description of where it came from, and ``{hf key: backbone key}``.
 
     Raises:
-        ValueError: keys no rule maps, or weights that are not a whole dense ConvNeXt backbone
+        ValueError: ``dst`` holds the source; keys no rule maps, or weights that are not a whole
+            dense ConvNeXt backbone
             (see :func:`~convnext_dense.weights.hf_backbone.save_hf_backbone`); nothing is
             written then.
     """
+    check_not_source(src, dst, folder=True)
     conversion, where = read_checkpoint(src, prefix)
     if conversion.unmapped:
         raise ValueError(f'{where} ({conversion.layout}): {len(conversion.unmapped)} keys are not '

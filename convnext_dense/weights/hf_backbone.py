@@ -6,6 +6,7 @@ with an output norm) and ``model.safetensors``. Its feature maps are this packag
 outputs, so the backbone of a detector or segmenter fine-tuned here can go into any transformers
 model that takes a backbone. :func:`hf_convnext_config` is shared with the UperNet export.
 """
+import json
 import os
 import re
 from pathlib import Path
@@ -70,10 +71,12 @@ def save_filled(model: torch.nn.Module, hf_state: Mapping[str, torch.Tensor], ds
 
     Raises:
         ValueError: tensors missing or left over; ``what`` names the model in the message.
-        FileExistsError: ``dst`` holds files other than an earlier export (nothing is written).
+        FileExistsError: ``dst`` holds files other than an earlier export of the same model
+            class (nothing is written).
     """
     dst = Path(dst)
     check_replaceable(dst, SAVED_MODEL_FILE.fullmatch)
+    _check_earlier_export_is(dst, type(model).__name__)
     result = model.load_state_dict(hf_state, strict=False)
     missing = [k for k in result.missing_keys if not k.endswith('num_batches_tracked')]
     if missing or result.unexpected_keys:
@@ -82,6 +85,24 @@ def save_filled(model: torch.nn.Module, hf_state: Mapping[str, torch.Tensor], ds
     with atomic_dir(dst, SAVED_MODEL_FILE.fullmatch) as work:
         model.save_pretrained(work)
     return dst
+
+
+def _check_earlier_export_is(dst: Path, architecture: str) -> None:
+    """Refuse a non-empty ``dst`` whose ``config.json`` is not a saved ``architecture``: another
+    Hugging Face model (the hub's ConvNextModel, a UperNet) is not ours to replace."""
+    if not dst.is_dir() or not any(dst.iterdir()):
+        return
+    try:
+        found = json.loads((dst / 'config.json').read_text()).get('architectures')
+    except (OSError, ValueError, AttributeError):
+        found = None
+    if found != [architecture]:
+        held = f'a Hugging Face {", ".join(found)}' if isinstance(found, list) and found else \
+            'files without a config.json of one'
+        raise FileExistsError(
+            f'{dst} already holds {held}, not an earlier {architecture} export: writing there '
+            'would delete it. Choose a new or empty folder, or one that holds only an earlier '
+            'output of this kind.')
 
 
 def save_hf_backbone(weights: Mapping[str, torch.Tensor],

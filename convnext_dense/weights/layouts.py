@@ -27,7 +27,7 @@ DROP_NOT_BACKBONE = 'not part of the backbone'
 DROP_NOT_TENSOR = 'not a tensor'
 
 CONTAINER_KEYS = ('state_dict', 'model')
-MODEL_PREFIXES = ('backbone.', 'convnext.')
+MODEL_PREFIXES = ('backbone.', 'convnext.', 'convnextv2.')
 HEAD_MODULES = frozenset({'head', 'classifier'})
 
 
@@ -174,7 +174,7 @@ def _select_prefix(state_dict: Dict[str, object], prefix: Optional[str]
         raise TypeError(f'prefix must be a str such as "backbone." or None, got {prefix!r}')
     elif prefix and not prefix.endswith('.'):
         prefix += '.'  # mmengine's Pretrained init takes 'backbone' for 'backbone.'
-    full = strip + prefix
+    full = prefix if strip and prefix.startswith(strip) else strip + prefix
     inside = {key[len(full):]: key for key in keys if key.startswith(full)}
     if not inside:
         raise ValueError(

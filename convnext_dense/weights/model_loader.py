@@ -20,7 +20,7 @@ from torch import nn
 
 from .errors import CheckpointError
 from .key_report import KeyMismatch, compare_keys
-from .layouts import unwrap_state_dict
+from .layouts import OUTPUT_NORM, unwrap_state_dict
 from .model_layouts import BACKBONE, LAYOUT_HF_UPERNET, convert_model_state_dict
 from .safe_load import load_state_file
 from .sources import resolve_source
@@ -152,9 +152,18 @@ def load_model_checkpoint(model: nn.Module, source: Source, purpose: str = 'eval
 
 
 def _backbone_part(mismatch: KeyMismatch) -> KeyMismatch:
+    """What keeps a fine-tuning load from filling the whole backbone.
+
+    The output norms of stages the model does not return (a checkpoint trained with other
+    ``out_indices``) are left out: like the heads' leftovers, they are logged and ignored.
+    """
     def ours(key: str) -> bool:
         return key.startswith(BACKBONE)
-    return KeyMismatch(tuple(filter(ours, mismatch.missing)), tuple(filter(ours, mismatch.unexpected)),
+
+    def needed(key: str) -> bool:
+        return ours(key) and not OUTPUT_NORM.fullmatch(key[len(BACKBONE):])
+    return KeyMismatch(tuple(filter(ours, mismatch.missing)),
+                       tuple(filter(needed, mismatch.unexpected)),
                        tuple(m for m in mismatch.misshaped if ours(m[0])))
 
 

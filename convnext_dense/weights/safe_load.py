@@ -12,6 +12,7 @@ import _compat_pickle
 import contextlib
 import inspect
 import io
+import json
 import os
 import pickle
 import pickletools
@@ -110,7 +111,9 @@ def _plain_global_names() -> set:
 def load_state_file(path: Union[str, os.PathLike], map_location: Any = 'cpu') -> Mapping[str, Any]:
     """Load a ``.safetensors`` file (onto the CPU) or a pickled PyTorch checkpoint, safely.
 
-    The format is told from the file's first bytes, not its name.
+    The format is told from the file's first bytes, not its name; a Hugging Face shard index
+    (``model.safetensors.index.json``, ``pytorch_model.bin.index.json``) loads the shards it
+    names, from its folder.
 
     Raises:
         FileNotFoundError: no such file.
@@ -120,6 +123,8 @@ def load_state_file(path: Union[str, os.PathLike], map_location: Any = 'cpu') ->
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'checkpoint file {path} does not exist')
+    if path.name.endswith('.index.json'):
+        return _load_shards(path, map_location)
     size = path.stat().st_size
     with open(path, 'rb') as f:
         head = f.read(16)
@@ -135,9 +140,33 @@ def load_state_file(path: Union[str, os.PathLike], map_location: Any = 'cpu') ->
         if foreign or _ASKS_FOR_CODE.search(str(err)):
             raise CheckpointError(_refusal_message(path, foreign, err)) from None
         raise CheckpointError(_corrupt_message(path, size, head, err)) from None
-    except (RuntimeError, OSError, EOFError, ValueError, IndexError, KeyError,
-            SafetensorError) as err:
+    except (RuntimeError, OSError, EOFError, ValueError, IndexError, KeyError, TypeError,
+            AttributeError, AssertionError, SafetensorError) as err:
+        # What torch's unpickler raises on damaged bytes: a flipped byte can turn an argument
+        # count or a tensor's rebuild call into nonsense as well as break the pickle itself.
         raise CheckpointError(_corrupt_message(path, size, head, err)) from None
+
+
+def _load_shards(index: Path, map_location: Any) -> Mapping[str, Any]:
+    """Every tensor of a sharded ``save_pretrained``: the index maps each name to its shard."""
+    try:
+        weight_map = json.loads(index.read_text())['weight_map']
+        shards = sorted(set(weight_map.values()))
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(f'{index} is not a Hugging Face shard index (a JSON object with a '
+                              f'"weight_map" of tensor name -> shard file): {err!r}') from None
+    for shard in shards:
+        if not isinstance(shard, str) or Path(shard).name != shard:
+            raise CheckpointError(f'{index} names the shard {shard!r}: shards are file names in '
+                                  'its own folder')
+    merged: dict = {}
+    for shard in shards:
+        merged.update(load_state_file(index.parent / shard, map_location))
+    lacking = sorted(set(weight_map) - set(merged))
+    if lacking:
+        raise CheckpointError(f'the shards of {index} lack {len(lacking)} of the tensors it '
+                              f'lists, e.g. {lacking[:3]}')
+    return merged
 
 
 def _is_safetensors(head: bytes, size: int) -> bool:

@@ -41,7 +41,9 @@ def adopt_backbone_keys(backbone: nn.Module, state_dict: Dict[str, object], pref
             'backbone at its random init. A backbone-only (classification) checkpoint belongs in '
             "backbone init_cfg=dict(type='Pretrained', checkpoint=...), not in load_from")
     inside = {k[len(prefix):]: state_dict[k] for k in originals}
-    if detect_naming(list(inside)) is None:
+    ddp = 'module.'  # a state dict saved from a DistributedDataParallel wrapper
+    names = [k[len(ddp):] for k in inside] if all(k.startswith(ddp) for k in inside) else inside
+    if detect_naming(list(names)) is None:
         raise CheckpointError(f'the weights for {where} are not a ConvNeXt in any known naming '
                               f'(keys look like {sorted(inside)[:4]})')
     conversion = convert_with_report(inside, prefix='', dense=True)
@@ -78,6 +80,14 @@ def _hints(converted, backbone, missing) -> List[str]:
         lines.append(f'  the checkpoint holds a ConvNeXt with {describe_arch(*held)}; the '
                      f'backbone is configured as {describe_arch(*configured)}')
     if missing and all(OUTPUT_NORM.fullmatch(k) for k in missing):
-        lines.append('  only some output norms are missing: the checkpoint is a dense model with '
-                     'other out_indices; set out_indices to match')
+        held = sorted({int(m[1]) for k in converted for m in [OUTPUT_NORM.fullmatch(k)] if m})
+        if held == [3]:  # mmpretrain names a classifier's final norm (after pooling) norm3 too
+            lines.append("  the checkpoint's only output norm is norm3: a dense model with "
+                         'out_indices=(3,), or an mmpretrain classifier whose norm3 is its final '
+                         'norm after pooling, not a feature-map norm; a classification checkpoint '
+                         "belongs in backbone init_cfg=dict(type='Pretrained', checkpoint=...), "
+                         'which starts the output norms fresh')
+        else:
+            lines.append('  only some output norms are missing: the checkpoint is a dense model '
+                         'with other out_indices; set out_indices to match')
     return lines

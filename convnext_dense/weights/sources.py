@@ -20,6 +20,8 @@ import torch
 from ..atomic_files import atomic_path, write_bytes
 
 HF_WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
+# What save_pretrained writes instead when it splits the weights (max_shard_size).
+HF_SHARD_INDEXES = ('model.safetensors.index.json', 'pytorch_model.bin.index.json')
 CONNECT_TIMEOUT_S = 10.0
 _HUB_ID = re.compile(r'[A-Za-z0-9][\w.-]*/[\w.-]+')
 # A missing path with one of these endings is a missing file, not a hub id ('work_dirs/x.pth').
@@ -35,7 +37,8 @@ def resolve_source(source: Source) -> Path:
 
     Args:
         source: A local file; an ``http(s)://`` URL; a Hugging Face model directory
-            (``config.json`` and ``model.safetensors`` or ``pytorch_model.bin``); or a hub id such
+            (``config.json`` and ``model.safetensors`` or ``pytorch_model.bin``, or their
+            ``*.index.json`` and shards, which :func:`load_state_file` reads); or a hub id such
             as ``'facebook/convnext-base-224-22k'``. An existing local path wins over a hub id.
 
     Raises:
@@ -205,9 +208,10 @@ def _hub_unreachable_message(repo_id: str, err: Exception) -> str:
 
 
 def _weights_in_directory(path: Path) -> Path:
-    for name in HF_WEIGHT_FILES:
+    for name in HF_WEIGHT_FILES + HF_SHARD_INDEXES:
         if (path / name).is_file():
             return path / name
     raise FileNotFoundError(
         f'directory {path} is not a Hugging Face model directory: it has none of '
-        f'{list(HF_WEIGHT_FILES)} (found {sorted(p.name for p in path.iterdir())[:10]})')
+        f'{list(HF_WEIGHT_FILES + HF_SHARD_INDEXES)} '
+        f'(found {sorted(p.name for p in path.iterdir())[:10]})')
