@@ -69,6 +69,23 @@ def test_fpn_expects_what_convnext_outputs(name):
         _feature_channels(model)
 
 
+def test_out_indices_that_count_layers_are_read_as_strides():
+    # EfficientNet's out_indices (3, 4, 5) number its own blocks; its outputs have strides
+    # 8, 16, 32: ConvNeXt stages 1, 2, 3.
+    name = 'mmdet::efficientnet/retinanet_effb3_fpn_8xb4-crop896-1x_coco.py'
+    assert tuple(_stock(name).model.backbone.out_indices) == (3, 4, 5)
+    cfg = swap_backbone(name, arch=TINY_ARCH, pretrained=None)
+    assert cfg.model.backbone.out_indices == (1, 2, 3)
+    model = _build(cfg)
+    assert [conv.conv.in_channels for conv in model.neck.lateral_convs] == \
+        _feature_channels(model) == list(CHANNELS[1:])
+    # Segmenter reads the last of ViT-B's 12 blocks, at stride 16: ConvNeXt stage 2.
+    cfg = swap_backbone('mmseg::segmenter/segmenter_vit-b_mask_8xb1-160k_ade20k-512x512.py',
+                        arch=TINY_ARCH, pretrained=None)
+    assert cfg.model.backbone.out_indices == (2,)
+    assert cfg.model.decode_head.in_channels == CHANNELS[2]
+
+
 def test_channel_mapper_expects_what_convnext_outputs():
     model = _build(swap_backbone(DINO, arch=TINY_ARCH, pretrained=None))
     assert [conv.conv.in_channels for conv in model.neck.convs] == _feature_channels(model)

@@ -27,6 +27,17 @@ def _refusal(cfg):
      'model.roi_head.bbox_roi_extractor.out_channels'),
     ('mmdet::faster_rcnn/faster-rcnn_r50-caffe-dc5_1x_coco.py',
      'model.roi_head.bbox_roi_extractor.out_channels'),
+    # K-Net's kernel generator (an UPerHead inside the decode head) reads the Swin pyramid.
+    ('mmseg::knet/knet-s3_swin-t_upernet_8xb2-adamw-80k_ade20k-512x512.py',
+     'model.decode_head.kernel_generate_head.in_channels'),
+    # Fast-SCNN's and BiSeNetV1's out_indices (0, 1, 2) are not stages: their maps have strides
+    # 8, 32, 8 and 8, 8, 16.
+    ('mmseg::fastscnn/fast_scnn_8xb4-160k_cityscapes-512x1024.py', 'model.backbone.out_indices'),
+    ('mmseg::bisenetv1/bisenetv1_r18-d32_4xb4-160k_cityscapes-1024x1024.py',
+     'model.backbone.out_indices'),
+    # More maps in training than in evaluation, for the heads' training losses.
+    ('mmseg::pidnet/pidnet-s_2xb6-120k_1024x1024-cityscapes.py', 'model.backbone'),
+    ('mmseg::ddrnet/ddrnet_23-slim_in1k-pre_2xb6-120k_cityscapes-1024x1024.py', 'model.backbone'),
 ])
 def test_backbone_specific_models_are_refused(name, field):
     error = _refusal(name)

@@ -59,6 +59,44 @@ def test_cli_refuses_to_write_over_the_source_config(tmp_path, capsys, monkeypat
     assert source.read_text() == text
 
 
+def test_cli_refuses_a_config_the_source_inherits_from(tmp_path, capsys, monkeypatch):
+    (tmp_path / 'base').mkdir()
+    base = tmp_path / 'base' / 'my_base.py'
+    base_text = ("_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'\n"
+                 'model = dict(bbox_head=dict(num_classes=3))\n')
+    base.write_text(base_text)
+    (tmp_path / 'my_retina.py').write_text("_base_ = './base/my_base.py'\nmy_setting = 1\n")
+    monkeypatch.chdir(tmp_path)
+    code = load_tool('swap_backbone').main(['my_retina.py', '--arch', 'tiny', '--pretrained',
+                                            'none', '--out', 'base/my_base.py'])
+    assert code == 2
+    assert ('is a config the source my_retina.py inherits from, ./base/my_base.py'
+            in capsys.readouterr().err)
+    assert base.read_text() == base_text
+
+
+@pytest.mark.parametrize('out, message', [
+    ('swapped.yaml', "'{out}' is not a .py file"),
+    ('folder.py', "'{out}' is a folder"),
+    ('missing/swapped.py', 'cannot write {out}'),
+])
+def test_cli_refuses_an_output_it_cannot_write_as_a_config(tmp_path, capsys, out, message):
+    (tmp_path / 'folder.py').mkdir()
+    out = str(tmp_path / out)
+    if 'missing' in out:
+        (tmp_path / 'missing').write_text('a file where the folder would be\n')
+    assert load_tool('swap_backbone').main([RPN_C4, '--arch', 'tiny', '--pretrained', 'none',
+                                            '--out', out]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and message.format(out=out) in err, err
+
+
+def test_cli_names_a_missing_source_config(tmp_path, capsys):
+    assert load_tool('swap_backbone').main(['mmdet::retinanet/no_such.py', '--out',
+                                            str(tmp_path / 'x.py')]) == 2
+    assert "error: config 'mmdet::retinanet/no_such.py' not found" in capsys.readouterr().err
+
+
 def test_cli_refuses_a_pretrained_word_that_is_no_checkpoint(tmp_path, capsys):
     out = tmp_path / 'x.py'
     assert load_tool('swap_backbone').main([RPN_C4, '--pretrained', 'imagenet', '--out',

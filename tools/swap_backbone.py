@@ -37,10 +37,15 @@ def main(argv=None) -> int:
     except SwapRefused as error:
         print(f'refused: {error}', file=sys.stderr)
         return 2
-    except ValueError as error:  # --out is SRC, or --pretrained is no keyword nor checkpoint
+    except (ValueError, FileNotFoundError) as error:  # --out is SRC or in its _base_ chain,
+        # or not .py; --pretrained is no keyword nor checkpoint; SRC does not exist
         print(f'error: {error}', file=sys.stderr)
         return 2
-    plan.dump(args.out)
+    try:
+        plan.dump(args.out)
+    except OSError as error:  # --out a folder, or in one that does not exist or is read-only
+        print(f'error: cannot write {args.out}: {error}', file=sys.stderr)
+        return 2
     print('\n'.join(plan.notes))
     print(f'wrote {args.out}')
     return 0

@@ -122,10 +122,12 @@ def _nested_backbone(path: str, cfg: Any) -> Optional[str]:
 
 
 def _channel_field(path: str, cfg: Any, channels: Sequence[int]) -> Optional[str]:
-    """Path of a ``*channels*`` field below ``cfg`` equal to a backbone output's channels."""
+    """Path of a ``*channels*`` field below ``cfg`` equal to a backbone output's channels, or a
+    list of them (the pyramid in_channels of a head nested in another, as in K-Net)."""
     if isinstance(cfg, dict):
         for key, value in cfg.items():
-            if 'channels' in key and isinstance(value, int) and value in channels:
+            if 'channels' in key and (isinstance(value, int) and value in channels or _all_of(
+                    value, channels)):
                 return f'{path}.{key}'
             found = _channel_field(f'{path}.{key}', value, channels)
             if found:
@@ -136,6 +138,11 @@ def _channel_field(path: str, cfg: Any, channels: Sequence[int]) -> Optional[str
             if found:
                 return found
     return None
+
+
+def _all_of(value: Any, channels: Sequence[int]) -> bool:
+    return isinstance(value, (list, tuple)) and bool(value) and all(
+        isinstance(v, int) and v in channels for v in value)
 
 
 def typed_modules(path: str, value: Any) -> List[Tuple[str, Dict]]:
@@ -185,7 +192,7 @@ def find_consumers(model: Dict, feeds: Feeds, scope: str) -> List[Consumer]:
             continue
         field = _channel_field(path, cfg, feeds.channels)
         if field:
-            raise SwapRefused(field, f'equals the channels of a backbone output {feeds.channels}, '
+            raise SwapRefused(field, f'matches the channels of backbone outputs {feeds.channels}, '
                               'but swap_backbone only rewrites the in_channels fields of the '
                               f'modules that read the backbone, and {path} has none (it reads '
                               'the backbone directly, e.g. a two-stage detector without a neck)')

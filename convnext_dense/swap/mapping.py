@@ -65,7 +65,8 @@ def map_outputs(consumers: List[Consumer], feeds: Feeds, arch, check_strides: bo
     stages = [feeds.stages[p] for p in read]
     if stages != sorted(set(stages)):
         raise SwapRefused('model.backbone.out_indices', f'the outputs read come from stages '
-                          f'{stages}; ConvNeXt returns distinct stages in increasing order')
+                          f'{stages} (strides {[feeds.strides[p] for p in read]}); ConvNeXt '
+                          'returns one map per stage, in increasing order')
     out_channels, out_strides = declared_outputs(arch, tuple(stages))
     new_position = {old: new for new, old in enumerate(read)}
     new_channels = {old: out_channels[new] for new, old in enumerate(read)}

@@ -70,22 +70,48 @@ class SwapPlan:
 
 
 def check_out_file(source_file: Optional[str], out_file: str) -> None:
-    """Refuse to write the delta over the config it inherits from.
+    """Refuse an output the delta cannot live in: a config the source is, or inherits from.
 
     Args:
         source_file: The source config's file, or None when it has none.
         out_file: Where the delta is to be written.
 
     Raises:
-        ValueError: ``out_file`` is ``source_file`` (the user's config would be lost and the
-            delta's ``_base_`` would name itself).
+        ValueError: ``out_file`` is a folder or not a ``.py`` file (mmengine would read a
+            ``.yaml`` / ``.json`` name in that format), or is ``source_file`` or one of the files
+            in its ``_base_`` chain (the user's config would be lost and the delta would inherit
+            from itself).
     """
+    if osp.isdir(out_file):
+        raise ValueError(f"out file '{out_file}' is a folder: give the config file to write")
+    if osp.splitext(out_file)[1] != '.py':
+        raise ValueError(f"out file '{out_file}' is not a .py file: the delta is a Python config "
+                         '(mmengine reads .yaml / .json names in those formats)')
     if source_file is None or not osp.exists(out_file):
         return
-    if osp.exists(source_file) and osp.samefile(source_file, out_file):
-        raise ValueError(f"out file '{out_file}' is the source config {source_file}: writing "
-                         'the delta there would replace it and make it inherit from itself; '
-                         'choose another file name')
+    for config in _config_chain(source_file):
+        if osp.samefile(config, out_file):
+            what = ('the source config' if config == source_file else
+                    f'a config the source {source_file} inherits from,')
+            raise ValueError(f"out file '{out_file}' is {what} {config}: writing the delta there "
+                             'would replace it and make it inherit from itself; choose another '
+                             'file name')
+
+
+def _config_chain(config_file: str) -> List[str]:
+    """``config_file`` and the local files of its ``_base_`` chain (``pkg::`` configs left out)."""
+    chain, pending = [], [config_file]
+    while pending:
+        path = pending.pop()
+        if not osp.isfile(path) or any(osp.samefile(path, seen) for seen in chain):
+            continue
+        chain.append(path)
+        try:
+            bases = Config._get_base_files(path)
+        except Exception:  # noqa: BLE001  (loading the config reports a broken file better)
+            continue
+        pending += [osp.join(osp.dirname(path), base) for base in bases if '::' not in base]
+    return chain
 
 
 def _split_path(path: str) -> Tuple[str, Optional[int]]:

@@ -21,19 +21,47 @@ class Feeds(NamedTuple):
     maps: Tuple[torch.Tensor, ...] = ()  # the outputs themselves, for probing the neck
 
 
-def run_module(cfg: dict, scope: str, device: str, inputs):
-    """Build ``cfg`` on ``device`` ('meta' computes shapes only) and call it in eval mode."""
+def run_module(cfg: dict, scope: str, device: str, inputs, train: bool = False):
+    """Build ``cfg`` on ``device`` ('meta' computes shapes only) and call it in eval mode (or,
+    with ``train``, in train mode)."""
     with torch.device(device), torch.no_grad(), DefaultScope.overwrite_default_scope(scope):
         module = task_registry(scope).build(cfg)
-        module.eval()
+        module.train(train)
         return module, module(inputs(device))
 
 
-def _run_backbone(cfg: dict, scope: str, device: str):
+def _run_backbone(cfg: dict, scope: str, device: str, train: bool = False):
     def image(device):
-        return torch.rand(1, cfg.get('in_channels', 3), PROBE_SIZE, PROBE_SIZE, device=device)
-    backbone, outputs = run_module(cfg, scope, device, image)
+        # two images in training: BatchNorm needs more than one value per channel
+        return torch.rand(2 if train else 1, cfg.get('in_channels', 3), PROBE_SIZE, PROBE_SIZE,
+                          device=device)
+    backbone, outputs = run_module(cfg, scope, device, image, train)
     return outputs, getattr(backbone, 'out_indices', None)
+
+
+def _output_count(outputs) -> int:
+    return 1 if isinstance(outputs, torch.Tensor) else len(outputs)
+
+
+def _check_train_mode_outputs(cfg: dict, scope: str, device: str, eval_count: int,
+                              field: str) -> None:
+    """Refuse a backbone that returns other maps in training (PIDNet's and DDRNet's extra
+    maps feed their heads' training losses only): ConvNeXt returns the same maps in both."""
+    try:
+        outputs, _ = _run_backbone(cfg, scope, device, train=True)
+    except Exception:  # noqa: BLE001  (the eval-mode probe is what the swap maps)
+        return
+    if _output_count(outputs) != eval_count:
+        raise SwapRefused(field, f'{cfg.get("type")!r} returns {_output_count(outputs)} maps in '
+                          f'training and {eval_count} in evaluation: its heads read maps '
+                          'ConvNeXt does not have (ConvNeXt returns the same maps in both)')
+
+
+def _indices_are_stages(out_indices, strides: Tuple[int, ...]) -> bool:
+    if out_indices is None or len(tuple(out_indices)) != len(strides):
+        return False
+    return all(isinstance(i, int) and 0 <= i <= 3 and stride <= 4 * 2 ** i
+               for i, stride in zip(out_indices, strides))
 
 
 def probe_backbone(backbone_cfg: dict, scope: str, field: str = 'model.backbone') -> Feeds:
@@ -41,8 +69,10 @@ def probe_backbone(backbone_cfg: dict, scope: str, field: str = 'model.backbone'
 
     The forward runs on the meta device (shapes without arithmetic) where every op allows it.
 
-    The stage of each output comes from the built module's ``out_indices`` when it has one
-    entry per output, otherwise from the stride (4, 8, 16, 32 are stages 0..3).
+    The stage of each output comes from the built module's ``out_indices`` when they can be
+    ConvNeXt stages (one per output, 0..3, each output's stride at most that stage's: a dilated
+    ResNet's stages keep their numbers), otherwise from the stride (4, 8, 16, 32 are stages
+    0..3): EfficientNet, CSPDarknet or MobileNet count their own layers in ``out_indices``.
 
     Raises:
         SwapRefused: the backbone cannot be built or run, or its outputs are not feature maps
@@ -51,14 +81,17 @@ def probe_backbone(backbone_cfg: dict, scope: str, field: str = 'model.backbone'
     cfg = copy.deepcopy(dict(backbone_cfg))
     cfg.pop('init_cfg', None)
     cfg.pop('pretrained', None)
+    device = 'meta'  # shapes only, no compute
     try:
-        outputs, out_indices = _run_backbone(cfg, scope, 'meta')  # shapes only, no compute
+        outputs, out_indices = _run_backbone(cfg, scope, device)
     except Exception:  # some ops (mmcv's CPU/CUDA kernels) have no meta version: run for real
+        device = 'cpu'
         try:
-            outputs, out_indices = _run_backbone(cfg, scope, 'cpu')
+            outputs, out_indices = _run_backbone(cfg, scope, device)
         except Exception as error:  # the registry wraps any constructor error; report it whole
             raise SwapRefused(f'{field}.type', f'{cfg.get("type")!r} could not be built and run '
                               f'to read its output channels: {error}') from error
+    _check_train_mode_outputs(cfg, scope, device, _output_count(outputs), field)
     if isinstance(outputs, torch.Tensor):
         outputs = (outputs,)
     if not all(isinstance(o, torch.Tensor) and o.dim() == 4 for o in outputs):
@@ -66,7 +99,7 @@ def probe_backbone(backbone_cfg: dict, scope: str, field: str = 'model.backbone'
                           'feature maps')
     channels = tuple(int(o.shape[1]) for o in outputs)
     strides = tuple(PROBE_SIZE // int(o.shape[2]) for o in outputs)
-    if out_indices is not None and len(tuple(out_indices)) == len(outputs):
+    if _indices_are_stages(out_indices, strides):
         stages = tuple(int(i) for i in out_indices)
     elif all(s in _STAGE_OF_STRIDE for s in strides):
         stages = tuple(_STAGE_OF_STRIDE[s] for s in strides)
