@@ -14,6 +14,8 @@
   ``meta['dataset_meta']``.
 * **mmengine's ``'local'`` file backend:** every file it writes (checkpoints, ``last_checkpoint``)
   goes to a temporary name first, then is renamed.
+* **mmengine's ``CheckpointHook``:** the checkpoint ``max_keep_ckpts`` drops is removed after the
+  new one is saved, not before, so a run killed while saving still has one to resume from.
 * **mmengine's ``_load_checkpoint_to_model``** (behind ``load_checkpoint``, hence
   ``init_detector``, ``init_model`` and the mmengine / mmdet / mmseg inferencers): a model that
   holds a ``convnext_dense.ConvNeXt`` is loaded the way ``tools/test.py`` loads it, keys of any
@@ -34,13 +36,15 @@ import sys
 from pathlib import Path
 
 from mmengine.fileio import register_backend
+from mmengine.hooks import CheckpointHook
 from mmengine.runner import CheckpointLoader
 from mmengine.runner import checkpoint as mmengine_checkpoint
 from torch import nn
 
 from .model.backbone import ConvNeXt
 from .runtime.checkpoint_safety import (AtomicLocalBackend, allow_mmengine_checkpoints,
-                                        load_local_checkpoint)
+                                        load_local_checkpoint,
+                                        remove_old_checkpoints_after_saving)
 from .weights.model_loader import (converted_checkpoint, load_model_checkpoint,
                                     read_model_checkpoint)
 
@@ -84,6 +88,8 @@ def enable() -> None:
     allow_mmengine_checkpoints()
     CheckpointLoader.register_scheme(prefixes='', loader=load_local_or_hf, force=True)
     register_backend('local', AtomicLocalBackend, force=True, prefixes='')
+    CheckpointHook._save_checkpoint_with_step = remove_old_checkpoints_after_saving(
+        CheckpointHook._save_checkpoint_with_step)
     strict = _strict_for_convnext_models(mmengine_checkpoint._load_checkpoint_to_model)
     mmengine_checkpoint._load_checkpoint_to_model = strict
     for name in _CONSUMERS:
@@ -94,7 +100,8 @@ def enable() -> None:
 def enabled() -> bool:
     """Whether :func:`enable` is in effect."""
     return (CheckpointLoader._schemes.get('') is load_local_or_hf and getattr(
-        mmengine_checkpoint._load_checkpoint_to_model, 'loads_convnext_strictly', False))
+        mmengine_checkpoint._load_checkpoint_to_model, 'loads_convnext_strictly', False)
+        and getattr(CheckpointHook._save_checkpoint_with_step, 'removes_after_saving', False))
 
 
 enable()

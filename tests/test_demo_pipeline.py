@@ -216,3 +216,14 @@ def test_image_demo_names_an_unreadable_image_or_device(tmp_path, monkeypatch, i
     with pytest.raises(ValueError, match=said):
         draw_prediction(image, DEMO['seg'], checkpoint, tmp_path / 'out', device=device)
     assert not (tmp_path / 'out').exists()
+
+
+def test_image_demo_never_draws_over_the_image(tmp_path):
+    image = tmp_path / 'photo.png'
+    cv2.imwrite(str(image), np.full((32, 32, 3), 7, np.uint8))
+    before = image.read_bytes()
+    checkpoint = tmp_path / 'model.pth'
+    checkpoint.write_bytes(b'')
+    with pytest.raises(ValueError, match=r'photo.png would be written over the image itself'):
+        draw_prediction(image, DEMO['det'], checkpoint, tmp_path)
+    assert image.read_bytes() == before

@@ -193,6 +193,16 @@ def test_onnx_demo_names_a_missing_model_onnx(tmp_path):
     assert f'{tmp_path / "model.onnx"} not found' in result.stderr
 
 
+def test_onnx_demo_never_draws_over_the_image(tmp_path):
+    from convnext_dense.deploy.runtime import draw_prediction
+    image = tmp_path / 'photo.png'
+    cv2.imwrite(str(image), np.full((32, 32, 3), 7, np.uint8))
+    before = image.read_bytes()
+    with pytest.raises(ValueError, match=r'photo.png would be written over the image itself'):
+        draw_prediction(image, tmp_path / 'onnx', tmp_path)
+    assert image.read_bytes() == before
+
+
 @pytest.mark.parametrize('text, said', [('{"version": 1}', r"lacks \['task', 'scope'"),
                                          ('{"task": ', 'is not valid JSON')])
 def test_a_deploy_json_of_something_else_is_named(tmp_path, text, said):

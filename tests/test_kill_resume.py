@@ -26,7 +26,8 @@ def demo_data(tmp_path_factory):
 
 def _train_command(work_dir, data_root, *extra):
     options = ['model.backbone.init_cfg=None', 'train_cfg.max_iters=%d' % MAX_ITERS, 'train_cfg.val_interval=100',
-               'default_hooks.checkpoint.interval=2', 'default_hooks.checkpoint.max_keep_ckpts=-1',
+               # as the demo configs: mmengine removes the old checkpoint before the new one
+               'default_hooks.checkpoint.interval=2', 'default_hooks.checkpoint.max_keep_ckpts=1',
                'default_hooks.logger.interval=1', 'train_dataloader.batch_size=2',
                'train_dataloader.num_workers=0']
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):

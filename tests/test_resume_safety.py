@@ -10,7 +10,8 @@ from torch import nn
 
 import convnext_dense.model_checkpoints  # noqa: F401  (allowlist, safe loading, atomic writes)
 from convnext_dense.atomic_files import remove_interrupted_writes
-from convnext_dense.runtime.checkpoint_safety import AtomicLocalBackend
+from convnext_dense.runtime.checkpoint_safety import (AtomicLocalBackend,
+                                                      point_at_a_saved_checkpoint)
 from convnext_dense.runtime.checkpoint_runner import StrictLoadRunner
 from convnext_dense.weights import CheckpointError
 from toy_runner import ToyModel, toy_runner
@@ -118,6 +119,42 @@ def test_local_writes_are_atomic(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ['checkpoint.pth']
     backend.put_text('path/to/epoch_3.pth', tmp_path / 'last_checkpoint')
     assert (tmp_path / 'last_checkpoint').read_text() == 'path/to/epoch_3.pth'
+
+
+def test_a_failed_save_keeps_the_checkpoint_it_would_replace(tmp_path, monkeypatch):
+    put = AtomicLocalBackend.put
+
+    def dies_at_epoch_2(self, obj, filepath):
+        if str(filepath).endswith('epoch_2.pth'):
+            raise KeyboardInterrupt('killed while saving')
+        put(self, obj, filepath)
+    monkeypatch.setattr(AtomicLocalBackend, 'put', dies_at_epoch_2)
+    runner = toy_runner(tmp_path, max_epochs=3, checkpoint_options=dict(max_keep_ckpts=1))
+    with pytest.raises(KeyboardInterrupt):
+        runner.train()
+    assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['epoch_1.pth']
+    assert (tmp_path / 'last_checkpoint').read_text().endswith('epoch_1.pth')
+    monkeypatch.setattr(AtomicLocalBackend, 'put', put)
+    toy_runner(tmp_path, max_epochs=3, resume=True,
+               checkpoint_options=dict(max_keep_ckpts=1)).train()
+    assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['epoch_3.pth']  # then removed
+
+
+def test_a_pointer_to_a_missing_checkpoint_names_the_newest_saved(tmp_path):
+    pointer = tmp_path / 'last_checkpoint'
+    assert point_at_a_saved_checkpoint(str(tmp_path)) is None  # no pointer: a fresh start
+    pointer.write_text(str(tmp_path / 'iter_12.pth'))
+    with pytest.raises(FileNotFoundError, match=r"names '.*iter_12\.pth', which is not there, "
+                                                r'and .* holds no other checkpoint'):
+        point_at_a_saved_checkpoint(str(tmp_path))
+    for name in ('iter_2.pth', 'iter_10.pth', 'best_mIoU_iter_2.pth'):
+        (tmp_path / name).write_bytes(b'saved')
+    assert point_at_a_saved_checkpoint(str(tmp_path)) == (str(tmp_path / 'iter_12.pth'),
+                                                          str(tmp_path / 'iter_10.pth'))
+    assert pointer.read_text() == str(tmp_path / 'iter_10.pth')
+    assert point_at_a_saved_checkpoint(str(tmp_path)) is None  # now it names a file
+    pointer.write_text('')  # killed while the pointer was written
+    assert point_at_a_saved_checkpoint(str(tmp_path))[1] == str(tmp_path / 'iter_10.pth')
 
 
 def test_interrupted_writes_are_removed_and_nothing_else(tmp_path):

@@ -127,7 +127,12 @@ def test_tools_name_missing_data_in_one_line(tool, tmp_path):
     (['test.py', 'configs/demo/mask-rcnn_convnext-demo_shapes.py', 'x.pth', '--tta'],
      'error: --tta needs tta_model and tta_pipeline in the config; this mmdet config defines'),
     (['test.py', 'configs/demo/upernet_convnext-demo_shapes.py', 'x.pth', '--show-limit', '3'],
-     'error: --show-limit 3 needs --show-dir (where to draw)'),
+     'error: --show-limit 3 needs --show-dir (where to draw) or --show'),
+    (['test.py', 'configs/demo/upernet_convnext-demo_shapes.py', 'x.pth', '--show',
+      '--wait-time', '-1'], 'error: --wait-time must be >= 0 seconds, got -1.0'),
+    (['test.py', 'configs/demo/upernet_convnext-demo_shapes.py', 'x.pth', '--show',
+      '--wait-time', '0'], "error: --wait-time 0 waits for a key press in each image's window, "
+                           'and matplotlib has no window here'),
     (['test.py', 'configs/demo/upernet_convnext-demo_shapes.py', 'x.pth', '--show-dir', 'vis',
       '--show-limit', '0'], 'error: --show-limit must be an int >= 1 (test images to draw), got 0'),
     (['train.py', 'configs/demo/upernet_convnext-demo_shapes.py', '--launcher', 'slurm'],
@@ -189,6 +194,22 @@ def test_training_afresh_never_overwrites_an_earlier_run(tmp_path):
     assert result.returncode == 1 and 'Traceback' not in result.stderr
     assert 'Pass --resume to continue that run' in result.stderr.splitlines()[-1]
     assert (tmp_path / 'iter_500.pth').read_bytes() == b'weights'
+
+
+def test_resuming_another_runs_checkpoint_never_overwrites_a_work_dir(tmp_path):
+    work_dir, elsewhere = tmp_path / 'work', tmp_path / 'other' / 'iter_4.pth'
+    work_dir.mkdir()
+    (work_dir / 'iter_12.pth').write_bytes(b'weights')
+
+    def resuming(path):
+        return Config(dict(work_dir=str(work_dir), resume=True, load_from=str(path)))
+    with pytest.raises(ValueError, match=r'holds the checkpoints of another run \(iter_12\.pth\): '
+                                         r'resuming .*other/iter_4\.pth there would overwrite'):
+        cli_options.refuse_overwriting_earlier_run(resuming(elsewhere))
+    cli_options.refuse_overwriting_earlier_run(resuming(elsewhere), restart=True)
+    cli_options.refuse_overwriting_earlier_run(resuming(work_dir / 'iter_12.pth'))  # this run
+    fresh = Config(dict(work_dir=str(tmp_path / 'fresh'), resume=True, load_from=str(elsewhere)))
+    cli_options.refuse_overwriting_earlier_run(fresh)  # a new work dir: nothing to lose
 
 
 def test_missing_evaluator_annotation_file_is_named(tmp_path):
@@ -296,15 +317,29 @@ def test_show_dir_refuses_a_folder_with_files(tmp_path, scope):
 
 def test_show_dir_of_an_earlier_segmentation_run_is_reused(tmp_path):
     (tmp_path / 'vis_data' / 'vis_image').mkdir(parents=True)  # all mmseg writes there
+    (tmp_path / 'vis_data' / 'vis_image' / 'img_0.png').write_bytes(b'an earlier drawing')
     cli_options.enable_show_dir(_show_cfg('mmseg'), str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [cli_options.OUTPUT_MARKER]
 
 
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
-def test_show_dir_drawn_into_before_is_reused(tmp_path, scope):
+def test_show_dir_drawn_into_before_is_reused_and_emptied(tmp_path, scope):
     show = tmp_path / 'show'
     cli_options.enable_show_dir(_show_cfg(scope), str(show))
     (show / 'img.jpg').write_bytes(b'an earlier drawing')
     cli_options.enable_show_dir(_show_cfg(scope), str(show))  # a rerun of the same test
+    # the rerun's drawings do not mix with the earlier run's (another test set, --show-limit)
+    assert sorted(p.name for p in show.iterdir()) == [cli_options.OUTPUT_MARKER]
+
+
+def test_segmentation_out_of_an_earlier_run_is_emptied(tmp_path):
+    out = tmp_path / 'pred'
+    cli_options.add_result_dump(Config(dict(default_scope='mmseg', test_evaluator=dict())),
+                                str(out))
+    (out / 'img_0.png').write_bytes(b'an earlier prediction')
+    cli_options.add_result_dump(Config(dict(default_scope='mmseg', test_evaluator=dict())),
+                                str(out))
+    assert sorted(p.name for p in out.iterdir()) == [cli_options.OUTPUT_MARKER]
 
 
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
@@ -315,6 +350,18 @@ def test_show_limit_adds_the_hook_that_stops_drawing(tmp_path, scope):
     cfg = _show_cfg(scope)
     cli_options.enable_show_dir(cfg, str(tmp_path / 'show'))
     assert 'custom_hooks' not in cfg  # without a limit, every image is drawn as before
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
+def test_show_sets_the_visualization_hook_as_mmdet_and_mmseg_do(scope):
+    cfg = _show_cfg(scope)
+    cli_options.enable_show(cfg, wait_time=0.5, limit=3)
+    hook = cfg.default_hooks.visualization
+    assert hook.draw and hook.show and hook.wait_time == 0.5
+    assert cfg.custom_hooks == [dict(type='convnext_dense.ShowLimitHook', limit=3)]
+    assert hook.get('interval') == (1 if scope == 'mmseg' else None)
+    with pytest.raises(ValueError, match='--show needs default_hooks.visualization'):
+        cli_options.enable_show(Config(dict(default_scope=scope, default_hooks=dict())))
 
 
 @pytest.mark.parametrize('option', ['work dir', '--out', '--show-dir'])

@@ -29,7 +29,7 @@ class ToyDataset(Dataset):
 
 
 def toy_runner(work_dir, max_epochs=2, resume=False, load_from=None, model=None,
-               runner_class=Runner, **kwargs):
+               runner_class=Runner, checkpoint_options=None, **kwargs):
     return runner_class(
         model=model or ToyModel(), work_dir=str(work_dir),
         train_dataloader=dict(dataset=ToyDataset(), batch_size=2,
@@ -38,5 +38,6 @@ def toy_runner(work_dir, max_epochs=2, resume=False, load_from=None, model=None,
         param_scheduler=[dict(type='LinearLR', by_epoch=False, begin=0, end=2),
                          dict(type='MultiStepLR', milestones=[1])],
         train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1)),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1,
+                                           **(checkpoint_options or {}))),
         resume=resume, load_from=load_from, **kwargs)

@@ -12,9 +12,13 @@ def parse_args():
                         '(any layout the README lists; loaded strictly)')
     parser.add_argument('--out', help='keep raw predictions (.pkl for mmdet, a dir for mmseg)')
     parser.add_argument('--show-dir', help='draw predictions on the test images into this dir')
+    parser.add_argument('--show', action='store_true',
+                        help='show each drawn test image in a window (needs a display)')
+    parser.add_argument('--wait-time', type=float, default=2,
+                        help='with --show: seconds each image is shown (default: 2)')
     parser.add_argument('--show-limit', type=int, metavar='N',
-                        help='with --show-dir: draw only the first N test images (whole batches); '
-                        'drawing can take longer than the inference')
+                        help='with --show-dir or --show: draw only the first N test images '
+                        '(whole batches); drawing can take longer than the inference')
     parser.add_argument('--tta', action='store_true', help='test-time augmentation')
     return parser.parse_args()
 
@@ -24,10 +28,13 @@ def build_config(args):
     cfg.load_from = args.checkpoint
     if args.tta:
         cli_options.enable_tta(cfg)
-    if args.show_limit is not None and not args.show_dir:
-        raise ValueError(f'--show-limit {args.show_limit} needs --show-dir (where to draw)')
+    if args.show_limit is not None and not (args.show_dir or args.show):
+        raise ValueError(f'--show-limit {args.show_limit} needs --show-dir (where to draw) or '
+                         '--show')
     if args.show_dir:
         cli_options.enable_show_dir(cfg, args.show_dir, args.show_limit)
+    if args.show:
+        cli_options.enable_show(cfg, args.wait_time, args.show_limit)
     if args.out:
         cli_options.add_result_dump(cfg, args.out)
     cli_options.set_launcher(cfg, args.launcher)

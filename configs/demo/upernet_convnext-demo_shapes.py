@@ -83,7 +83,8 @@ optim_wrapper = dict(
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=warmup_iters),
     # Overlaps the warmup and has no `end`: the runner ends it at train_cfg.max_iters, also when
-    # that is overridden, even below the warmup's length.
+    # that is overridden, even below the warmup's length (a resumed run keeps the end it was
+    # saved with: mmengine restores the scheduler's state).
     dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=0)
 ]
 train_cfg = dict(max_iters=max_iters, val_interval=val_interval)

@@ -203,12 +203,13 @@ def draw_prediction(image: PathLike, model_dir: PathLike, out_dir: PathLike,
 
     Raises:
         FileNotFoundError: the image, ``deploy.json`` or ``model.onnx`` is not there.
-        ValueError: ``score_thr`` outside [0, 1], an image OpenCV cannot decode, or a backbone
-            export (nothing to draw).
+        ValueError: ``score_thr`` outside [0, 1], an image OpenCV cannot decode or that is the
+            drawing's own path, or a backbone export (nothing to draw).
     """
-    from ..runtime.inference import read_rgb_image
+    from ..runtime.inference import drawing_path, read_rgb_image
     if not 0 <= score_thr <= 1:
         raise ValueError(f'score_thr {score_thr!r} is out of range [0, 1]')
+    out_file = drawing_path(image, out_dir)
     model = OnnxModel(model_dir)
     if model.task == 'backbone':
         raise ValueError(f'{model_dir} holds a backbone export: there is nothing to draw')
@@ -224,7 +225,6 @@ def draw_prediction(image: PathLike, model_dir: PathLike, out_dir: PathLike,
     palette = model.meta['palette']  # JSON lists; the visualizers take (r, g, b) tuples
     visualizer.dataset_meta = {'classes': tuple(model.meta['classes']),
                                'palette': [tuple(c) for c in palette] if palette else None}
-    out_file = Path(out_dir) / f'{Path(image).stem}.png'
     out_file.parent.mkdir(parents=True, exist_ok=True)
     visualizer.add_datasample('prediction', picture, data_sample=result, draw_gt=False,
                               show=False, out_file=str(out_file), **draw_args)

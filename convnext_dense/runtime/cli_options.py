@@ -6,17 +6,19 @@ machine, distributed runs use gloo.
 import argparse
 import os
 import os.path as osp
+import shutil
 import sys
 from typing import Callable, Optional, Tuple, Type
 
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.logging import print_log
 
 from ..model.archs import is_int
 from .config import innermost_dataset, load_config, task_scope
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
-# Left in the folders --show-dir and mmseg's --out write into: a later run may write there again.
+# Left in the folders --show-dir and mmseg's --out write into: a later run may replace them.
 OUTPUT_MARKER = '.written_by_test_py'
 
 
@@ -81,8 +83,9 @@ def _claim_output_folder(path: str, option: str, what: str,
     """Make ``path`` the ``option`` folder ``what`` is written into, marked as such.
 
     An empty or missing folder passes, and so does one an earlier run marked (``OUTPUT_MARKER``)
-    or holding only the ``earlier`` entries; a folder holding other files (a dataset's images,
-    say, which ``what`` could overwrite) is refused.
+    or holding only the ``earlier`` entries: that run's outputs are removed first (on rank 0),
+    so the folder never mixes two runs' results. A folder holding other files (a dataset's
+    images, say, which ``what`` could overwrite) is refused.
 
     Raises:
         ValueError: ``path`` is a file, or a folder holding other files.
@@ -95,9 +98,25 @@ def _claim_output_folder(path: str, option: str, what: str,
                 f"{option} '{path}' already holds files ({', '.join(found[:4])}"
                 f"{', ...' if len(found) > 4 else ''}); {what} written there could overwrite "
                 f'them. Pass an empty or new folder to {option}')
+    if osp.isdir(path) and int(os.environ.get('RANK', 0)) == 0:
+        _remove_earlier_outputs(path, option)
     os.makedirs(path, exist_ok=True)
     with open(osp.join(path, OUTPUT_MARKER), 'w') as marker:
-        marker.write(f'tools/test.py {option} writes here; a later run may overwrite\n')
+        marker.write(f'tools/test.py {option} writes here; a later run replaces what is here\n')
+
+
+def _remove_earlier_outputs(path: str, option: str) -> None:
+    stale = sorted(set(os.listdir(path)) - {OUTPUT_MARKER})
+    for name in stale:
+        entry = osp.join(path, name)
+        if osp.isdir(entry) and not osp.islink(entry):
+            shutil.rmtree(entry)
+        else:
+            os.remove(entry)
+    if stale:
+        print_log(f"{option} '{path}': removed the earlier run's {len(stale)} entries "
+                  f"({', '.join(stale[:3])}{', ...' if len(stale) > 3 else ''}) so the folder "
+                  'holds this run\'s results only', logger='current')
 
 
 def set_launcher(cfg: Config, launcher: str) -> None:
@@ -161,17 +180,29 @@ def refuse_overwriting_earlier_run(cfg: Config, restart: bool = False) -> None:
     """Refuse to train afresh into a work dir that holds an earlier run's checkpoints.
 
     mmengine would overwrite them one by one as the new run saves (``last_checkpoint`` at the
-    first save). Resuming (``--resume`` or ``resume=True`` in the config) and ``restart`` (the
-    user chose to start over there) pass.
+    first save). Resuming that run (``--resume``, ``--resume PATH`` with PATH in the work dir,
+    or ``resume=True`` in the config) and ``restart`` (the user chose to start over there) pass;
+    resuming a checkpoint from elsewhere into it does not.
 
     Raises:
         ValueError: the work dir holds ``last_checkpoint`` or ``*.pth`` files; the message says
             what to pass instead.
     """
-    if restart or cfg.get('resume') or not osp.isdir(cfg.work_dir):
+    if restart or not osp.isdir(cfg.work_dir):
+        return
+    resume_from = cfg.get('load_from') if cfg.get('resume') else None
+    if cfg.get('resume') and (not resume_from or '://' in resume_from or osp.abspath(
+            osp.dirname(resume_from)) == osp.abspath(cfg.work_dir)):
         return
     earlier = sorted(name for name in os.listdir(cfg.work_dir)
                      if name == 'last_checkpoint' or name.endswith('.pth'))
+    if earlier and resume_from:
+        raise ValueError(
+            f'work dir {cfg.work_dir} holds the checkpoints of another run '
+            f'({", ".join(earlier[:4])}{", ..." if len(earlier) > 4 else ""}): resuming '
+            f'{resume_from} there would overwrite them as it saves. Pass another --work-dir, '
+            '--resume alone to continue the run of this work dir, or --restart to resume '
+            f'{resume_from} there anyway')
     if earlier:
         raise ValueError(
             f'work dir {cfg.work_dir} holds the checkpoints of an earlier run '
@@ -228,9 +259,45 @@ def enable_show_dir(cfg: Config, show_dir: str, limit: Optional[int] = None) -> 
     else:
         cfg.visualizer.save_dir = osp.abspath(show_dir)
         hooks.visualization.interval = 1  # mmseg draws every `interval`-th batch only
-    if limit is not None:
-        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
-            dict(type='convnext_dense.ShowLimitHook', limit=limit)]
+    _add_show_limit(cfg, limit)
+
+
+def enable_show(cfg: Config, wait_time: float = 2.0, limit: Optional[int] = None) -> None:
+    """``--show`` (and ``--wait-time``), as in mmdet's and mmseg's ``tools/test.py``: show each
+    drawn test image in a window for ``wait_time`` seconds (matplotlib's; nothing is shown
+    where it has no display).
+
+    Raises:
+        ValueError: no visualization hook, ``wait_time`` < 0, or ``limit`` is no int >= 1.
+    """
+    if limit is not None and (not is_int(limit) or limit < 1):
+        raise ValueError(f'--show-limit must be an int >= 1 (test images to draw), got {limit!r}')
+    if not wait_time >= 0:
+        raise ValueError(f'--wait-time must be >= 0 seconds, got {wait_time!r}')
+    if wait_time == 0 and not _has_window():
+        raise ValueError("--wait-time 0 waits for a key press in each image's window, and "
+                         'matplotlib has no window here (a non-interactive backend: no display); '
+                         'give seconds, or --show-dir to write the drawings')
+    hooks = cfg.default_hooks
+    if 'visualization' not in hooks:
+        raise ValueError('--show needs default_hooks.visualization in the config')
+    hooks.visualization.update(draw=True, show=True, wait_time=wait_time)
+    if task_scope(cfg) == 'mmseg':
+        hooks.visualization.interval = 1  # mmseg draws every `interval`-th batch only
+    _add_show_limit(cfg, limit)
+
+
+def _has_window() -> bool:
+    import matplotlib.pyplot as plt
+    return plt.get_backend().lower() not in ('agg', 'cairo', 'pdf', 'pgf', 'ps', 'svg',
+                                             'template')
+
+
+def _add_show_limit(cfg: Config, limit: Optional[int]) -> None:
+    hook = dict(type='convnext_dense.ShowLimitHook', limit=limit)
+    hooks = list(cfg.get('custom_hooks') or [])
+    if limit is not None and hook not in hooks:
+        cfg.custom_hooks = hooks + [hook]
 
 
 def add_result_dump(cfg: Config, out: str) -> None:

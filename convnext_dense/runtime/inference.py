@@ -35,7 +35,8 @@ def draw_prediction(image: PathLike, config: PathLike, checkpoint: PathLike, out
     Raises:
         FileNotFoundError: the image or the checkpoint does not exist.
         ValueError: the config is neither mmdet nor mmseg, ``score_thr`` is not in [0, 1],
-            ``device`` is no torch device or not on this machine, or the image cannot be read.
+            ``device`` is no torch device or not on this machine, the image cannot be read or
+            is the drawing's own path.
     """
     for name, path in (('image', image), ('checkpoint', checkpoint)):
         if not Path(path).is_file():
@@ -43,12 +44,12 @@ def draw_prediction(image: PathLike, config: PathLike, checkpoint: PathLike, out
     if not 0 <= score_thr <= 1:
         raise ValueError(f'score_thr {score_thr!r} is out of range [0, 1]')
     _check_device(device)
+    out_file = drawing_path(image, out_dir)
     picture = read_rgb_image(image)
     cfg = load_config(str(config))
     scope = task_scope(cfg)
     # Weights come from `checkpoint`: do not fetch the backbone's pretrained ones as well.
     cfg.model.backbone.init_cfg = None
-    out_file = Path(out_dir) / f'{Path(image).stem}.png'
     out_file.parent.mkdir(parents=True, exist_ok=True)
     if scope == 'mmdet':
         from mmdet.apis import inference_detector, init_detector
@@ -68,6 +69,20 @@ def draw_prediction(image: PathLike, config: PathLike, checkpoint: PathLike, out
     visualizer.dataset_meta = model.dataset_meta
     visualizer.add_datasample('prediction', picture, data_sample=result, draw_gt=False,
                               show=False, out_file=str(out_file), **draw_args)
+    return out_file
+
+
+def drawing_path(image: PathLike, out_dir: PathLike) -> Path:
+    """``out_dir/<image stem>.png``, where the drawing of ``image`` goes.
+
+    Raises:
+        ValueError: that is ``image`` itself (a ``.png`` in ``out_dir``): the drawing would
+            replace the picture it is drawn on.
+    """
+    out_file = Path(out_dir) / f'{Path(image).stem}.png'
+    if out_file.exists() and os.path.samefile(out_file, image):
+        raise ValueError(f'the drawing of {image} would be written over the image itself '
+                         f'({out_file}): choose another output folder')
     return out_file
 
 

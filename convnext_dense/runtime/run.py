@@ -5,6 +5,7 @@ The package's checkpoint switch (:mod:`convnext_dense.model_checkpoints`: safe l
 atomic writes, whole models of every layout) is turned on for the run, and on CPU glibc's malloc
 keeps freed memory for the next step (:mod:`.allocator`).
 """
+import logging
 import os
 
 import torch
@@ -20,6 +21,7 @@ from ..weights.sources import resolve_source
 from .allocator import keep_freed_memory
 from .channel_checks import ChannelMismatchError, check_backbone_channels
 from .checkpoint_runner import StrictLoadRunner
+from .checkpoint_safety import point_at_a_saved_checkpoint
 from .cli_options import exit_code
 from .compile_cache import keep_compile_cache_per_capability
 from .data_checks import DataError, check_data_paths, explain_annotation_errors
@@ -91,7 +93,7 @@ def run(cfg: Config, mode: str):
     if mode == 'train':
         add_non_finite_loss_check(cfg)
         if cfg.get('resume') and int(os.environ.get('RANK', 0)) == 0:
-            _clean_work_dir(cfg.work_dir)
+            _clean_work_dir(cfg.work_dir, latest=cfg.get('load_from') is None)
     runner = build_runner(cfg)
     with explain_annotation_errors():
         result = runner.train() if mode == 'train' else runner.test()
@@ -125,11 +127,17 @@ def close_process_group() -> None:
         torch.distributed.destroy_process_group()
 
 
-def _clean_work_dir(work_dir: str) -> None:
-    """Before resuming: drop what a run killed while saving left in its work dir."""
+def _clean_work_dir(work_dir: str, latest: bool) -> None:
+    """Before resuming: drop what a run killed while saving left in its work dir and, resuming
+    from the ``latest`` checkpoint there, make ``last_checkpoint`` name one that exists."""
     if not os.path.isdir(work_dir):
         return
     removed = remove_interrupted_writes(work_dir)
     if removed:
         print_log(f'Removed {len(removed)} temporary file(s) of a save that was interrupted: '
                   f'{", ".join(removed)}', logger='current')
+    repointed = point_at_a_saved_checkpoint(work_dir) if latest else None
+    if repointed:
+        print_log(f'last_checkpoint named {repointed[0]!r}, which is not there (a run killed '
+                  f'while saving): resuming from {repointed[1]}, the newest checkpoint of the '
+                  'work dir', logger='current', level=logging.WARNING)
