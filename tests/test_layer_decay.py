@@ -184,21 +184,27 @@ def test_backbone_without_layer_map_is_refused():
     (dict(decay_rate=0.), r'decay_rate 0\.0 is out of range \(0, 1\]'),
     (dict(decay_rate=1.5), r'decay_rate 1\.5 is out of range \(0, 1\]'),
     (dict(decay_rate=-0.1), r'decay_rate -0\.1 is out of range'),
-    (dict(decay_rate='0.8'), r"decay_rate '0\.8' is out of range"),
-    (dict(decay_rate=True), r'decay_rate True is out of range'),
+    (dict(decay_rate='0.8'), r"decay_rate '0\.8' \(str\) must be a Python int or float"),
+    (dict(decay_rate=True), r'decay_rate True \(bool\) must be a Python int or float'),
+    (dict(decay_rate=float('nan')), r'decay_rate nan is out of range'),
     (dict(), r"needs 'decay_rate'"),
     (dict(decay_rate=0.8, decay_type='layerwise'),
      r"decay_type 'layerwise' is not one of \('layer_wise', 'stage_wise'\)"),
     (dict(decay_rate=0.8, bias_lr_mult=2.),
      r"key 'bias_lr_mult' is not supported.*allowed keys: \('decay_rate', 'decay_type', "
      r"'num_layers', 'custom_keys'\)"),
-    (dict(decay_rate=0.8, num_layers=0), r'num_layers 0 must be a positive int'),
-    (dict(decay_rate=0.8, num_layers=12.0), r'num_layers 12\.0 must be a positive int'),
+    (dict(decay_rate=0.8, num_layers=0), r'num_layers 0 \(int\) must be a positive Python int'),
+    (dict(decay_rate=0.8, num_layers=12.0),
+     r'num_layers 12\.0 \(float\) must be a positive Python int'),
     (dict(decay_rate=0.8, custom_keys={'head': dict(momentum=0.5)}),
      r"custom_keys\['head'\] field 'momentum' is not supported; allowed fields: "
      r"\('lr_mult', 'decay_mult'\)"),
     (dict(decay_rate=0.8, custom_keys={'head': dict(lr_mult=-1)}),
-     r"custom_keys\['head'\] lr_mult -1 must be a number >= 0"),
+     r"custom_keys\['head'\] lr_mult -1 must be a finite number >= 0"),
+    (dict(decay_rate=0.8, custom_keys={'neck': dict(lr_mult=float('nan'))}),
+     r"custom_keys\['neck'\] lr_mult nan must be a finite number >= 0"),
+    (dict(decay_rate=0.8, custom_keys={'neck': dict(decay_mult=float('inf'))}),
+     r"custom_keys\['neck'\] decay_mult inf must be a finite number >= 0"),
 ])
 def test_paramwise_cfg_is_validated_on_construction(paramwise_cfg, match):
     with pytest.raises(ValueError, match=match):

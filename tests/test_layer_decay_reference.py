@@ -8,6 +8,7 @@ import os
 import mmdet
 import mmseg
 import pytest
+import torch
 from mmdet.engine.optimizers import \
     LearningRateDecayOptimizerConstructor as MMDetConstructor
 from mmengine.config import Config
@@ -110,6 +111,7 @@ class ToySegmentor(nn.Module):
         super().__init__()
         self.backbone = ConvNeXt(arch=dict(TINY_ARCH), frozen_stages=frozen_stages)
         self.decode_head = nn.Conv2d(128, 4, 1)
+        self.scale = nn.Parameter(torch.ones(()))  # a 0-D parameter, as mmdet's Scale holds
 
 
 @pytest.mark.parametrize('reference_cls', [MMDetConstructor, MMSegConstructor])

@@ -1,4 +1,5 @@
 """Layer-wise / stage-wise learning-rate decay for any backbone that provides a layer map."""
+import math
 import numbers
 from typing import Dict, List, Optional, Tuple
 
@@ -107,7 +108,10 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
         if 'decay_rate' not in cfg:
             raise ValueError("paramwise_cfg needs 'decay_rate', a number in (0, 1]")
         rate = cfg['decay_rate']
-        if not is_number(rate) or not 0 < rate <= 1:
+        if not is_number(rate):
+            raise ValueError(f'paramwise_cfg decay_rate {rate!r} ({type(rate).__name__}) must be '
+                             'a Python int or float in (0, 1]')
+        if not 0 < rate <= 1:
             raise ValueError(f'paramwise_cfg decay_rate {rate!r} is out of range (0, 1]')
         decay_type = cfg.get('decay_type', 'layer_wise')
         if decay_type not in DECAY_TYPES:
@@ -115,8 +119,8 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
         num_layers = cfg.get('num_layers')
         if num_layers is not None and (not is_int(num_layers) or num_layers < 1):
             raise ValueError(
-                f'paramwise_cfg num_layers {num_layers!r} must be a positive int or omitted '
-                '(derived from the backbone)')
+                f'paramwise_cfg num_layers {num_layers!r} ({type(num_layers).__name__}) must be '
+                'a positive Python int or omitted (derived from the backbone)')
         self._validate_custom_keys(cfg.get('custom_keys', {}))
         if self.base_lr is None:
             raise ValueError('optimizer lr must be set: layer decay scales it per layer')
@@ -139,9 +143,9 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
                 if field not in CUSTOM_KEY_FIELDS:
                     raise ValueError(f"custom_keys['{key}'] field '{field}' is not supported; "
                                      f'allowed fields: {CUSTOM_KEY_FIELDS}')
-                if not is_number(value) or value < 0:
+                if not is_number(value) or not 0 <= value < math.inf:
                     raise ValueError(
-                        f"custom_keys['{key}'] {field} {value!r} must be a number >= 0")
+                        f"custom_keys['{key}'] {field} {value!r} must be a finite number >= 0")
             if 'decay_mult' in fields and self.base_wd is None:
                 raise ValueError(f"custom_keys['{key}'] sets decay_mult but the optimizer has "
                                  'no weight_decay to multiply')
@@ -209,7 +213,8 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
                 raise ValueError(
                     f'{type(layer_map).__name__}.layer_decay_id gave {name} layer id {layer_id!r}, '
                     f'not an int in 0..{num_layers + 1} for num_layers {num_layers}')
-            decays = param.ndim > 1 and not (name == 'bias' or name.endswith('.bias'))
+            # mmdet's and mmseg's rule: 0-D parameters (mmdet's Scale) decay, 1-D ones do not.
+            decays = param.ndim != 1 and not (name == 'bias' or name.endswith('.bias'))
             key = self._match_custom_key(name)
             group_key = (layer_id, decays, key)
             if group_key not in groups:
