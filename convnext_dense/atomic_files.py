@@ -19,12 +19,13 @@ TMP_SUFFIX = '.part'
 def atomic_path(dst: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``dst`` to write; it becomes ``dst`` when the block ends.
 
-    If the block raises, the temporary file is removed and ``dst`` is left as it was.
+    If the block raises, the temporary file is removed and ``dst`` is left as it was. A ``dst``
+    that is a symbolic link is written where it points (the link stays).
 
     Raises:
         IsADirectoryError: ``dst`` is a folder (checked before the block runs).
     """
-    dst = Path(dst)
+    dst = _followed(dst)
     if dst.is_dir():
         raise IsADirectoryError(f'{dst} is a folder: the output must be a file name')
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -52,14 +53,15 @@ def atomic_dir(target: PathLike, replaceable: Callable[[str], bool] = lambda nam
     An existing ``target`` is replaced only when it is empty or every entry in it is
     ``replaceable`` (by name: what an earlier write of the same kind left there); it is moved
     aside first and deleted after the rename. If the block raises, the new folder is deleted
-    and ``target`` is left as it was.
+    and ``target`` is left as it was. A ``target`` that is a symbolic link is replaced where it
+    points (the link stays).
 
     Raises:
-        FileExistsError: ``target`` is a file, or holds entries that are not ``replaceable``
-            (checked before anything is written).
+        FileExistsError: ``target`` is a file, the current folder or one holding it, or holds
+            entries that are not ``replaceable`` (checked before anything is written).
     """
-    target = Path(target)
     check_replaceable(target, replaceable)
+    target = _followed(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f'{TMP_PREFIX}{target.name}-', dir=target.parent))
     try:
@@ -77,10 +79,21 @@ def atomic_dir(target: PathLike, replaceable: Callable[[str], bool] = lambda nam
 
 
 def check_replaceable(target: PathLike, replaceable: Callable[[str], bool]) -> None:
-    """Raise what :func:`atomic_dir` would, before any work, if it may not replace ``target``."""
-    target = Path(target)
+    """Raise what :func:`atomic_dir` would, before any work, if it may not replace ``target``.
+
+    Raises:
+        FileExistsError: ``target`` is a file, the current folder or one holding it (replacing
+            it would leave this process and the user's shell in a deleted folder), or holds
+            entries that are not ``replaceable``.
+    """
+    given, target = target, _followed(target)
     if target.exists() and not target.is_dir():
         raise FileExistsError(f'{target} is a file: the output must be a folder')
+    cwd = Path.cwd().resolve()
+    if target.is_dir() and (target == cwd or target in cwd.parents):
+        raise FileExistsError(f"'{os.fspath(given)}' is the current folder or holds it: the "
+                              'output folder is replaced as a whole; name a folder inside it, '
+                              "e.g. 'export'")
     if not target.is_dir():
         return
     others = sorted(entry.name for entry in target.iterdir() if not replaceable(entry.name))
@@ -89,6 +102,11 @@ def check_replaceable(target: PathLike, replaceable: Callable[[str], bool]) -> N
         raise FileExistsError(
             f'{target} already holds {listed}: writing there would delete it. Choose a new or '
             'empty folder, or one that holds only an earlier output of this kind.')
+
+
+def _followed(path: PathLike) -> Path:
+    """``path`` made absolute, symbolic links followed: what a write there really replaces."""
+    return Path(path).resolve()
 
 
 def remove_interrupted_writes(directory: PathLike) -> List[str]:

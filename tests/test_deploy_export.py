@@ -20,6 +20,7 @@ from convnext_dense.deploy import ExportError, OnnxModel, export_model
 from convnext_dense.deploy.export import build_model
 from convnext_dense.deploy.graphs import TwoStageGraph
 from convnext_dense.deploy.precision import FP32_OPS
+from convnext_dense.runtime.config import load_config
 from deploy_helpers import DET_CONFIG, ROOT, SEG_CONFIG, random_checkpoint, with_data_root
 
 LOGIT_TOL = 1e-4
@@ -66,6 +67,9 @@ def test_backbone_feature_maps_match_eager(upernet, tmp_path, dynamic):
     if not dynamic:
         with pytest.raises(ValueError, match=r'exported for \(128, 160\)'):
             runtime.run(np.zeros((1, 3, 96, 96), np.float32))
+    else:  # as the backbone itself refuses it, not onnxruntime's error deep in the graph
+        with pytest.raises(ValueError, match=r'\(17, 64\) is smaller than the 32x32'):
+            runtime.run(np.zeros((1, 3, 17, 64), np.float32))
 
 
 @pytest.mark.parametrize('dynamic', [False, True])
@@ -103,6 +107,35 @@ def test_segmenter_slide_masks_match_mmseg_on_demo_images(upernet, shapes, tmp_p
         same += (predicted == reference).sum().item()
         total += reference.numel()
     print(f'segmentation masks: {same / total:.6f} of {total} pixels identical')
+    assert same / total >= 0.999
+
+
+def test_stock_resize_padding_and_dataset_classes_as_mmseg(upernet, shapes, tmp_path):
+    """A Resize(scale=(w, h)) test step (every stock config has one), test-time padding to a
+    multiple of 32 and classes from the dataset class: predictions still equal mmseg's."""
+    config, checkpoint, _ = upernet
+    cfg = load_config(str(config))
+    resize = dict(type='Resize', scale=(256, 160), keep_ratio=True)
+    cfg.test_pipeline = [cfg.test_pipeline[0], resize, *cfg.test_pipeline[1:]]
+    cfg.test_dataloader.dataset.pipeline = cfg.test_pipeline
+    cfg.test_dataloader.dataset.update(type='ADE20KDataset', metainfo=None)
+    cfg.model.data_preprocessor.test_cfg = dict(size_divisor=32)
+    stock_like = tmp_path / 'stock_like.py'
+    cfg.dump(str(stock_like))
+    export_model(stock_like, checkpoint, tmp_path / 'onnx', dynamic=True)
+    runtime = OnnxModel(tmp_path / 'onnx')
+    assert runtime.meta['classes'][:2] == ['wall', 'building']  # ADE20KDataset's own
+    model, built, _ = build_model(stock_like, checkpoint)
+    model.cfg = built
+    same = total = 0
+    for image in sorted((shapes / 'ade' / 'images' / 'validation').glob('*.jpg')):
+        with torch.no_grad():
+            reference = inference_model(model, str(image)).pred_sem_seg.data
+        predicted = runtime.predict(image).pred_sem_seg.data
+        assert predicted.shape == reference.shape
+        same += (predicted == reference).sum().item()
+        total += reference.numel()
+    print(f'resized, padded: {same / total:.6f} of {total} pixels identical')
     assert same / total >= 0.999
 
 
@@ -201,6 +234,18 @@ def test_onnx_demo_never_draws_over_the_image(tmp_path):
     with pytest.raises(ValueError, match=r'photo.png would be written over the image itself'):
         draw_prediction(image, tmp_path / 'onnx', tmp_path)
     assert image.read_bytes() == before
+    with pytest.raises(ValueError, match=r'output folder .*photo.png is a file'):
+        draw_prediction(image, tmp_path / 'onnx', image)
+
+
+def test_parity_refuses_a_config_of_the_other_task(upernet, tmp_path):
+    from convnext_dense.deploy.parity import detector_parity, segmenter_parity
+    config, checkpoint, _ = upernet
+    export_model(config, checkpoint, tmp_path, part='model')
+    for parity, args in ((segmenter_parity, ()), (detector_parity, ('ann.json',))):
+        with pytest.raises(ValueError, match=r'is an mmdet config, and .* holds an export of an '
+                                             r'mmseg segmenter'):
+            parity(DET_CONFIG, 'unused.pth', tmp_path, ['a.jpg'], *args)
 
 
 @pytest.mark.parametrize('text, said', [('{"version": 1}', r"lacks \['task', 'scope'"),

@@ -1,5 +1,6 @@
 """Resume works on torch >= 2.6 with weights_only loading; code-carrying checkpoints are refused."""
 import os
+import re
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ from mmengine.fileio import get_file_backend
 from torch import nn
 
 import convnext_dense.model_checkpoints  # noqa: F401  (allowlist, safe loading, atomic writes)
-from convnext_dense.atomic_files import remove_interrupted_writes
+from convnext_dense.atomic_files import atomic_dir, remove_interrupted_writes, write_bytes
 from convnext_dense.runtime.checkpoint_safety import (AtomicLocalBackend,
                                                       point_at_a_saved_checkpoint)
 from convnext_dense.runtime.checkpoint_runner import StrictLoadRunner
@@ -155,6 +156,31 @@ def test_a_pointer_to_a_missing_checkpoint_names_the_newest_saved(tmp_path):
     assert point_at_a_saved_checkpoint(str(tmp_path)) is None  # now it names a file
     pointer.write_text('')  # killed while the pointer was written
     assert point_at_a_saved_checkpoint(str(tmp_path))[1] == str(tmp_path / 'iter_10.pth')
+
+
+def test_atomic_writes_go_where_links_point_and_never_replace_the_current_folder(
+        tmp_path, monkeypatch):
+    real = tmp_path / 'real_exports' / 'upernet'
+    real.mkdir(parents=True)
+    (real / 'model.onnx').write_bytes(b'old')
+    link = tmp_path / 'upernet_link'
+    link.symlink_to(real)
+    with atomic_dir(link, lambda name: name == 'model.onnx') as work:
+        (work / 'model.onnx').write_bytes(b'new')
+    assert link.is_symlink() and (real / 'model.onnx').read_bytes() == b'new'
+    file_link = tmp_path / 'last_checkpoint'
+    file_link.symlink_to(tmp_path / 'pointer.txt')
+    write_bytes(file_link, b'iter_4.pth')
+    assert file_link.is_symlink() and (tmp_path / 'pointer.txt').read_bytes() == b'iter_4.pth'
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        'last_checkpoint', 'pointer.txt', 'real_exports', 'upernet_link']
+    monkeypatch.chdir(real)
+    for here in ('.', '..'):
+        with pytest.raises(FileExistsError, match=rf"'{re.escape(here)}' is the current folder "
+                                                  'or holds it'):
+            with atomic_dir(here, lambda name: True):
+                pass
+    assert (real / 'model.onnx').read_bytes() == b'new'
 
 
 def test_interrupted_writes_are_removed_and_nothing_else(tmp_path):

@@ -1,7 +1,10 @@
 """``deploy.json``: what a runner needs beside ``model.onnx`` (input policy, mean/std, classes)."""
+import importlib
 import json
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
+
+from ..runtime.config import innermost_dataset
 
 META_FILE = 'deploy.json'
 # What every deploy.json holds (the task-specific parts are checked where they are used).
@@ -31,12 +34,16 @@ def _plain(value):
     return value
 
 
-def _dataset_meta(cfg) -> dict:
-    dataset = cfg.test_dataloader.dataset
+def _dataset_meta(cfg, scope: str) -> dict:
+    dataset, _ = innermost_dataset(cfg.test_dataloader.dataset)
     metainfo = dict(dataset.get('metainfo') or {})
     if not metainfo.get('classes'):
-        from mmengine.registry import DATASETS
-        metainfo = dict(DATASETS.get(dataset.type).METAINFO)
+        # The dataset class's own (CocoDataset's 80 classes), from the task's registry.
+        dataset_cls = importlib.import_module(f'{scope}.registry').DATASETS.get(dataset.type)
+        if dataset_cls is None:
+            raise ValueError(f'test_dataloader.dataset type {dataset.type!r} is not a registered '
+                             f'{scope} dataset, and the config gives no metainfo classes')
+        metainfo = dict(dataset_cls.METAINFO)
     return {'classes': list(metainfo.get('classes', ())),
             'palette': _plain(metainfo.get('palette')) if metainfo.get('palette') else None}
 
@@ -45,10 +52,12 @@ def build_meta(cfg, scope: str, task: str, inputs: Sequence[str], outputs: Seque
                shape: Optional[Tuple[int, int]], fp16: bool, opset: int, config: str) -> dict:
     """The JSON-ready description of an export of ``cfg`` (see README "Deploy")."""
     pre = cfg.model.data_preprocessor
+    pad_size = None
     if scope == 'mmdet':
         divisor = pre.get('pad_size_divisor', 1)
     else:
         divisor = (pre.get('test_cfg') or {}).get('size_divisor', 1) or 1
+        pad_size = (pre.get('test_cfg') or {}).get('size')
     meta = {
         'task': task,
         'scope': scope,
@@ -63,10 +72,11 @@ def build_meta(cfg, scope: str, task: str, inputs: Sequence[str], outputs: Seque
             'std': list(pre.get('std', (1, 1, 1))),
             'bgr_to_rgb': bool(pre.get('bgr_to_rgb', False) or pre.get('rgb_to_bgr', False)),
             'pad_size_divisor': int(divisor),
+            'pad_size': list(pad_size) if pad_size else None,  # mmseg's test_cfg.size
             'pad_value': float(pre.get('pad_value', pre.get('pad_val', 0))),
         },
         'test_pipeline': _test_pipeline(cfg),
-        **_dataset_meta(cfg),
+        **_dataset_meta(cfg, scope),
     }
     if task == 'segmenter':
         test_cfg = cfg.model.test_cfg

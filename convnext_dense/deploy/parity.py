@@ -10,7 +10,9 @@ from typing import Dict, Sequence, Union
 
 import torch
 
+from ..runtime.config import load_config, task_scope
 from .export import build_model
+from .meta import read_meta
 from .runtime import OnnxModel
 
 PathLike = Union[str, os.PathLike]
@@ -50,11 +52,17 @@ def detector_parity(config: PathLike, checkpoint: PathLike, onnx_dir: PathLike,
     import json
     from mmdet.apis import inference_detector
     from mmdet.evaluation import CocoMetric
+    _check_same_task(config, onnx_dir)
     model, cfg, _ = build_model(config, checkpoint)
     model.cfg = cfg
     runtime = OnnxModel(onnx_dir)
     ids = {Path(i['file_name']).name: i['id']
            for i in json.loads(Path(ann_file).read_text())['images']}
+    unknown = [Path(image).name for image in images if Path(image).name not in ids]
+    if unknown:
+        raise ValueError(f'{len(unknown)} of the images are not in {ann_file} '
+                         f'({", ".join(unknown[:4])}{", ..." if len(unknown) > 4 else ""}): give '
+                         'the images the annotations describe')
     metrics = {}
     for side in ('pytorch', 'onnx'):
         metrics[side] = CocoMetric(ann_file=str(ann_file), metric=['bbox', 'segm'])
@@ -83,6 +91,7 @@ def segmenter_parity(config: PathLike, checkpoint: PathLike, onnx_dir: PathLike,
                      images: Sequence[PathLike]) -> Dict[str, float]:
     """PyTorch (``inference_model``) against the export: the share of identical pixels."""
     from mmseg.apis import inference_model
+    _check_same_task(config, onnx_dir)
     model, cfg, _ = build_model(config, checkpoint)
     model.cfg = cfg
     runtime = OnnxModel(onnx_dir)
@@ -94,3 +103,12 @@ def segmenter_parity(config: PathLike, checkpoint: PathLike, onnx_dir: PathLike,
         same += int((predicted == reference).sum())
         total += reference.numel()
     return dict(pixels=total, identical=same / total)
+
+
+def _check_same_task(config: PathLike, onnx_dir: PathLike) -> None:
+    """Refuse a config of the other task than the export's, before anything is built."""
+    scope, meta = task_scope(load_config(str(config))), read_meta(onnx_dir)
+    if scope != meta['scope']:
+        raise ValueError(f"{config} is an {scope} config, and {onnx_dir} holds an export of an "
+                         f"{meta['scope']} {meta['task']}: give the config the export was made "
+                         'from')

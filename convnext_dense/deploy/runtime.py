@@ -20,6 +20,7 @@ from .meta import read_meta
 
 PathLike = Union[str, os.PathLike]
 MAX_THREADS = 1 << 16  # onnxruntime takes a C int; more threads than this is a typo
+MIN_INPUT_SIZE = 32  # the backbone's total stride: a smaller side vanishes before stage 4
 
 
 class OnnxModel:
@@ -69,6 +70,10 @@ class OnnxModel:
         if shape is not None and list(images.shape[2:]) != list(shape):
             raise ValueError(f'input of size {tuple(images.shape[2:])} given to a model exported '
                              f'for {tuple(shape)}; export with --dynamic for other sizes')
+        if min(images.shape[2:]) < MIN_INPUT_SIZE:
+            raise ValueError(f'input of size {tuple(images.shape[2:])} is smaller than the '
+                             f'{MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} the backbone\'s four stages need '
+                             '(stride 32): resize the image up, or export a config that pads it')
         feed = {'images': np.ascontiguousarray(images, dtype=np.float32)}
         if 'img_shape' in self.meta['inputs']:
             if img_shape is None:
@@ -83,7 +88,7 @@ class OnnxModel:
         from mmcv.transforms import Compose
         from mmengine.registry import init_default_scope
         init_default_scope(self.meta['scope'])
-        steps = [dict(step) for step in self.meta['test_pipeline']]
+        steps = [_tuples(step) for step in self.meta['test_pipeline']]
         if isinstance(image, np.ndarray):
             steps[0] = dict(type='LoadImageFromNDArray')
             data = dict(img=image, img_id=0)
@@ -106,6 +111,9 @@ class OnnxModel:
         height, width = image.shape[1:]
         pad_h = int(np.ceil(height / divisor)) * divisor - height
         pad_w = int(np.ceil(width / divisor)) * divisor - width
+        if spec.get('pad_size'):  # mmseg's test_cfg.size: pad up to it, never crop
+            pad_h, pad_w = (max(spec['pad_size'][0] - height, 0),
+                            max(spec['pad_size'][1] - width, 0))
         if spec['shape'] is not None and self.task == 'detector':
             # A static detector takes every image padded to its size (as a batch would be).
             if height > spec['shape'][0] or width > spec['shape'][1]:
@@ -132,11 +140,12 @@ class OnnxModel:
         from mmengine.structures import PixelData
         spec = self.meta['segmenter']
         height, width = sample.img_shape[:2]
-        images = images[:, :, :height, :width]
+        # As mmseg: inference on the padded image, then the padding's logits cropped away.
         if spec['mode'] == 'slide':
             logits = self.slide(images)
         else:
             logits = torch.from_numpy(self.run(images)['seg_logits'])
+        logits = logits[:, :, :height, :width]
         if tuple(logits.shape[2:]) != tuple(sample.ori_shape[:2]):
             logits = F.interpolate(logits, size=sample.ori_shape[:2], mode='bilinear',
                                    align_corners=spec['align_corners'])
@@ -180,6 +189,19 @@ class OnnxModel:
             bboxes=boxes, scores=torch.from_numpy(out['scores']).float(),
             labels=torch.from_numpy(out['labels']).long(), masks=masks)
         return sample
+
+
+def _tuples(value):
+    """deploy.json's lists back as the config's tuples where they are numbers (mmcv's Resize
+    takes ``scale`` as a tuple only); other lists stay lists."""
+    if isinstance(value, dict):
+        return {key: _tuples(item) for key, item in value.items()}
+    if isinstance(value, list):
+        items = [_tuples(item) for item in value]
+        numbers = items and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                for v in items)
+        return tuple(items) if numbers else items
+    return value
 
 
 def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, height: int, width: int,

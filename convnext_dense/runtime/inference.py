@@ -76,9 +76,11 @@ def drawing_path(image: PathLike, out_dir: PathLike) -> Path:
     """``out_dir/<image stem>.png``, where the drawing of ``image`` goes.
 
     Raises:
-        ValueError: that is ``image`` itself (a ``.png`` in ``out_dir``): the drawing would
-            replace the picture it is drawn on.
+        ValueError: ``out_dir`` is a file, or the drawing's path is ``image`` itself (a ``.png``
+            in ``out_dir``): the drawing would replace the picture it is drawn on.
     """
+    if Path(out_dir).is_file():
+        raise ValueError(f'output folder {out_dir} is a file: give a folder for the drawing')
     out_file = Path(out_dir) / f'{Path(image).stem}.png'
     if out_file.exists() and os.path.samefile(out_file, image):
         raise ValueError(f'the drawing of {image} would be written over the image itself '
