@@ -1,10 +1,9 @@
 """``deploy.json``: what a runner needs beside ``model.onnx`` (input policy, mean/std, classes)."""
-import importlib
 import json
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
-from ..runtime.config import innermost_dataset
+from ..runtime.config import innermost_dataset, task_registry
 
 META_FILE = 'deploy.json'
 # What every deploy.json holds (the task-specific parts are checked where they are used).
@@ -39,7 +38,7 @@ def _dataset_meta(cfg, scope: str) -> dict:
     metainfo = dict(dataset.get('metainfo') or {})
     if not metainfo.get('classes'):
         # The dataset class's own (CocoDataset's 80 classes), from the task's registry.
-        dataset_cls = importlib.import_module(f'{scope}.registry').DATASETS.get(dataset.type)
+        dataset_cls = task_registry(scope, 'DATASETS').get(dataset.type)
         if dataset_cls is None:
             raise ValueError(f'test_dataloader.dataset type {dataset.type!r} is not a registered '
                              f'{scope} dataset, and the config gives no metainfo classes')

@@ -196,19 +196,19 @@ def refuse_overwriting_earlier_run(cfg: Config, restart: bool = False) -> None:
         return
     earlier = sorted(name for name in os.listdir(cfg.work_dir)
                      if name == 'last_checkpoint' or name.endswith('.pth'))
-    if earlier and resume_from:
+    if not earlier:
+        return
+    listed = f'{", ".join(earlier[:4])}{", ..." if len(earlier) > 4 else ""}'
+    if resume_from:
         raise ValueError(
-            f'work dir {cfg.work_dir} holds the checkpoints of another run '
-            f'({", ".join(earlier[:4])}{", ..." if len(earlier) > 4 else ""}): resuming '
+            f'work dir {cfg.work_dir} holds the checkpoints of another run ({listed}): resuming '
             f'{resume_from} there would overwrite them as it saves. Pass another --work-dir, '
             '--resume alone to continue the run of this work dir, or --restart to resume '
             f'{resume_from} there anyway')
-    if earlier:
-        raise ValueError(
-            f'work dir {cfg.work_dir} holds the checkpoints of an earlier run '
-            f'({", ".join(earlier[:4])}{", ..." if len(earlier) > 4 else ""}): training afresh '
-            'would overwrite them. Pass --resume to continue that run, another --work-dir, or '
-            '--restart to start over there anyway')
+    raise ValueError(
+        f'work dir {cfg.work_dir} holds the checkpoints of an earlier run ({listed}): training '
+        'afresh would overwrite them. Pass --resume to continue that run, another --work-dir, '
+        'or --restart to start over there anyway')
 
 
 def set_local_rank_env(local_rank: int) -> None:
@@ -244,8 +244,7 @@ def enable_show_dir(cfg: Config, show_dir: str, limit: Optional[int] = None) -> 
         ValueError: no visualization hook, ``show_dir`` is a file or holds other files, or
             ``limit`` is no int >= 1.
     """
-    if limit is not None and (not is_int(limit) or limit < 1):
-        raise ValueError(f'--show-limit must be an int >= 1 (test images to draw), got {limit!r}')
+    _check_show_limit(limit)
     hooks = cfg.default_hooks
     if 'visualization' not in hooks:
         raise ValueError('--show-dir needs default_hooks.visualization in the config')
@@ -270,8 +269,7 @@ def enable_show(cfg: Config, wait_time: float = 2.0, limit: Optional[int] = None
     Raises:
         ValueError: no visualization hook, ``wait_time`` < 0, or ``limit`` is no int >= 1.
     """
-    if limit is not None and (not is_int(limit) or limit < 1):
-        raise ValueError(f'--show-limit must be an int >= 1 (test images to draw), got {limit!r}')
+    _check_show_limit(limit)
     if not wait_time >= 0:
         raise ValueError(f'--wait-time must be >= 0 seconds, got {wait_time!r}')
     if wait_time == 0 and not _has_window():
@@ -291,6 +289,11 @@ def _has_window() -> bool:
     import matplotlib.pyplot as plt
     return plt.get_backend().lower() not in ('agg', 'cairo', 'pdf', 'pgf', 'ps', 'svg',
                                              'template')
+
+
+def _check_show_limit(limit: Optional[int]) -> None:
+    if limit is not None and (not is_int(limit) or limit < 1):
+        raise ValueError(f'--show-limit must be an int >= 1 (test images to draw), got {limit!r}')
 
 
 def _add_show_limit(cfg: Config, limit: Optional[int]) -> None:

@@ -73,11 +73,11 @@ def task_scope(cfg: Config) -> str:
     return scope
 
 
-def task_registry(scope: str):
-    """The ``MODELS`` registry of ``scope`` ('mmdet' or 'mmseg')."""
+def task_registry(scope: str, name: str = 'MODELS'):
+    """The ``name`` registry (``MODELS``, ``DATASETS``, ...) of ``scope`` ('mmdet' or 'mmseg')."""
     if scope not in TASK_SCOPES:
         raise ValueError(f"scope {scope!r} is not one of {TASK_SCOPES}")
-    return importlib.import_module(f'{scope}.registry').MODELS
+    return getattr(importlib.import_module(f'{scope}.registry'), name)
 
 
 def innermost_dataset(dataset: dict, path: str = 'dataset') -> Tuple[dict, str]:

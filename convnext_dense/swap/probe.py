@@ -21,34 +21,35 @@ class Feeds(NamedTuple):
     maps: Tuple[torch.Tensor, ...] = ()  # the outputs themselves, for probing the neck
 
 
-def run_module(cfg: dict, scope: str, device: str, inputs, train: bool = False):
-    """Build ``cfg`` on ``device`` ('meta' computes shapes only) and call it in eval mode (or,
-    with ``train``, in train mode)."""
+def run_module(cfg: dict, scope: str, device: str, inputs):
+    """Build ``cfg`` on ``device`` ('meta' computes shapes only) and call it in eval mode."""
     with torch.device(device), torch.no_grad(), DefaultScope.overwrite_default_scope(scope):
         module = task_registry(scope).build(cfg)
-        module.train(train)
+        module.eval()
         return module, module(inputs(device))
 
 
-def _run_backbone(cfg: dict, scope: str, device: str, train: bool = False):
-    def image(device):
-        # two images in training: BatchNorm needs more than one value per channel
-        return torch.rand(2 if train else 1, cfg.get('in_channels', 3), PROBE_SIZE, PROBE_SIZE,
-                          device=device)
-    backbone, outputs = run_module(cfg, scope, device, image, train)
-    return outputs, getattr(backbone, 'out_indices', None)
+def _image(cfg: dict, device: str, batch: int = 1) -> torch.Tensor:
+    return torch.rand(batch, cfg.get('in_channels', 3), PROBE_SIZE, PROBE_SIZE, device=device)
+
+
+def _run_backbone(cfg: dict, scope: str, device: str):
+    return run_module(cfg, scope, device, lambda device: _image(cfg, device))
 
 
 def _output_count(outputs) -> int:
     return 1 if isinstance(outputs, torch.Tensor) else len(outputs)
 
 
-def _check_train_mode_outputs(cfg: dict, scope: str, device: str, eval_count: int,
-                              field: str) -> None:
+def _check_train_mode_outputs(backbone: torch.nn.Module, cfg: dict, device: str,
+                              eval_count: int, field: str) -> None:
     """Refuse a backbone that returns other maps in training (PIDNet's and DDRNet's extra
     maps feed their heads' training losses only): ConvNeXt returns the same maps in both."""
     try:
-        outputs, _ = _run_backbone(cfg, scope, device, train=True)
+        with torch.device(device), torch.no_grad():
+            backbone.train()
+            # two images: BatchNorm in training needs more than one value per channel
+            outputs = backbone(_image(cfg, device, batch=2))
     except Exception:  # noqa: BLE001  (the eval-mode probe is what the swap maps)
         return
     if _output_count(outputs) != eval_count:
@@ -83,15 +84,16 @@ def probe_backbone(backbone_cfg: dict, scope: str, field: str = 'model.backbone'
     cfg.pop('pretrained', None)
     device = 'meta'  # shapes only, no compute
     try:
-        outputs, out_indices = _run_backbone(cfg, scope, device)
+        backbone, outputs = _run_backbone(cfg, scope, device)
     except Exception:  # some ops (mmcv's CPU/CUDA kernels) have no meta version: run for real
         device = 'cpu'
         try:
-            outputs, out_indices = _run_backbone(cfg, scope, device)
+            backbone, outputs = _run_backbone(cfg, scope, device)
         except Exception as error:  # the registry wraps any constructor error; report it whole
             raise SwapRefused(f'{field}.type', f'{cfg.get("type")!r} could not be built and run '
                               f'to read its output channels: {error}') from error
-    _check_train_mode_outputs(cfg, scope, device, _output_count(outputs), field)
+    out_indices = getattr(backbone, 'out_indices', None)
+    _check_train_mode_outputs(backbone, cfg, device, _output_count(outputs), field)
     if isinstance(outputs, torch.Tensor):
         outputs = (outputs,)
     if not all(isinstance(o, torch.Tensor) and o.dim() == 4 for o in outputs):
