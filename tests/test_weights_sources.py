@@ -22,6 +22,7 @@ OFFICIAL_URL = 'https://dl.fbaipublicfiles.com/convnext/convnext_base_22k_224.pt
 HUB_ID = 'facebook/convnext-base-224-22k'
 UNREACHABLE = 'http://127.0.0.1:9/convnext_base_22k_224.pth'  # discard port: nothing listens
 FAST_S = 5.0
+HUB_COMMIT = 'c0ffee' + '0' * 34
 
 
 @pytest.fixture(scope='module')
@@ -146,8 +147,10 @@ _HUB_SCRIPT = textwrap.dedent(f'''
     for repo_id in sys.argv[1:]:
         start = time.monotonic()
         try:
-            layout = load_pretrained(ConvNeXt(arch={TINY_ARCH!r}), repo_id).layout
-            results[repo_id] = dict(ok=True, layout=layout)
+            model = ConvNeXt(arch={TINY_ARCH!r})
+            layout = load_pretrained(model, repo_id).layout
+            total = sum(float(t.double().sum()) for t in model.state_dict().values())
+            results[repo_id] = dict(ok=True, layout=layout, total=total)
         except FileNotFoundError as err:
             results[repo_id] = dict(ok=False, error=str(err))
         results[repo_id]['seconds'] = time.monotonic() - start
@@ -162,6 +165,91 @@ def _run_hub_script(env_overrides, repo_ids):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+class _FakeHub(http.server.BaseHTTPRequestHandler):
+    """The hub's file endpoint as huggingface_hub uses it: /<org>/<name>/resolve/<rev>/<file>."""
+    root = None
+    requests = []
+
+    def do_HEAD(self):
+        self._answer(with_body=False)
+
+    def do_GET(self):
+        self._answer(with_body=True)
+
+    def _answer(self, with_body):
+        parts = self.path.split('/')
+        if len(parts) != 6 or parts[3] != 'resolve':
+            return self._refuse(404, 'RepoNotFound')  # e.g. its telemetry calls
+        type(self).requests.append((parts[4], parts[5]))
+        repo = self.root / parts[1] / parts[2]
+        if not repo.is_dir():
+            return self._refuse(401, 'RepoNotFound')
+        if not (repo / parts[5]).is_file():
+            return self._refuse(404, 'EntryNotFound')
+        data = (repo / parts[5]).read_bytes()
+        self.send_response(200)
+        self.send_header('X-Repo-Commit', HUB_COMMIT)
+        self.send_header('ETag', f'"{hashlib.sha256(data).hexdigest()}"')
+        self.send_header('Content-Length', str(len(data)))
+        self.end_headers()
+        if with_body:
+            self.wfile.write(data)
+
+    def _refuse(self, status, code):
+        self.send_response(status)
+        self.send_header('X-Error-Code', code)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def fake_hub(tmp_path):
+    _FakeHub.root, _FakeHub.requests = tmp_path / 'hub_repos', []
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _FakeHub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield _FakeHub.root, f'http://127.0.0.1:{server.server_address[1]}'
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.mark.slow
+def test_sharded_hub_model_is_fetched_whole_then_read_offline(tmp_path, fake_hub):
+    root, endpoint = fake_hub
+    model = build_hf_classifier()
+    model.save_pretrained(root / 'someone' / 'sharded', max_shard_size='100KB')
+    model.save_pretrained(root / 'someone' / 'whole')
+    shards = sorted(p.name for p in (root / 'someone' / 'sharded').glob('model-*.safetensors'))
+    assert len(shards) > 1
+    env = {'HF_HOME': str(tmp_path / 'hf_home'), 'HF_ENDPOINT': endpoint}
+    online = _run_hub_script(dict(env, HF_HUB_OFFLINE='0'), ['someone/sharded', 'someone/whole'])
+    assert online['someone/sharded']['ok'], online['someone/sharded']
+    assert online['someone/sharded']['total'] == online['someone/whole']['total']
+    # The shards come from the commit the index was read at, not from whatever main is later.
+    fetched = [(revision, name) for revision, name in _FakeHub.requests if name in shards]
+    assert sorted(set(fetched)) == [(HUB_COMMIT, name) for name in shards]
+    offline = _run_hub_script(dict(env, HF_HUB_OFFLINE='1'), ['someone/sharded'])
+    assert offline['someone/sharded'] == dict(online['someone/sharded'],
+                                              seconds=offline['someone/sharded']['seconds'])
+
+
+@pytest.mark.slow
+def test_hub_index_naming_a_missing_shard_is_refused(tmp_path, fake_hub):
+    root, endpoint = fake_hub
+    build_hf_classifier().save_pretrained(root / 'someone' / 'broken',
+                                                   max_shard_size='100KB')
+    missing = sorted((root / 'someone' / 'broken').glob('model-*.safetensors'))[-1]
+    missing.unlink()
+    results = _run_hub_script({'HF_HOME': str(tmp_path / 'hf_home'), 'HF_ENDPOINT': endpoint,
+                               'HF_HUB_OFFLINE': '0'}, ['someone/broken'])
+    assert not results['someone/broken']['ok']
+    assert (f"its model.safetensors.index.json names the shard '{missing.name}', which the "
+            'repository lacks') in results['someone/broken']['error']
 
 
 @pytest.mark.slow

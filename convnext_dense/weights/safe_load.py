@@ -147,22 +147,26 @@ def load_state_file(path: Union[str, os.PathLike], map_location: Any = 'cpu') ->
         raise CheckpointError(_corrupt_message(path, size, head, err)) from None
 
 
-def _load_shards(index: Path, map_location: Any) -> Mapping[str, Any]:
-    """Every tensor of a sharded ``save_pretrained``: the index maps each name to its shard."""
+def shard_names(index: Path) -> List[str]:
+    """The shard files a sharded ``save_pretrained``'s ``*.index.json`` names, each once."""
     try:
-        weight_map = json.loads(index.read_text())['weight_map']
-        shards = sorted(set(weight_map.values()))
+        names = sorted(set(json.loads(index.read_text())['weight_map'].values()))
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise CheckpointError(f'{index} is not a Hugging Face shard index (a JSON object with a '
                               f'"weight_map" of tensor name -> shard file): {err!r}') from None
-    for shard in shards:
-        if not isinstance(shard, str) or Path(shard).name != shard:
-            raise CheckpointError(f'{index} names the shard {shard!r}: shards are file names in '
+    for name in names:
+        if not isinstance(name, str) or Path(name).name != name:
+            raise CheckpointError(f'{index} names the shard {name!r}: shards are file names in '
                                   'its own folder')
+    return names
+
+
+def _load_shards(index: Path, map_location: Any) -> Mapping[str, Any]:
+    """Every tensor of a sharded ``save_pretrained``: the index maps each name to its shard."""
     merged: dict = {}
-    for shard in shards:
+    for shard in shard_names(index):
         merged.update(load_state_file(index.parent / shard, map_location))
-    lacking = sorted(set(weight_map) - set(merged))
+    lacking = sorted(set(json.loads(index.read_text())['weight_map']) - set(merged))
     if lacking:
         raise CheckpointError(f'the shards of {index} lack {len(lacking)} of the tensors it '
                               f'lists, e.g. {lacking[:3]}')

@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 import torch
 
 from ..atomic_files import atomic_path, write_bytes
+from .safe_load import shard_names
 
 HF_WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
 # What save_pretrained writes instead when it splits the weights (max_shard_size).
@@ -142,33 +143,40 @@ def _copy_with_progress(response, dst: Path, name: str) -> str:
 
 
 def download_from_hub(repo_id: str) -> Path:
-    """Fetch a model's weights file from the Hugging Face hub (or its cache).
+    """Fetch a model's weights from the Hugging Face hub (or its cache).
 
-    Tries ``model.safetensors``, then ``pytorch_model.bin``.
+    Tries ``model.safetensors``, then ``pytorch_model.bin``, then their shard indexes
+    (``*.index.json``, what ``save_pretrained`` writes for a model over ``max_shard_size``); of an
+    index, every shard it names is fetched too, into the same snapshot folder.
+
+    Returns:
+        The weights file, or the shard index (:func:`load_state_file` reads its shards).
 
     Raises:
         FileNotFoundError: the repository or its weights cannot be found or reached; the message
             says how to provide them offline.
     """
-    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.utils import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
                                        RepositoryNotFoundError)
 
     def cached_or_raise(err: Exception) -> Path:
-        for name in HF_WEIGHT_FILES:
-            cached = try_to_load_from_cache(repo_id, name)
-            if isinstance(cached, str):
-                return Path(cached)
-        raise FileNotFoundError(_hub_unreachable_message(repo_id, err)) from None
+        cached = _cached_hub_weights(repo_id)
+        if cached is None:
+            raise FileNotFoundError(_hub_unreachable_message(repo_id, err)) from None
+        return cached
 
     if not constants.HF_HUB_OFFLINE:
         # huggingface_hub retries a refused connection for ~25 s; find out in seconds instead.
         unreachable = _unreachable(constants.ENDPOINT)
         if unreachable is not None:
             return cached_or_raise(unreachable)
-    for filename in HF_WEIGHT_FILES:
+    for filename in HF_WEIGHT_FILES + HF_SHARD_INDEXES:
         try:
-            return Path(hf_hub_download(repo_id, filename, etag_timeout=CONNECT_TIMEOUT_S))
+            path = Path(hf_hub_download(repo_id, filename, etag_timeout=CONNECT_TIMEOUT_S))
+            if filename in HF_SHARD_INDEXES:
+                _download_shards(repo_id, path)
+            return path
         except LocalEntryNotFoundError as err:  # offline: the other file may still be cached
             return cached_or_raise(err)
         except RepositoryNotFoundError:
@@ -180,7 +188,38 @@ def download_from_hub(repo_id: str) -> Path:
         except HfHubHTTPError as err:
             raise FileNotFoundError(_hub_unreachable_message(repo_id, err)) from None
     raise FileNotFoundError(
-        f"Hugging Face repository '{repo_id}' has none of the weight files {list(HF_WEIGHT_FILES)}")
+        f"Hugging Face repository '{repo_id}' has none of the weight files "
+        f'{list(HF_WEIGHT_FILES + HF_SHARD_INDEXES)}')
+
+
+def _download_shards(repo_id: str, index: Path) -> None:
+    """Fetch every shard ``index`` names, from the commit the index came from."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import EntryNotFoundError
+
+    # hf_hub_download keeps a file under snapshots/<commit>/: the index's folder names its commit.
+    for shard in shard_names(index):
+        try:
+            hf_hub_download(repo_id, shard, revision=index.parent.name,
+                            etag_timeout=CONNECT_TIMEOUT_S)
+        except EntryNotFoundError:
+            raise FileNotFoundError(f"Hugging Face repository '{repo_id}': its {index.name} names "
+                                    f"the shard '{shard}', which the repository lacks") from None
+
+
+def _cached_hub_weights(repo_id: str) -> Optional[Path]:
+    """The cached weights of ``repo_id``: a weights file, or an index whose shards are all cached."""
+    from huggingface_hub import try_to_load_from_cache
+    for name in HF_WEIGHT_FILES + HF_SHARD_INDEXES:
+        cached = try_to_load_from_cache(repo_id, name)
+        if not isinstance(cached, str):
+            continue
+        if name in HF_WEIGHT_FILES:
+            return Path(cached)
+        index = Path(cached)
+        if all((index.parent / shard).is_file() for shard in shard_names(index)):
+            return index
+    return None
 
 
 def _unreachable(endpoint: str) -> Optional[OSError]:
