@@ -10,7 +10,8 @@ setup(
     packages=find_packages(include=['convnext_dense', 'convnext_dense.*']),
     python_requires='>=3.8',
     install_requires=[
-        'torch>=2.0',
+        # torch.serialization's safe-globals allowlist (2.4); tested with constraints.txt's.
+        'torch>=2.4',
         'mmengine>=0.10.7,<1.0',
         'mmcv>=2.0.0rc4,<2.2.0',
         'mmdet>=3.3.0,<3.4',
@@ -25,6 +26,8 @@ setup(
     ],
     extras_require={
         'tests': ['pytest', 'pytest-timeout', 'transformers'],
+        # Writing Hugging Face model folders (tools/convert_checkpoint.py --to hf-*).
+        'hf': ['transformers'],
         # ONNX export and onnxruntime inference (tools/export.py, tools/onnx_demo.py).
         'deploy': ['onnx', 'onnxruntime', 'onnxconverter-common'],
     },

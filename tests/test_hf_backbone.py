@@ -16,6 +16,7 @@ from convnext_dense import ConvNeXt
 from convnext_dense.convert import convert_to_hf_backbone
 from convnext_dense.weights import load_pretrained, load_state_file
 from failing_writes import assert_a_dying_save_keeps
+from tool_modules import load_tool
 from weights_reference import (ARCH, build_hf_classifier, channel_layer_norm, dense_norms,
                                detector_from_hf, hf_stage_outputs, save_hf_dirs)
 
@@ -175,3 +176,14 @@ def test_tool_writes_a_backbone_transformers_loads(sources, tmp_path):
     assert refused.returncode == 1
     assert 'no per-stage output norm' in refused.stderr
     assert not (tmp_path / 'cls').exists()
+
+
+def test_tool_without_transformers_names_the_extra(sources, tmp_path, monkeypatch, capsys):
+    _, detector, _, _ = sources
+    monkeypatch.setitem(sys.modules, 'transformers', None)  # `import transformers` now fails
+    convert = load_tool('convert_checkpoint')
+    assert convert.main([str(detector), str(tmp_path / 'hf'), '--to', 'hf-backbone']) == 1
+    error = capsys.readouterr().err
+    assert error.startswith('error: transformers is not installed: ')
+    assert "pip install -e '.[hf]'" in error
+    assert not (tmp_path / 'hf').exists()

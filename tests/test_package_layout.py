@@ -3,6 +3,7 @@ its extras, outputs are declared without building a model."""
 import ast
 import json
 import subprocess
+import tarfile
 import sys
 from pathlib import Path
 
@@ -106,3 +107,18 @@ def test_declared_outputs_are_the_built_backbones(arch, out_indices):
     arch = TINY_ARCH if arch == 'tiny-dict' else arch
     backbone = ConvNeXt(arch=arch, out_indices=out_indices)
     assert declared_outputs(arch, out_indices) == (backbone.out_channels, backbone.out_strides)
+
+
+@pytest.mark.slow
+def test_sdist_carries_every_tracked_file_but_the_ci_script(tmp_path):
+    root = PACKAGE.parent
+    tracked = subprocess.run(['git', 'ls-files'], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.split()
+    expected = {name for name in tracked if not name.startswith(('.ci/', '.gitignore'))}
+    subprocess.run([sys.executable, 'setup.py', '-q', 'sdist', '--dist-dir', str(tmp_path)],
+                   cwd=root, capture_output=True, text=True, check=True, timeout=300)
+    (archive,) = tmp_path.glob('convnext_dense-*.tar.gz')
+    with tarfile.open(archive) as sdist:
+        shipped = {name.split('/', 1)[1] for name in sdist.getnames() if '/' in name}
+    assert expected - shipped == set()
+    assert 'LICENSE' in shipped

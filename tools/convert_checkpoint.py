@@ -88,7 +88,8 @@ def main(argv=None) -> int:
             _whole_model(args)
             return 0
         conversion, where = convert_file(args.src, args.dst, args.format, args.prefix)
-    except (ValueError, OSError) as err:  # bad input; a file missing, in the way, unwritable
+    # Bad input; a file missing, in the way, unwritable; transformers not installed.
+    except (ValueError, OSError, ModuleNotFoundError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
     print(format_report(conversion, where))

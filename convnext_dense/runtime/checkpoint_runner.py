@@ -6,10 +6,10 @@ evaluation (test / val) needs every tensor of the model from the checkpoint; tra
 ``load_from`` (fine-tuning) needs the whole backbone and lists the neck / head tensors that keep
 their init. The checkpoint may be a file, URL, Hugging Face directory or hub id, in any layout
 that module knows. ``--resume`` is mmengine's own path, after a check that the checkpoint is of
-this very model.
+this very model. Testing never builds the training loop, so it never needs the training data.
 """
 from mmengine.model import BaseTTAModel, is_model_wrapper
-from mmengine.runner import Runner
+from mmengine.runner import BaseLoop, Runner
 
 from ..weights.model_loader import load_model_checkpoint
 
@@ -33,6 +33,21 @@ class StrictLoadRunner(Runner):
         """Test; ``load_from`` must fill the whole model."""
         self._load_purpose = 'evaluate'
         return super().test()
+
+    @property
+    def iter(self) -> int:
+        """The training iteration: 0 until training starts, as in mmengine's Runner.
+
+        mmengine builds the training loop, and with it the training dataset, to answer; mmseg's
+        visualization hook asks at every image ``tools/test.py --show-dir`` draws, which then
+        failed where only the test data is present.
+        """
+        return self._train_loop.iter if isinstance(self._train_loop, BaseLoop) else 0
+
+    @property
+    def epoch(self) -> int:
+        """The training epoch: 0 until training starts (see :attr:`iter`)."""
+        return self._train_loop.epoch if isinstance(self._train_loop, BaseLoop) else 0
 
     def load_or_resume(self) -> None:
         """Resume as mmengine does; load ``load_from`` strictly."""

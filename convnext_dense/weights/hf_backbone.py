@@ -15,6 +15,7 @@ from typing import Dict, Mapping, Tuple, Union
 import torch
 
 from ..atomic_files import atomic_dir, check_replaceable
+from .errors import import_transformers
 from .fit import describe_arch, infer_arch
 from .layouts import OUTPUT_NORM
 from .model_layouts import to_hf_backbone
@@ -42,7 +43,7 @@ def hf_convnext_config(weights: Mapping[str, torch.Tensor]):
             output norm (a classification checkpoint: transformers' ``ConvNextBackbone`` would
             get fresh norms).
     """
-    from transformers import ConvNextConfig
+    ConvNextConfig = import_transformers().ConvNextConfig
     depths, channels = infer_arch(weights)
     if None in depths or None in channels:
         raise ValueError(f'the weights hold only part of a ConvNeXt: '
@@ -121,7 +122,7 @@ def save_hf_backbone(weights: Mapping[str, torch.Tensor],
             :func:`~convnext_dense.weights.model_layouts.to_hf_backbone`; or tensors that do not
             fill the model.
     """
-    from transformers import ConvNextBackbone
+    ConvNextBackbone = import_transformers().ConvNextBackbone
     config = hf_convnext_config(weights)
     hf_state, mapped = to_hf_backbone(weights)
     dst = save_filled(ConvNextBackbone(config), hf_state, dst, "Hugging Face's ConvNextBackbone")

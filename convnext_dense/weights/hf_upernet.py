@@ -14,6 +14,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 
 from ..atomic_files import atomic_path
+from .errors import import_transformers
 from .fit import infer_arch
 from .hf_backbone import hf_convnext_config, output_norm_stages, save_filled
 from .model_layouts import BACKBONE, to_hf_upernet
@@ -46,7 +47,7 @@ def hf_upernet_config(state_dict: Mapping[str, torch.Tensor],
             auxiliary head on another stage, a backbone without four outputs, a class count that
             does not match ``classes``).
     """
-    from transformers import UperNetConfig
+    UperNetConfig = import_transformers().UperNetConfig
     backbone = {k[len(BACKBONE):]: v for k, v in state_dict.items() if k.startswith(BACKBONE)}
     depths, channels = infer_arch(backbone)
     norms = list(output_norm_stages(backbone))
@@ -102,7 +103,7 @@ def save_hf_upernet(state_dict: Mapping[str, torch.Tensor], dst: PathLike,
     Raises:
         ValueError: see :func:`hf_upernet_config`; or tensors that do not fill the HF model.
     """
-    from transformers import UperNetForSemanticSegmentation
+    UperNetForSemanticSegmentation = import_transformers().UperNetForSemanticSegmentation
     hf_state, mapped = to_hf_upernet(state_dict)
     config = hf_upernet_config({mapped[k]: v for k, v in hf_state.items()}, classes, pool_scales)
     dst = save_filled(UperNetForSemanticSegmentation(config), hf_state, dst,

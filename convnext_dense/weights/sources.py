@@ -208,7 +208,7 @@ def _download_shards(repo_id: str, index: Path) -> None:
 
 
 def _cached_hub_weights(repo_id: str) -> Optional[Path]:
-    """The cached weights of ``repo_id``: a weights file, or an index whose shards are all cached."""
+    """The cached weights of ``repo_id``: a weights file, or an index with all its shards cached."""
     from huggingface_hub import try_to_load_from_cache
     for name in HF_WEIGHT_FILES + HF_SHARD_INDEXES:
         cached = try_to_load_from_cache(repo_id, name)
