@@ -267,6 +267,74 @@ def test_cached_inference_weights_follow_parameter_changes(tiny_arch, route, mon
             _assert_rel(got, want, what='copied model')
 
 
+@pytest.mark.parametrize('route', ['onednn', 'blas'])
+def test_cached_inference_weights_follow_writes_that_keep_the_version(tiny_arch, route,
+                                                                      monkeypatch):
+    """Writes through ``param.data`` (mmdet's mean teacher, mmengine's EMA) and fused optimizer
+    steps leave the version counter as it was; the cached weights must follow them anyway."""
+    monkeypatch.setattr(cpu_support, '_forced_mlp_route', route)
+    teacher = trained_like(tiny_arch).train().requires_grad_(False)  # a frozen mean teacher
+    student = trained_like(tiny_arch)
+    x = torch.randn(1, 3, 64, 64)
+
+    def check(model, what):
+        for fast, plain in zip(_outputs(model, x, True), _outputs(model, x, False)):
+            _assert_rel(fast, plain, what=what)
+
+    weight = teacher.stages[1][0].pwconv2.weight
+    for step in range(2):
+        _outputs(teacher, x, True)  # fills the caches (training mode, nothing needs a gradient)
+        version = weight._version
+        for mean, new in zip(teacher.parameters(), student.parameters()):
+            mean.data.mul_(0.5).add_(new.data, alpha=0.5)
+        assert weight._version == version
+        check(teacher, f'after mean-teacher update {step}')
+    model = trained_like(tiny_arch).eval()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, fused=True)
+    for step in range(2):
+        _outputs(model, x, True)
+        sum(o.sum() for o in model(x)).backward()  # still in eval mode: no cache is cleared
+        optimizer.step()
+        check(model, f'after fused AdamW step {step}')
+
+
+LAYERS = ('dwconv', 'norm', 'pwconv1', 'act', 'pwconv2')
+
+
+@pytest.mark.parametrize('mode', ['inference', 'training'])
+def test_hooks_on_the_block_layers_run_and_count(tiny_arch, mode):
+    model = trained_like(tiny_arch).train(mode == 'training')
+    block = model.stages[2][1]
+    x = torch.randn(1, 3, 64, 64)
+    called = []
+    for name in LAYERS:
+        getattr(block, name).register_forward_hook(
+            lambda module, args, out, name=name: called.append(name))
+    # A hook that changes a layer's output must change the block's output alike.
+    block.pwconv2.register_forward_hook(lambda module, args, out: out * 2)
+    results = []
+    for fast in (True, False):
+        called.clear()
+        outs = _outputs(model, x, fast, grad_mode=mode == 'training')
+        assert called == list(LAYERS), (fast, called)
+        results.append(outs)
+    for fast, plain in zip(*results):
+        _assert_rel(fast.detach(), plain.detach(), what=f'{mode} with an output-editing hook')
+
+
+def test_a_hook_on_every_module_sees_the_block_layers(tiny_arch):
+    model = trained_like(tiny_arch).eval()
+    block = model.stages[1][0]
+    called = []
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, args, out: called.append(module))
+    try:
+        _outputs(model, torch.randn(1, 3, 64, 64), True)
+    finally:
+        handle.remove()
+    assert all(any(m is getattr(block, name) for m in called) for name in LAYERS)
+
+
 def test_matches_huggingface_backbone(tiny_arch):
     peer = build_huggingface(tiny_arch).eval()
     ours = ConvNeXt(arch=tiny_arch).eval()

@@ -188,13 +188,38 @@ def same_storages(tensors: Sequence[Optional[torch.Tensor]], refs: Tuple) -> boo
                for t, r in zip(tensors, refs))
 
 
+# Values compared per parameter (see value_samples): enough that an update of every element
+# (an optimizer step, an EMA) cannot miss them all; few enough to cost microseconds.
+SAMPLES_PER_TENSOR = 16
+
+
+def value_samples(tensors: Sequence[Optional[torch.Tensor]]) -> torch.Tensor:
+    """Up to :data:`SAMPLES_PER_TENSOR` values of each tensor, spread evenly over its memory,
+    as one float64 tensor (a copy: later in-place changes of ``tensors`` do not reach it)."""
+    parts = []
+    for tensor in tensors:
+        if tensor is None or tensor.numel() == 0:
+            continue
+        values = tensor.detach()
+        if values.is_contiguous() or values.is_contiguous(memory_format=torch.channels_last):
+            # Dense memory in some order: read it in that order without a copy.
+            values = values.as_strided((values.numel(),), (1,), values.storage_offset())
+        else:
+            values = values.reshape(-1)
+        step = max(1, values.numel() // SAMPLES_PER_TENSOR)
+        parts.append(values[::step].to(torch.float64))
+    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.float64)
+
+
 class ParameterCache:
     """Something derived from parameters, kept until one of them changes (base class).
 
     A cached value is valid while every parameter keeps its version, storage, dtype and device
-    (see :func:`version_key`) and is the same object; parameters created under
-    ``torch.inference_mode`` keep no version counter, so their values are never kept. Copies and
-    pickles start empty.
+    (see :func:`version_key`), is the same object, and holds the same values at a few places
+    (:func:`value_samples`): writes through ``param.data`` (mmengine's EMA, mmdet's mean
+    teacher) and fused optimizers (``torch.optim.AdamW(fused=True)``) change values without
+    changing the version. Parameters created under ``torch.inference_mode`` keep no version
+    counter, so their values are never kept. Copies and pickles start empty.
 
     The storage is compared as an object, not only by address: ``param.data = new`` (what
     ``module.to(dtype)`` does) keeps the version counter, and the new storage can be allocated at
@@ -214,7 +239,8 @@ class ParameterCache:
         # The same parameter objects too: a replaced parameter could reuse a freed address.
         if (key is not None and key == self._key and len(params) == len(self._params)
                 and all(p is q for p, q in zip(params, self._params))
-                and same_storages(params, self._storages)):
+                and same_storages(params, self._storages)
+                and torch.equal(value_samples(params), self._samples)):
             return key, self._value
         return key, None
 
@@ -223,12 +249,14 @@ class ParameterCache:
         if key is not None:
             self._key, self._params, self._value = key, params, value
             self._storages = storage_refs(params)
+            self._samples = value_samples(params)
 
     def clear(self) -> None:
         """Drop the kept value."""
         self._key: Optional[Tuple] = None
         self._params: Tuple = ()
         self._storages: Tuple = ()
+        self._samples: Optional[torch.Tensor] = None
         self._value: object = None
 
     def __deepcopy__(self, memo) -> 'ParameterCache':
@@ -247,8 +275,10 @@ class InferenceWeights(ParameterCache):
     ``gamma * (g @ W2.T + b2) == g @ (gamma * W2).T + gamma * b2``: folding the layer scale into
     the weights lets the residual add run in the matmul's epilogue. The fold is computed in
     float32, cast to the compute dtype and packed in oneDNN's layout once, then kept (as much
-    memory as the two layers' weights) until a parameter's version, storage, dtype or device
-    changes (an optimizer step, ``load_state_dict``, ``.to()``) or :meth:`clear` is called.
+    memory as the two layers' weights) until a parameter changes (an optimizer step, an EMA
+    update, ``load_state_dict``, ``.to()``: see :class:`ParameterCache`) or :meth:`clear` is
+    called. A write to a few elements through ``param.data`` may go unseen: switch the model's
+    mode (``model.train()``; ``model.eval()``) after one.
     Parameters created under ``torch.inference_mode`` keep no version counter: their fused
     weights are rebuilt on every call (correct, slower). Copies and pickles start empty.
     """

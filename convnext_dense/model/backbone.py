@@ -1,4 +1,5 @@
 """ConvNeXt as a dense-prediction backbone for mmdet and mmseg (one class for both)."""
+import math
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -61,16 +62,19 @@ class ConvNeXt(BaseModule):
         if not is_int(in_channels) or in_channels < 1:
             raise BackboneArgumentError(
                 f'in_channels must be a positive int, got {in_channels!r}')
-        if not is_int(frozen_stages) or not 0 <= frozen_stages <= NUM_STAGES:
+        if not is_int(frozen_stages):
+            raise BackboneArgumentError(
+                f'frozen_stages must be an int (0 to {NUM_STAGES}), got {frozen_stages!r}')
+        if not 0 <= frozen_stages <= NUM_STAGES:
             raise BackboneArgumentError(
                 f'frozen_stages {frozen_stages!r} is out of range (0 to {NUM_STAGES})')
         if not is_number(drop_path_rate) or not 0.0 <= drop_path_rate < 1.0:
             raise BackboneArgumentError(
                 f'drop_path_rate {drop_path_rate!r} is out of range [0, 1)')
-        if not is_number(layer_scale_init_value):
+        if not is_number(layer_scale_init_value) or not math.isfinite(layer_scale_init_value):
             raise BackboneArgumentError(
-                'layer_scale_init_value must be a number (<= 0 disables layer scale), got '
-                f'{layer_scale_init_value!r}')
+                'layer_scale_init_value must be a finite number (<= 0 disables layer scale), '
+                f'got {layer_scale_init_value!r}')
         if not isinstance(with_cp, bool):
             raise BackboneArgumentError(f'with_cp must be True or False, got {with_cp!r}')
         _pretrained_cfg(init_cfg)  # refuse a broken one now, not when weights are loaded

@@ -15,6 +15,11 @@ from ..cpu_fast_paths import (MKL_PACKED_LINEAR, ONEDNN_LINEAR, ColumnHalves, In
                               take_samples, tracing, train_matmul)
 
 
+# torch's hooks on every module (nn.modules.module.register_module_forward_hook and the like).
+_GLOBAL_HOOKS = ('_global_forward_hooks', '_global_forward_pre_hooks', '_global_backward_hooks',
+                 '_global_backward_pre_hooks')
+
+
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channel dimension of an ``(N, C, H, W)`` tensor.
 
@@ -81,7 +86,8 @@ class ConvNeXtBlock(nn.Module):
     backward pass. On CPU, when nothing needs a gradient, the fused path runs two oneDNN matmuls
     with GELU and the residual add in their epilogues (see :mod:`convnext_dense.cpu_fast_paths`;
     in bfloat16 only where oneDNN runs bf16 on this CPU, and for wide blocks on Intel CPUs with
-    AVX2 only BLAS matmuls instead).
+    AVX2 only BLAS matmuls instead). Hooks on the block's layers (or on every module) make it run
+    the plain path, so they see every layer called.
 
     Args:
         channels: Input and output channels.
@@ -117,7 +123,7 @@ class ConvNeXtBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         checkpointed = self.with_cp and self.training and x.requires_grad
-        if not fast_paths_enabled():
+        if not fast_paths_enabled() or self._layers_hooked():
             branch = (checkpoint(self.residual, x, use_reentrant=False) if checkpointed
                       else self.residual(x))
             return x + drop_path(branch, self.drop_path_rate, self.training)
@@ -128,6 +134,16 @@ class ConvNeXtBlock(nn.Module):
             kwargs = {} if context is None else {'context_fn': context}
             return checkpoint(self._train_forward, x, use_reentrant=False, **kwargs)
         return self._train_forward(x)
+
+    def _layers_hooked(self) -> bool:
+        """Whether a hook waits on one of the block's layers (or on every module): the fast paths
+        compute some layers without calling them, so the plain path runs for the hooks' sake
+        (feature extraction, FLOP counters, pruning)."""
+        if any(getattr(nn.modules.module, name, None) for name in _GLOBAL_HOOKS):
+            return True
+        return any(layer._forward_hooks or layer._forward_pre_hooks or layer._backward_hooks
+                   or layer._backward_pre_hooks
+                   for layer in (self.dwconv, self.norm, self.pwconv1, self.act, self.pwconv2))
 
     def _train_forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = None if self.gamma is None else self.gamma.view(-1, 1, 1)
