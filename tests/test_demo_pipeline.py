@@ -12,7 +12,7 @@ from mmseg.structures import SegDataSample
 
 from convnext_dense.runtime import config, run
 from convnext_dense.runtime.allocator import reason_to_leave_alone
-from convnext_dense.runtime.inference import draw_prediction
+from convnext_dense.runtime.inference import draw_predictions
 from convnext_dense.extras.demo import SHAPE_CLASSES, plots
 from convnext_dense.extras.demo.pipeline import DET_CONFIG, SEG_CONFIG, DemoPipeline, DemoSettings
 from convnext_dense.extras.demo.pipeline import _data_options
@@ -186,7 +186,7 @@ def test_image_demo_draws_a_prediction(demo_run, task, tmp_path):
         [sys.executable, 'tools/image_demo.py', str(image), DEMO[task], checkpoint,
          '--out-dir', str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    drawn = cv2.imread(str(tmp_path / f'{image.stem}.png'))
+    drawn = cv2.imread(str(tmp_path / 'vis' / f'{image.stem}.png'))
     assert drawn is not None and drawn.shape == cv2.imread(str(image)).shape
 
 
@@ -214,16 +214,17 @@ def test_image_demo_names_an_unreadable_image_or_device(tmp_path, monkeypatch, i
     checkpoint = tmp_path / 'model.pth'
     checkpoint.write_bytes(b'')
     with pytest.raises(ValueError, match=said):
-        draw_prediction(image, DEMO['seg'], checkpoint, tmp_path / 'out', device=device)
+        draw_predictions(image, DEMO['seg'], checkpoint, tmp_path / 'out', device=device)
     assert not (tmp_path / 'out').exists()
 
 
 def test_image_demo_never_draws_over_the_image(tmp_path):
-    image = tmp_path / 'photo.png'
+    image = tmp_path / 'vis' / 'photo.png'
+    image.parent.mkdir()
     cv2.imwrite(str(image), np.full((32, 32, 3), 7, np.uint8))
     before = image.read_bytes()
     checkpoint = tmp_path / 'model.pth'
     checkpoint.write_bytes(b'')
     with pytest.raises(ValueError, match=r'photo.png would be written over the image itself'):
-        draw_prediction(image, DEMO['det'], checkpoint, tmp_path)
+        draw_predictions(image, DEMO['det'], checkpoint, tmp_path)
     assert image.read_bytes() == before

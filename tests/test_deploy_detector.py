@@ -132,7 +132,7 @@ def test_onnx_demo_draws_detections(mask_rcnn, tmp_path):
         [sys.executable, 'tools/onnx_demo.py', str(images[0]), str(onnx_dir), '--out-dir',
          str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    drawn = cv2.imread(str(tmp_path / f'{images[0].stem}.png'))
+    drawn = cv2.imread(str(tmp_path / 'vis' / f'{images[0].stem}.png'))
     assert drawn is not None and drawn.shape == cv2.imread(str(images[0])).shape
     assert not np.array_equal(drawn, cv2.imread(str(images[0])))  # something was drawn
 

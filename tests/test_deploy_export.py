@@ -169,7 +169,7 @@ def test_onnx_demo_draws_a_prediction(upernet, shapes, tmp_path):
         [sys.executable, 'tools/onnx_demo.py', str(image), str(tmp_path / 'onnx'), '--out-dir',
          str(tmp_path / 'drawn')], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    drawn = cv2.imread(str(tmp_path / 'drawn' / f'{image.stem}.png'))
+    drawn = cv2.imread(str(tmp_path / 'drawn' / 'vis' / f'{image.stem}.png'))
     assert drawn is not None and drawn.shape == cv2.imread(str(image)).shape
     notes = tmp_path / 'notes.jpg'
     notes.write_text('not a picture')
@@ -185,7 +185,7 @@ def test_export_reports_a_missing_checkpoint(tmp_path):
         [sys.executable, 'tools/export.py', str(DET_CONFIG), str(tmp_path / 'none.pth'),
          '--out', str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
-    assert 'none.pth not found' in result.stderr
+    assert "none.pth' is not an existing file" in result.stderr
 
 
 def test_missing_deploy_extra_is_named_with_its_install_command(upernet, tmp_path, monkeypatch):
@@ -196,6 +196,7 @@ def test_missing_deploy_extra_is_named_with_its_install_command(upernet, tmp_pat
                                                   r"'\.\[deploy\]'"):
         export_model(config, checkpoint, tmp_path / 'again')
     assert not (tmp_path / 'again').exists()
+    cv2.imwrite(str(tmp_path / 'any.jpg'), np.zeros((32, 32, 3), np.uint8))
     script = ("import runpy, sys; sys.modules['onnxruntime'] = None; sys.argv = sys.argv[1:]; "
               "runpy.run_path(sys.argv[0], run_name='__main__')")
     result = subprocess.run(
@@ -224,15 +225,40 @@ def test_onnx_demo_names_a_missing_model_onnx(tmp_path):
 
 
 def test_onnx_demo_never_draws_over_the_image(tmp_path):
-    from convnext_dense.deploy.runtime import draw_prediction
-    image = tmp_path / 'photo.png'
+    from convnext_dense.deploy.runtime import draw_predictions
+    image = tmp_path / 'vis' / 'photo.png'
+    image.parent.mkdir()
     cv2.imwrite(str(image), np.full((32, 32, 3), 7, np.uint8))
     before = image.read_bytes()
     with pytest.raises(ValueError, match=r'photo.png would be written over the image itself'):
-        draw_prediction(image, tmp_path / 'onnx', tmp_path)
+        draw_predictions(image, tmp_path / 'onnx', tmp_path)
     assert image.read_bytes() == before
     with pytest.raises(ValueError, match=r'output folder .*photo.png is a file'):
-        draw_prediction(image, tmp_path / 'onnx', image)
+        draw_predictions(image, tmp_path / 'onnx', image)
+
+
+def test_export_takes_the_checkpoints_classes_as_image_demo_does(upernet, shapes, tmp_path):
+    config, checkpoint, _ = upernet
+    renamed = [f'kind{i}' for i in range(5)]
+    saved = tmp_path / 'renamed.pth'
+    torch.save({'state_dict': torch.load(checkpoint)['state_dict'],
+                'meta': {'dataset_meta': {'classes': renamed}}}, saved)
+    export_model(config, saved, tmp_path / 'onnx')
+    meta = json.loads((tmp_path / 'onnx' / 'deploy.json').read_text())
+    assert meta['classes'] == renamed
+    assert meta['palette'] == [list(c) for c in load_config(str(config)).palette]
+    # A folder of images, drawn into OUT_DIR/vis; a damaged graph is named, not a traceback.
+    images = shapes / 'ade' / 'images' / 'validation'
+    result = subprocess.run(
+        [sys.executable, 'tools/onnx_demo.py', str(images), str(tmp_path / 'onnx'), '--out-dir',
+         str(tmp_path / 'drawn')], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert sorted(p.stem for p in (tmp_path / 'drawn' / 'vis').iterdir()) == sorted(
+        p.stem for p in images.glob('*.jpg'))
+    graph = tmp_path / 'onnx' / 'model.onnx'
+    graph.write_bytes(graph.read_bytes()[:10000])
+    with pytest.raises(ValueError, match=r'onnxruntime cannot load .*model.onnx .*export again'):
+        OnnxModel(tmp_path / 'onnx')
 
 
 def test_parity_refuses_a_config_of_the_other_task(upernet, tmp_path):

@@ -12,12 +12,13 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.registry import init_default_scope
-from mmengine.runner import load_checkpoint
 
 from ..atomic_files import atomic_dir, check_replaceable
 from ..cpu_fast_paths import fast_paths
+from ..runtime.class_names import drawing_meta
 from ..runtime.config import load_config, task_scope
 from ..runtime.device import replace_sync_bn
+from ..weights.model_loader import load_model_checkpoint
 from .errors import ExportError, import_deploy_module
 from .graphs import DET_OUTPUTS, BackboneGraph, SegmenterGraph, TwoStageGraph
 from .meta import META_FILE, build_meta, write_meta
@@ -40,7 +41,12 @@ UNEXPORTABLE = {
 
 
 def build_model(config: PathLike, checkpoint: Optional[PathLike]):
-    """The config's model in eval mode with ``checkpoint``'s weights: ``(model, cfg, scope)``."""
+    """The config's model in eval mode with ``checkpoint``'s weights: ``(model, cfg, scope)``.
+
+    ``checkpoint`` is any source :func:`~convnext_dense.weights.load_model_checkpoint` reads
+    (file, URL, Hugging Face folder or hub id), loaded strictly; the model's ``dataset_meta``
+    holds the classes and palette to draw with (:func:`~..runtime.class_names.drawing_meta`).
+    """
     cfg = load_config(str(config))
     scope = task_scope(cfg)
     cfg.model.backbone.init_cfg = None  # the weights come from `checkpoint`
@@ -51,11 +57,10 @@ def build_model(config: PathLike, checkpoint: Optional[PathLike]):
     else:
         from mmseg.registry import MODELS
     model = MODELS.build(cfg.model)
+    saved_meta = None
     if checkpoint is not None:
-        if not Path(checkpoint).is_file():
-            raise FileNotFoundError(f'checkpoint {checkpoint} not found')
-        load_checkpoint(model, str(checkpoint), map_location='cpu', strict=True,
-                        logger='silent')
+        saved_meta = load_model_checkpoint(model, checkpoint, 'evaluate').meta
+    model.dataset_meta = drawing_meta(cfg, scope, saved_meta)
     return model.eval(), cfg, scope
 
 
@@ -169,7 +174,7 @@ def export_model(config: PathLike, checkpoint: Optional[PathLike], out_dir: Path
             dynamic_axes.update({name: {2: f'{name}_h', 3: f'{name}_w'} for name in outputs})
     meta = build_meta(cfg, scope, task, inputs=tuple(inputs), outputs=outputs,
                       shape=None if dynamic else (height, width), fp16=fp16, opset=OPSET,
-                      config=str(config))
+                      config=str(config), dataset_meta=model.dataset_meta)
     # The graph and its deploy.json appear together, or an earlier export stays as it was.
     with atomic_dir(out_dir, EXPORT_FILES.__contains__) as work:
         onnx_file = work / ONNX_FILE

@@ -3,7 +3,6 @@ import json
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
-from ..runtime.config import innermost_dataset, task_registry
 
 META_FILE = 'deploy.json'
 # What every deploy.json holds (the task-specific parts are checked where they are used).
@@ -33,23 +32,14 @@ def _plain(value):
     return value
 
 
-def _dataset_meta(cfg, scope: str) -> dict:
-    dataset, _ = innermost_dataset(cfg.test_dataloader.dataset)
-    metainfo = dict(dataset.get('metainfo') or {})
-    if not metainfo.get('classes'):
-        # The dataset class's own (CocoDataset's 80 classes), from the task's registry.
-        dataset_cls = task_registry(scope, 'DATASETS').get(dataset.type)
-        if dataset_cls is None:
-            raise ValueError(f'test_dataloader.dataset type {dataset.type!r} is not a registered '
-                             f'{scope} dataset, and the config gives no metainfo classes')
-        metainfo = dict(dataset_cls.METAINFO)
-    return {'classes': list(metainfo.get('classes', ())),
-            'palette': _plain(metainfo.get('palette')) if metainfo.get('palette') else None}
-
-
 def build_meta(cfg, scope: str, task: str, inputs: Sequence[str], outputs: Sequence[str],
-               shape: Optional[Tuple[int, int]], fp16: bool, opset: int, config: str) -> dict:
-    """The JSON-ready description of an export of ``cfg`` (see README "Deploy")."""
+               shape: Optional[Tuple[int, int]], fp16: bool, opset: int, config: str,
+               dataset_meta: dict) -> dict:
+    """The JSON-ready description of an export of ``cfg`` (see README "Deploy").
+
+    ``dataset_meta``: ``{'classes', 'palette'}``
+    (:func:`~convnext_dense.runtime.class_names.drawing_meta`).
+    """
     pre = cfg.model.data_preprocessor
     pad_size = None
     if scope == 'mmdet':
@@ -75,7 +65,8 @@ def build_meta(cfg, scope: str, task: str, inputs: Sequence[str], outputs: Seque
             'pad_value': float(pre.get('pad_value', pre.get('pad_val', 0))),
         },
         'test_pipeline': _test_pipeline(cfg),
-        **_dataset_meta(cfg, scope),
+        'classes': list(dataset_meta['classes']),
+        'palette': _plain(dataset_meta['palette']),
     }
     if task == 'segmenter':
         test_cfg = cfg.model.test_cfg

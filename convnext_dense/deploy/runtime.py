@@ -8,7 +8,7 @@ samples, so the library's visualizers and metrics take them as they are.
 """
 import os
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Dict, List, Optional, Union
 
 import numpy as np
 import torch
@@ -55,8 +55,13 @@ class OnnxModel:
             raise FileNotFoundError(f'{graph} not found: {model_dir} has a deploy.json but no '
                                     'model.onnx (an export that did not finish?); export again '
                                     'with tools/export.py')
-        self.session = ort.InferenceSession(str(graph), options,
-                                            providers=['CPUExecutionProvider'])
+        try:
+            self.session = ort.InferenceSession(str(graph), options,
+                                                providers=['CPUExecutionProvider'])
+        except Exception as err:  # noqa: BLE001  (onnxruntime's own classes: InvalidProtobuf, ...)
+            raise ValueError(f'onnxruntime cannot load {graph} ({type(err).__name__}: '
+                             f'{str(err).splitlines()[0] if str(err) else ""}); export again '
+                             'with tools/export.py') from None
         self._pipeline = None
 
     @property
@@ -216,27 +221,30 @@ def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, height: int, width: in
     return full
 
 
-def draw_prediction(image: PathLike, model_dir: PathLike, out_dir: PathLike,
-                    score_thr: float = 0.3) -> Path:
-    """Predict on ``image`` with an exported model and draw it as ``tools/image_demo.py`` does.
+def draw_predictions(images: PathLike, model_dir: PathLike, out_dir: PathLike,
+                     score_thr: float = 0.3) -> List[Path]:
+    """Predict on an image, or every image of a folder, with an exported model and draw each as
+    ``tools/image_demo.py`` does, to ``out_dir/vis/<image stem>.png``.
 
     Returns:
-        The written ``out_dir/<image stem>.png``.
+        The written files, in the order of the images.
 
     Raises:
-        FileNotFoundError: the image, ``deploy.json`` or ``model.onnx`` is not there.
-        ValueError: ``score_thr`` outside [0, 1], an image OpenCV cannot decode or that is the
-            drawing's own path, or a backbone export (nothing to draw).
+        FileNotFoundError: an image or folder, ``deploy.json`` or ``model.onnx`` is not there.
+        ValueError: ``score_thr`` outside [0, 1], an image OpenCV cannot decode or that is a
+            drawing's own path, a graph onnxruntime cannot load, or a backbone export (nothing
+            to draw).
     """
-    from ..runtime.inference import drawing_path, read_rgb_image
+    from ..runtime.class_names import seeded_palette
+    from ..runtime.inference import drawing_paths, image_files, read_rgb_image
+    files = image_files(images)
     if not 0 <= score_thr <= 1:
         raise ValueError(f'score_thr {score_thr!r} is out of range [0, 1]')
-    out_file = drawing_path(image, out_dir)
+    out_files = drawing_paths(files, out_dir)
     model = OnnxModel(model_dir)
     if model.task == 'backbone':
         raise ValueError(f'{model_dir} holds a backbone export: there is nothing to draw')
-    picture = read_rgb_image(image)
-    result = model.predict(image)
+    pictures = [read_rgb_image(path) for path in files]
     if model.meta['scope'] == 'mmdet':
         from mmdet.registry import VISUALIZERS
         visualizer_cfg, draw_args = dict(type='DetLocalVisualizer'), dict(pred_score_thr=score_thr)
@@ -244,10 +252,13 @@ def draw_prediction(image: PathLike, model_dir: PathLike, out_dir: PathLike,
         from mmseg.registry import VISUALIZERS
         visualizer_cfg, draw_args = dict(type='SegLocalVisualizer'), dict(with_labels=True)
     visualizer = VISUALIZERS.build(dict(visualizer_cfg, name=f'onnx_demo_{id(model)}'))
-    palette = model.meta['palette']  # JSON lists; the visualizers take (r, g, b) tuples
-    visualizer.dataset_meta = {'classes': tuple(model.meta['classes']),
-                               'palette': [tuple(c) for c in palette] if palette else None}
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    visualizer.add_datasample('prediction', picture, data_sample=result, draw_gt=False,
-                              show=False, out_file=str(out_file), **draw_args)
-    return out_file
+    classes = tuple(model.meta['classes'])
+    # JSON lists; the visualizers take (r, g, b) tuples. Exports before palettes were always
+    # written may have none.
+    palette = model.meta['palette'] or seeded_palette(len(classes))
+    visualizer.dataset_meta = {'classes': classes, 'palette': [tuple(c) for c in palette]}
+    out_files[0].parent.mkdir(parents=True, exist_ok=True)
+    for path, picture, out_file in zip(files, pictures, out_files):
+        visualizer.add_datasample('prediction', picture, data_sample=model.predict(str(path)),
+                                  draw_gt=False, show=False, out_file=str(out_file), **draw_args)
+    return out_files

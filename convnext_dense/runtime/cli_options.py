@@ -8,7 +8,8 @@ import os
 import os.path as osp
 import shutil
 import sys
-from typing import Callable, Optional, Tuple, Type
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Tuple, Type
 
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
@@ -336,6 +337,13 @@ def configured(build: Callable[[], Config]) -> Optional[Config]:
     except (FileNotFoundError, ValueError) as err:
         print(f'error: {err}', file=sys.stderr)
         return None
+
+
+def wrote(paths: Sequence[Path]) -> str:
+    """What a drawing tool prints: the file it wrote, or how many and in which folder."""
+    if len(paths) == 1:
+        return f'wrote {paths[0]}'
+    return f'wrote {len(paths)} drawings to {paths[0].parent}'
 
 
 def exit_code(action: Callable[[], Optional[str]],
