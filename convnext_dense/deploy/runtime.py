@@ -72,13 +72,14 @@ class OnnxModel:
     def run(self, images: np.ndarray, img_shape=None) -> Dict[str, np.ndarray]:
         """The raw graph outputs for a normalised, padded (1, 3, H, W) float32 batch."""
         shape = self.meta['input']['shape']
-        if shape is not None and list(images.shape[2:]) != list(shape):
-            raise ValueError(f'input of size {tuple(images.shape[2:])} given to a model exported '
-                             f'for {tuple(shape)}; export with --dynamic for other sizes')
+        # Too small first: a dynamic export would refuse it too.
         if min(images.shape[2:]) < MIN_INPUT_SIZE:
             raise ValueError(f'input of size {tuple(images.shape[2:])} is smaller than the '
                              f'{MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} the backbone\'s four stages need '
                              '(stride 32): resize the image up, or export a config that pads it')
+        if shape is not None and list(images.shape[2:]) != list(shape):
+            raise ValueError(f'input of size {tuple(images.shape[2:])} given to a model exported '
+                             f'for {tuple(shape)}; export with --dynamic for other sizes')
         feed = {'images': np.ascontiguousarray(images, dtype=np.float32)}
         if 'img_shape' in self.meta['inputs']:
             if img_shape is None:
