@@ -61,9 +61,9 @@ def test_progress_lines(line, shown):
 
 def test_cfg_options_format_and_unsafe_values():
     assert runs.format_cfg_options({}) == []
-    assert runs.format_cfg_options({'train_cfg.max_iters': 2, 'a.b': Path('/x/y'),
+    assert runs.format_cfg_options({'train_cfg.max_iters': 2, 'a.b': Path('/x y/z'),
                                     'l': [1, 2]}) == [
-        '--cfg-options', 'train_cfg.max_iters=2', 'a.b=/x/y', 'l=[1,2]']
+        '--cfg-options', 'train_cfg.max_iters=2', 'a.b=/x y/z', 'l=[1,2]']
     with pytest.raises(ValueError, match='comma'):
         runs.format_cfg_options({'data_root': '/tmp/a,b'})
 

@@ -151,8 +151,10 @@ def test_tools_name_a_bad_config_or_option_in_one_line(args, error, tmp_path):
 def test_cfg_options_item_without_equals_is_a_usage_error(capsys):
     parser = argparse.ArgumentParser(prog='train.py')
     cli_options.add_common_arguments(parser, work_dir_help='')
-    args = parser.parse_args(['x.py', '--cfg-options', 'a.b=1', 'c=[1,2]'])
-    assert args.cfg_options == {'a.b': 1, 'c': [1, 2]}
+    args = parser.parse_args(['x.py', '--cfg-options', 'a.b=1', 'c=[1, 2]', 'd=/my data/x/',
+                              "e='a b'", 'f=True', 'g=(1,2)', 'h=0.5'])
+    assert args.cfg_options == {'a.b': 1, 'c': [1, 2], 'd': '/my data/x/', 'e': 'a b',
+                                'f': True, 'g': (1, 2), 'h': 0.5}
     with pytest.raises(SystemExit) as exit_info:
         parser.parse_args(['x.py', '--cfg-options', 'a.b=1', 'max_iters'])
     assert exit_info.value.code == 2

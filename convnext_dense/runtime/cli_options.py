@@ -25,7 +25,9 @@ OUTPUT_MARKER = '.written_by_test_py'
 
 class KeyValueAction(DictAction):
     """mmengine's ``--cfg-options`` parsing, with an item lacking ``=`` named as a usage error
-    (mmengine's own fails with a traceback: "not enough values to unpack")."""
+    (mmengine's own fails with a traceback: "not enough values to unpack"), and a single value
+    keeping the spaces inside it (mmengine drops every space: ``data_root='/my data/coco/'``
+    became ``'/mydata/coco/'``)."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         bad = [value for value in values if '=' not in value]
@@ -33,6 +35,13 @@ class KeyValueAction(DictAction):
             parser.error(f'{option_string} takes key=value items; {bad[0]!r} has no "=" '
                          '(e.g. train_cfg.max_iters=1000)')
         super().__call__(parser, namespace, values, option_string)
+
+    @staticmethod
+    def _parse_iterable(val: str):
+        text = val.strip().strip('\'"')
+        if text.startswith(('(', '[')) or ',' in text:
+            return DictAction._parse_iterable(val)  # a list or tuple, as mmengine reads it
+        return DictAction._parse_int_float_bool(text.strip())
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, work_dir_help: str) -> None:

@@ -29,19 +29,20 @@ def is_progress_line(line: str) -> bool:
 
 
 def format_cfg_options(options: Mapping[str, object]) -> list:
-    """``['--cfg-options', 'k=v', ...]`` for mmengine's DictAction; empty if no options.
+    """``['--cfg-options', 'k=v', ...]`` for the tools' ``--cfg-options``; empty if no options.
 
     Raises:
-        ValueError: a value holds a character DictAction would split on (``,`` or a space).
+        ValueError: a value holds a comma, which the tools (as mmengine's DictAction) would
+            split on.
     """
     items = []
     for key, value in options.items():
         text = str(value)
         if isinstance(value, (list, tuple)):
             text = '[' + ','.join(str(v) for v in value) + ']'
-        elif any(ch in text for ch in ', '):
-            raise ValueError(f'--cfg-options value {key}={text!r} contains a comma or a space, '
-                             'which mmengine would split; use a path without them')
+        elif ',' in text:
+            raise ValueError(f'--cfg-options value {key}={text!r} contains a comma, which '
+                             'mmengine would split on; use a path without one')
         items.append(f'{key}={text}')
     return ['--cfg-options', *items] if items else []
 
