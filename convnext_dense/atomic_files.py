@@ -24,13 +24,17 @@ def atomic_path(dst: PathLike) -> Iterator[Path]:
 
     Raises:
         IsADirectoryError: ``dst`` is a folder (checked before the block runs).
+        NotADirectoryError: a folder on the way to ``dst`` is a file.
+        PermissionError: the folder of ``dst`` cannot be written (found before the block runs,
+            not by the writer inside it, whose libraries name it in their own ways).
     """
     dst = _followed(dst)
     if dst.is_dir():
         raise IsADirectoryError(f'{dst} is a folder: the output must be a file name')
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(dst)
     tmp = dst.with_name(f'{TMP_PREFIX}{dst.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{TMP_SUFFIX}')
     try:
+        open(tmp, 'xb').close()
         yield tmp
         os.replace(tmp, dst)
     finally:
@@ -62,7 +66,7 @@ def atomic_dir(target: PathLike, replaceable: Callable[[str], bool] = lambda nam
     """
     check_replaceable(target, replaceable)
     target = _followed(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(target)
     work = Path(tempfile.mkdtemp(prefix=f'{TMP_PREFIX}{target.name}-', dir=target.parent))
     try:
         yield work
@@ -102,6 +106,17 @@ def check_replaceable(target: PathLike, replaceable: Callable[[str], bool]) -> N
         raise FileExistsError(
             f'{target} already holds {listed}: writing there would delete it. Choose a new or '
             'empty folder, or one that holds only an earlier output of this kind.')
+
+
+def _make_parent(path: Path) -> None:
+    """Create the folder of ``path``, or name the file that stands where a folder should."""
+    for folder in path.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise NotADirectoryError(f'{folder} is a file, so {path} cannot be written '
+                                         'under it: give another output path')
+            break
+    path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _followed(path: PathLike) -> Path:

@@ -21,7 +21,7 @@ TOLERANCE = 1e-4
 INPUT_SHAPE = (2, 3, 96, 128)
 
 
-def _hf_upernet(seed: int = 0):
+def _hf_upernet(seed: int = 0, pool_scales=(1, 2, 3, 6)):
     from transformers import ConvNextConfig, UperNetConfig, UperNetForSemanticSegmentation
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()
@@ -31,6 +31,7 @@ def _hf_upernet(seed: int = 0):
                                        layer_scale_init_value=1.0,
                                        out_features=['stage1', 'stage2', 'stage3', 'stage4']),
         hidden_size=64, auxiliary_channels=32, auxiliary_in_channels=128,
+        pool_scales=list(pool_scales),
         id2label=dict(enumerate(CLASSES)), label2id={c: i for i, c in enumerate(CLASSES)})
     model = UperNetForSemanticSegmentation(config)
     with torch.no_grad():
@@ -202,3 +203,95 @@ def test_hf_directory_through_tools_test(hf_dir, tmp_path):
         print(f'{name}: tools/test.py and transformers agree on {agreement:.4%} of pixels')
         assert agreement > 0.999  # ties within 1e-4 may round either way
         assert len(expected.unique()) > 1  # not one class everywhere
+
+
+def _convert(*args):
+    return subprocess.run([sys.executable, str(ROOT / 'tools' / 'convert_checkpoint.py'),
+                           *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_pool_scales_travel_with_the_checkpoint_both_ways(tmp_path):
+    from mmseg.apis import init_model
+    from convnext_dense.weights import load_model_checkpoint
+    from convnext_dense.weights.errors import CheckpointError
+    model = _hf_upernet(pool_scales=(1, 2, 4, 8))  # the tensors of 1 2 3 6, other pooling
+    hf = tmp_path / 'hf_1248'
+    model.save_pretrained(hf)
+    # Into a model that pools at mmseg's default scales: refused, not loaded to predict wrongly.
+    default = init_model(demo_cfg(SEG_CONFIG), device='cpu')
+    with pytest.raises(CheckpointError, match=r'pool_scales \(1, 2, 4, 8\), but the model\'s '
+                                              r'decode_head.pool_scales is \(1, 2, 3, 6\)'):
+        load_model_checkpoint(default, hf)
+    cfg = demo_cfg(SEG_CONFIG)
+    cfg.model.decode_head.pool_scales = (1, 2, 4, 8)
+    matching = init_model(cfg, str(hf), device='cpu').eval()
+    x = torch.randn(*INPUT_SHAPE, generator=torch.Generator().manual_seed(1))
+    assert (_mmseg_logits(matching, x) - _hf_logits(model, x)).abs().max().item() < TOLERANCE
+    # mmseg -> HF: the scales of the config mmengine stored in the checkpoint, not 1 2 3 6.
+    mmseg_file = tmp_path / 'upernet_1248.pth'
+    torch.save({'state_dict': matching.state_dict(), 'meta': {'cfg': cfg.pretty_text}},
+               mmseg_file)
+    result = _convert(mmseg_file, tmp_path / 'hf_again', '--to', 'hf-upernet')
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "decode-head pool scales (1, 2, 4, 8) (the checkpoint's)" in result.stdout
+    from transformers import UperNetForSemanticSegmentation
+    again = UperNetForSemanticSegmentation.from_pretrained(tmp_path / 'hf_again').eval()
+    assert again.config.pool_scales == [1, 2, 4, 8]
+    assert (_hf_logits(again, x) - _hf_logits(model, x)).abs().max().item() < TOLERANCE
+    refused = _convert(mmseg_file, tmp_path / 'hf_other', '--to', 'hf-upernet',
+                       '--pool-scales', '1', '2', '3', '6')
+    assert refused.returncode == 1 and 'trained with pool_scales (1, 2, 4, 8)' in refused.stderr
+    # HF -> mmseg file: the scales go along, so that file is refused by a default model too.
+    result = _convert(hf, tmp_path / 'from_hf.pth', '--to', 'mmseg')
+    assert result.returncode == 0, result.stderr[-2000:]
+    with pytest.raises(CheckpointError, match=r'pool_scales \(1, 2, 4, 8\)'):
+        load_model_checkpoint(default, tmp_path / 'from_hf.pth')
+
+
+@pytest.mark.parametrize('edit, said', [
+    (lambda c: c.update(id2label={'0': 'a', '1': 'b', '2': 'c'}), 'says classes (id2label) 3, '
+                                                                  'but the weights beside it hold 5'),
+    (lambda c: c['backbone_config'].update(hidden_sizes=[96, 192, 384, 768]),
+     'says backbone_config.hidden_sizes (96, 192, 384, 768), but the weights beside it hold '
+     '(32, 64, 128, 256)'),
+    (lambda c: c.update(id2label={'a': 'x'}), 'is not a Hugging Face UperNet config'),
+])
+def test_a_config_json_that_contradicts_its_weights_is_refused(hf_dir, tmp_path, edit, said):
+    import json
+    import shutil
+    path, _, _ = hf_dir
+    broken = tmp_path / 'mixed'
+    shutil.copytree(path, broken)
+    config = json.loads((broken / 'config.json').read_text())
+    edit(config)
+    (broken / 'config.json').write_text(json.dumps(config))
+    result = _convert(broken, tmp_path / 'out.pth', '--to', 'mmseg')
+    assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr[-2000:]
+    assert said in result.stderr
+    assert not (tmp_path / 'out.pth').exists()
+
+
+def test_mmseg_target_takes_only_segmenters_in_pth_files(hf_dir, mmseg_from_hf, tmp_path):
+    path, _, _ = hf_dir
+    backbone = tmp_path / 'backbone.pth'
+    torch.save({k[len('backbone.'):]: v for k, v in mmseg_from_hf.state_dict().items()
+                if k.startswith('backbone.')}, backbone)
+    for target in ('mmseg', 'hf-upernet'):
+        result = _convert(backbone, tmp_path / f'out_{target}.pth', '--to', target)
+        assert result.returncode == 1 and 'has no decode_head tensors' in result.stderr, \
+            result.stderr[-2000:]
+    for args in (['o.safetensors'], ['o.pth', '--format', 'safetensors']):
+        result = _convert(path, tmp_path / args[0], '--to', 'mmseg', *args[1:])
+        assert result.returncode == 1 and 'torch.save file' in result.stderr, result.stderr
+        assert not (tmp_path / args[0]).exists()
+
+
+def test_export_folder_keeps_files_save_pretrained_never_writes(mmseg_from_hf, tmp_path):
+    from convnext_dense.weights import save_hf_upernet
+    out = tmp_path / 'hf_upernet'
+    save_hf_upernet(mmseg_from_hf.state_dict(), out, CLASSES)
+    (out / 'preprocessor_config.json').write_text('{"image_processor_type": "x"}')
+    with pytest.raises(FileExistsError, match='preprocessor_config.json'):
+        save_hf_upernet(mmseg_from_hf.state_dict(), out, CLASSES)
+    assert (out / 'preprocessor_config.json').is_file()

@@ -91,8 +91,13 @@ def test_tool_publishes_and_names_bad_input_in_one_line(training_checkpoint, tmp
 
     bare = tmp_path / 'bare.pth'
     torch.save({'conv.weight': torch.zeros(2)}, bare)
+    (tmp_path / 'afile').write_text('a file where a folder is wanted')
+    (tmp_path / 'afolder').mkdir()
     for args, error in [((bare, tmp_path / 'x.pth'), "holds no 'state_dict'"),
-                        ((tmp_path / 'nope.pth', tmp_path / 'x.pth'), 'does not exist')]:
+                        ((tmp_path / 'nope.pth', tmp_path / 'x.pth'), 'does not exist'),
+                        ((tmp_path / 'afolder', tmp_path / 'x.pth'), 'is a folder, not a file'),
+                        ((training_checkpoint, tmp_path / 'afile' / 'x.pth'),
+                         f'{tmp_path / "afile"} is a file, so ')]:
         result = run(*args)
         assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr
         assert result.stderr.startswith('error: ') and error in result.stderr

@@ -18,8 +18,9 @@ import sys
 from convnext_dense.convert import convert_file, convert_to_hf_backbone
 from convnext_dense.weights import format_report
 from convnext_dense.convert.backbone_file import FORMATS, check_not_source
-from convnext_dense.weights.hf_upernet import (classes_from_meta, mapping_lines, save_hf_upernet,
-                                               save_mmseg_checkpoint)
+from convnext_dense.weights.hf_upernet import (DEFAULT_POOL_SCALES, classes_from_meta,
+                                               mapping_lines, save_hf_upernet,
+                                               save_mmseg_checkpoint, saved_pool_scales)
 from convnext_dense.weights.model_loader import read_model_checkpoint
 
 TARGETS = ('backbone', 'hf-backbone', 'hf-upernet', 'mmseg')
@@ -39,22 +40,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--prefix', default=None,
                         help="backbone, hf-backbone: take only keys under this prefix, e.g. "
                              "'backbone.' (default: detect)")
-    parser.add_argument('--pool-scales', type=int, nargs='+', default=[1, 2, 3, 6],
-                        help='hf-upernet: the decode head\'s pyramid pooling scales '
-                             '(default: 1 2 3 6)')
+    parser.add_argument('--pool-scales', type=int, nargs='+', default=None,
+                        help='hf-upernet: the decode head\'s pyramid pooling scales (default: '
+                             'those the checkpoint records, else 1 2 3 6)')
     parser.add_argument('--verbose', action='store_true', help='print every key mapped')
     return parser.parse_args(argv)
 
 
 def _whole_model(args) -> None:
     check_not_source(args.src, args.dst, folder=args.to == 'hf-upernet')
+    if args.to == 'mmseg' and args.format not in (None, 'pth'):
+        raise ValueError(f'--format {args.format}: an mmseg checkpoint is a torch.save file (pth)')
     checkpoint = read_model_checkpoint(args.src)
     classes = classes_from_meta(checkpoint.meta)
     print(f'Read {checkpoint.where}, layout: {checkpoint.layout}; '
           f'{len(checkpoint.state_dict)} tensors, classes: '
           f'{", ".join(classes) if classes else "none in the checkpoint (LABEL_i)"}')
+    saved = saved_pool_scales(checkpoint.meta)
+    if args.pool_scales and saved and tuple(args.pool_scales) != saved:
+        raise ValueError(f'--pool-scales {tuple(args.pool_scales)}, but {checkpoint.where} was '
+                         f'trained with pool_scales {saved}')
+    pool_scales = tuple(args.pool_scales or saved or DEFAULT_POOL_SCALES)
+    origin = 'given' if args.pool_scales else "the checkpoint's" if saved else 'the default'
+    print(f'decode-head pool scales {pool_scales} ({origin})')
     if args.to == 'hf-upernet':
-        dst, mapped = save_hf_upernet(checkpoint.state_dict, args.dst, classes, args.pool_scales)
+        dst, mapped = save_hf_upernet(checkpoint.state_dict, args.dst, classes, pool_scales)
         renamed = {k: v for k, v in mapped.items() if k != v}
         print(f'mapped {len(mapped)} tensors to Hugging Face names ({len(renamed)} renamed):')
         print('\n'.join(mapping_lines(renamed, 0 if args.verbose else 12)))
@@ -64,7 +74,8 @@ def _whole_model(args) -> None:
         renamed = checkpoint.renamed
         print(f'renamed {len(renamed)} keys to mmseg / convnext_dense names:')
         print('\n'.join(mapping_lines(renamed, 0 if args.verbose else 12)))
-        dst = save_mmseg_checkpoint(checkpoint.state_dict, args.dst, classes, checkpoint.where)
+        dst = save_mmseg_checkpoint(checkpoint.state_dict, args.dst, classes, checkpoint.where,
+                                    pool_scales)
         print(f'wrote {len(checkpoint.state_dict)} tensors to {dst}')
 
 

@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         published = publish_checkpoint(args.in_file, args.out_file, args.save_keys)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # bad input; a file missing, in the way, unwritable
         print(f'error: {err}', file=sys.stderr)
         return 1
     if published.removed:

@@ -21,9 +21,10 @@ from .layouts import OUTPUT_NORM
 from .model_layouts import to_hf_backbone
 
 PathLike = Union[str, os.PathLike]
-# What save_pretrained writes: an earlier export in the output folder may be replaced, nothing else.
+# What save_pretrained writes for these models: an earlier export in the output folder may be
+# replaced, nothing else (not a preprocessor_config.json added beside it).
 SAVED_MODEL_FILE = re.compile(
-    r'\w*config\.json|(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?')
+    r'config\.json|(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?')
 
 
 def output_norm_stages(weights: Mapping[str, torch.Tensor]) -> Tuple[int, ...]:

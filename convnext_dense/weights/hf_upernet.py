@@ -6,6 +6,8 @@ shapes; ``id2label`` from the dataset meta) and ``model.safetensors``. :func:`sa
 writes any supported whole-model checkpoint (a Hugging Face directory included) as an mmseg
 checkpoint in this package's names, with the classes in ``meta['dataset_meta']``.
 """
+import ast
+import json
 import os
 import re
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 
 from ..atomic_files import atomic_path
-from .errors import import_transformers
+from .errors import CheckpointError, import_transformers
 from .fit import infer_arch
 from .hf_backbone import hf_convnext_config, output_norm_stages, save_filled
 from .model_layouts import BACKBONE, to_hf_upernet
@@ -23,6 +25,79 @@ PathLike = Union[str, os.PathLike]
 # transformers' UperNetFCNHead reads the third feature map with 3x3 convolutions.
 HF_AUX_IN_INDEX = 2
 HF_AUX_KERNEL = 3
+# UperNetConfig's and mmseg's UPerHead's default pyramid pooling scales.
+DEFAULT_POOL_SCALES = (1, 2, 3, 6)
+
+
+def hf_upernet_meta(config_json: Path, state_dict: Mapping[str, torch.Tensor]
+                    ) -> Dict[str, object]:
+    """What a Hugging Face UperNet's ``config.json`` adds to its tensors, checked against them.
+
+    Returns:
+        ``{'dataset_meta': {'classes'}, 'pool_scales'}`` (the tensors hold only the number of
+        pooling branches); empty without a ``config.json``.
+
+    Raises:
+        CheckpointError: ``config.json`` is not JSON, or says another class count, backbone
+            depths or widths, or number of pooling scales than the tensors (this package's
+            names) hold.
+    """
+    if not config_json.is_file():
+        return {}
+    try:
+        config = json.loads(config_json.read_text())
+        id2label = config.get('id2label') or {}
+        classes = tuple(id2label[k] for k in sorted(id2label, key=int))
+        backbone = config.get('backbone_config') or {}
+        pool_scales = tuple(int(s) for s in config.get('pool_scales') or DEFAULT_POOL_SCALES)
+    except (ValueError, TypeError, AttributeError) as err:
+        raise CheckpointError(f'{config_json} is not a Hugging Face UperNet config ({err})'
+                              ) from None
+    said_and_held = []
+    if classes and 'decode_head.conv_seg.weight' in state_dict:
+        said_and_held.append(('classes (id2label)', len(classes),
+                              int(state_dict['decode_head.conv_seg.weight'].shape[0])))
+    depths, channels = infer_arch(
+        {k[len(BACKBONE):]: v for k, v in state_dict.items() if k.startswith(BACKBONE)})
+    for name, held in (('depths', depths), ('hidden_sizes', channels)):
+        if backbone.get(name) is not None:
+            said_and_held.append((f'backbone_config.{name}', tuple(backbone[name]), tuple(held)))
+    said_and_held.append(('pool_scales branches', len(pool_scales), _count(
+        state_dict, r'decode_head\.psp_modules\.(\d+)\.1\.conv\.weight')))
+    for name, said, held in said_and_held:
+        if said != held:
+            raise CheckpointError(f'{config_json} says {name} {said}, but the weights beside it '
+                                  f'hold {held}: the folder mixes two models')
+    meta: Dict[str, object] = {'pool_scales': pool_scales}
+    if classes:
+        meta['dataset_meta'] = {'classes': classes}
+    return meta
+
+
+def saved_pool_scales(meta: Mapping) -> Optional[Tuple[int, ...]]:
+    """The decode head's pooling scales a checkpoint's ``meta`` records, if any.
+
+    From ``meta['pool_scales']`` (a Hugging Face ``config.json``, or :func:`save_mmseg_checkpoint`)
+    or the config mmengine stores in ``meta['cfg']``, read as literals (never executed).
+    """
+    if meta.get('pool_scales'):
+        return tuple(int(s) for s in meta['pool_scales'])
+    text = meta.get('cfg')
+    if not isinstance(text, str):
+        return None
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == 'decode_head':
+            for item in ast.walk(node.value):
+                if isinstance(item, ast.keyword) and item.arg == 'pool_scales':
+                    try:
+                        return tuple(int(s) for s in ast.literal_eval(item.value))
+                    except (ValueError, TypeError):
+                        return None
+    return None
 
 
 def classes_from_meta(meta: Mapping) -> Optional[Tuple[str, ...]]:
@@ -34,7 +109,7 @@ def classes_from_meta(meta: Mapping) -> Optional[Tuple[str, ...]]:
 
 def hf_upernet_config(state_dict: Mapping[str, torch.Tensor],
                       classes: Optional[Sequence[str]] = None,
-                      pool_scales: Sequence[int] = (1, 2, 3, 6)):
+                      pool_scales: Sequence[int] = DEFAULT_POOL_SCALES):
     """The ``UperNetConfig`` of an mmseg UperNet-ConvNeXt state dict (this package's names).
 
     Args:
@@ -48,6 +123,7 @@ def hf_upernet_config(state_dict: Mapping[str, torch.Tensor],
             does not match ``classes``).
     """
     UperNetConfig = import_transformers().UperNetConfig
+    _require_decode_head(state_dict, 'hf-backbone')
     backbone = {k[len(BACKBONE):]: v for k, v in state_dict.items() if k.startswith(BACKBONE)}
     depths, channels = infer_arch(backbone)
     norms = list(output_norm_stages(backbone))
@@ -89,7 +165,8 @@ def _auxiliary_settings(state_dict, channels) -> Dict[str, object]:
 
 def save_hf_upernet(state_dict: Mapping[str, torch.Tensor], dst: PathLike,
                     classes: Optional[Sequence[str]] = None,
-                    pool_scales: Sequence[int] = (1, 2, 3, 6)) -> Tuple[Path, Dict[str, str]]:
+                    pool_scales: Sequence[int] = DEFAULT_POOL_SCALES
+                    ) -> Tuple[Path, Dict[str, str]]:
     """Write a Hugging Face ``UperNetForSemanticSegmentation`` directory.
 
     The tensors are loaded strictly into a transformers model built from
@@ -104,6 +181,7 @@ def save_hf_upernet(state_dict: Mapping[str, torch.Tensor], dst: PathLike,
         ValueError: see :func:`hf_upernet_config`; or tensors that do not fill the HF model.
     """
     UperNetForSemanticSegmentation = import_transformers().UperNetForSemanticSegmentation
+    _require_decode_head(state_dict, 'hf-backbone')
     hf_state, mapped = to_hf_upernet(state_dict)
     config = hf_upernet_config({mapped[k]: v for k, v in hf_state.items()}, classes, pool_scales)
     dst = save_filled(UperNetForSemanticSegmentation(config), hf_state, dst,
@@ -112,20 +190,36 @@ def save_hf_upernet(state_dict: Mapping[str, torch.Tensor], dst: PathLike,
 
 
 def save_mmseg_checkpoint(state_dict: Mapping[str, torch.Tensor], dst: PathLike,
-                          classes: Optional[Sequence[str]] = None,
-                          source: str = '') -> Path:
-    """Write ``{'state_dict', 'meta': {'dataset_meta': {'classes'}}}`` with ``torch.save``.
+                          classes: Optional[Sequence[str]] = None, source: str = '',
+                          pool_scales: Optional[Sequence[int]] = None) -> Path:
+    """Write ``{'state_dict', 'meta': {'dataset_meta': {'classes'}, 'pool_scales'}}`` with
+    ``torch.save`` (loading it into a model whose decode head pools at other scales is refused).
 
     The file is written beside ``dst`` first and then renamed, so ``dst`` is never half-written.
+
+    Raises:
+        ValueError: the tensors hold no decode head (not a segmenter), or ``dst`` is not a
+            ``.pth`` / ``.pt`` name (mmseg checkpoints are ``torch.save`` files).
     """
+    _require_decode_head(state_dict, 'backbone')
+    if Path(dst).suffix not in ('.pth', '.pt'):
+        raise ValueError(f'{dst}: an mmseg checkpoint is a torch.save file; name it .pth')
     meta: Dict[str, object] = {'converted_from': source}
     if classes:
         meta['dataset_meta'] = {'classes': tuple(classes)}
+    if pool_scales:
+        meta['pool_scales'] = tuple(int(s) for s in pool_scales)
     dst = Path(dst)
     with atomic_path(dst) as tmp:
         torch.save({'state_dict': {k: v.contiguous() for k, v in state_dict.items()},
                     'meta': meta}, tmp)
     return dst
+
+
+def _require_decode_head(state_dict: Mapping[str, object], backbone_target: str) -> None:
+    if not any(k.startswith('decode_head.') for k in state_dict):
+        raise ValueError('not a segmenter checkpoint: it has no decode_head tensors (the '
+                         f'backbone alone goes --to {backbone_target})')
 
 
 def _count(state_dict: Mapping[str, object], pattern: str) -> int:

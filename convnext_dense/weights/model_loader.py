@@ -9,7 +9,6 @@ Two purposes, two rules:
   for a dataset with another number of classes — keep their initial values and are listed in one
   log block, as are checkpoint keys the model does not have.
 """
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from mmengine.logging import print_log
 from torch import nn
 
 from .errors import CheckpointError
+from .hf_upernet import hf_upernet_meta, saved_pool_scales
 from .key_report import KeyMismatch, compare_keys
 from .layouts import OUTPUT_NORM, unwrap_state_dict
 from .model_layouts import BACKBONE, LAYOUT_HF_UPERNET, convert_model_state_dict
@@ -77,7 +77,8 @@ def read_model_checkpoint(source: Source) -> ModelCheckpoint:
         config_json = path.parent / 'config.json'
         if not config_json.is_file() and not Path(os.fspath(source)).exists():
             config_json = _hub_config(os.fspath(source)) or config_json
-        meta.setdefault('dataset_meta', _hf_dataset_meta(config_json))
+        for key, value in hf_upernet_meta(config_json, conversion.state_dict).items():
+            meta.setdefault(key, value)
     read_from = meta.pop(READ_FROM, None)
     if path is None and isinstance(read_from, Mapping):  # read and renamed before
         return ModelCheckpoint(conversion.state_dict, meta, read_from['layout'],
@@ -103,13 +104,6 @@ def _hub_config(repo_id: str) -> Optional[Path]:
         return None
 
 
-def _hf_dataset_meta(config_json: Path) -> Dict[str, object]:
-    if not config_json.is_file():
-        return {}
-    id2label = json.loads(config_json.read_text()).get('id2label') or {}
-    return {'classes': tuple(id2label[k] for k in sorted(id2label, key=int))}
-
-
 def load_model_checkpoint(model: nn.Module, source: Source, purpose: str = 'evaluate'
                           ) -> ModelCheckpoint:
     """Load a whole-model checkpoint into ``model`` under the rules of ``purpose``.
@@ -131,6 +125,8 @@ def load_model_checkpoint(model: nn.Module, source: Source, purpose: str = 'eval
     if purpose not in PURPOSES:
         raise ValueError(f"purpose '{purpose}' is not one of {PURPOSES}")
     checkpoint = read_model_checkpoint(source)
+    if purpose != 'finetune':  # fine-tuning may change the pooling and keep the convolutions
+        _check_pool_scales(model, checkpoint)
     expected = {k: v.shape for k, v in model.state_dict().items()}
     mismatch = compare_keys(expected, checkpoint.state_dict, _IGNORED_MISSING)
     blocking = _backbone_part(mismatch) if purpose == 'finetune' else mismatch
@@ -149,6 +145,21 @@ def load_model_checkpoint(model: nn.Module, source: Source, purpose: str = 'eval
                     + '\n'.join(mismatch.lines()))
     print_log(summary, logger='current')
     return checkpoint
+
+
+def _check_pool_scales(model: nn.Module, checkpoint: ModelCheckpoint) -> None:
+    """Refuse a decode head that pools at other scales than the checkpoint's was trained with:
+    the tensors hold only the number of branches, so the load would fit and predict wrongly."""
+    saved = saved_pool_scales(checkpoint.meta)
+    head = getattr(model, 'decode_head', None)
+    # UPerHead keeps them on its PPM (psp_modules); PSPHead on itself.
+    built = (getattr(head, 'pool_scales', None)
+             or getattr(getattr(head, 'psp_modules', None), 'pool_scales', None))
+    if saved is None or built is None or tuple(built) == saved:
+        return
+    raise CheckpointError(f'{checkpoint.where} was trained with decode-head pool_scales {saved}, '
+                          f'but the model\'s decode_head.pool_scales is {tuple(built)}: set '
+                          f'model.decode_head.pool_scales={saved} in the config')
 
 
 def _backbone_part(mismatch: KeyMismatch) -> KeyMismatch:

@@ -121,6 +121,8 @@ def load_state_file(path: Union[str, os.PathLike], map_location: Any = 'cpu') ->
             non-checkpoint file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f'checkpoint file {path} is a folder, not a file')
     if not path.is_file():
         raise FileNotFoundError(f'checkpoint file {path} does not exist')
     if path.name.endswith('.index.json'):
