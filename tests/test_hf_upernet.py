@@ -250,8 +250,8 @@ def test_pool_scales_travel_with_the_checkpoint_both_ways(tmp_path):
 
 
 @pytest.mark.parametrize('edit, said', [
-    (lambda c: c.update(id2label={'0': 'a', '1': 'b', '2': 'c'}), 'says classes (id2label) 3, '
-                                                                  'but the weights beside it hold 5'),
+    (lambda c: c.update(id2label={'0': 'a', '1': 'b', '2': 'c'}),
+     'says classes (id2label) 3, but the weights beside it hold 5'),
     (lambda c: c['backbone_config'].update(hidden_sizes=[96, 192, 384, 768]),
      'says backbone_config.hidden_sizes (96, 192, 384, 768), but the weights beside it hold '
      '(32, 64, 128, 256)'),
