@@ -245,7 +245,8 @@ def draw_predictions(images: PathLike, model_dir: PathLike, out_dir: PathLike,
     model = OnnxModel(model_dir)
     if model.task == 'backbone':
         raise ValueError(f'{model_dir} holds a backbone export: there is nothing to draw')
-    pictures = [read_rgb_image(path) for path in files]
+    for path in files:  # all readable before anything is drawn; decoded again one at a time
+        read_rgb_image(path)
     if model.meta['scope'] == 'mmdet':
         from mmdet.registry import VISUALIZERS
         visualizer_cfg, draw_args = dict(type='DetLocalVisualizer'), dict(pred_score_thr=score_thr)
@@ -259,7 +260,8 @@ def draw_predictions(images: PathLike, model_dir: PathLike, out_dir: PathLike,
     palette = model.meta['palette'] or seeded_palette(len(classes))
     visualizer.dataset_meta = {'classes': classes, 'palette': [tuple(c) for c in palette]}
     out_files[0].parent.mkdir(parents=True, exist_ok=True)
-    for path, picture, out_file in zip(files, pictures, out_files):
-        visualizer.add_datasample('prediction', picture, data_sample=model.predict(str(path)),
-                                  draw_gt=False, show=False, out_file=str(out_file), **draw_args)
+    for path, out_file in zip(files, out_files):
+        visualizer.add_datasample('prediction', read_rgb_image(path),
+                                  data_sample=model.predict(str(path)), draw_gt=False, show=False,
+                                  out_file=str(out_file), **draw_args)
     return out_files

@@ -56,7 +56,8 @@ def draw_predictions(images: PathLike, config: PathLike, checkpoint: PathLike,
         raise ValueError(f'score_thr {score_thr!r} is out of range [0, 1]')
     check_device(device)
     out_files = drawing_paths(files, out_dir)
-    pictures = [read_rgb_image(path) for path in files]
+    for path in files:  # all readable before anything is drawn; decoded again one at a time
+        read_rgb_image(path)
     cfg = load_config(str(config))
     scope = task_scope(cfg)
     if not isinstance(cfg.get('model'), dict):
@@ -82,9 +83,10 @@ def draw_predictions(images: PathLike, config: PathLike, checkpoint: PathLike,
                                         vis_backends=None, save_dir=None))
     visualizer.dataset_meta = model.dataset_meta
     out_files[0].parent.mkdir(parents=True, exist_ok=True)
-    for path, picture, out_file in zip(files, pictures, out_files):
-        visualizer.add_datasample('prediction', picture, data_sample=infer(model, str(path)),
-                                  draw_gt=False, show=False, out_file=str(out_file), **draw_args)
+    for path, out_file in zip(files, out_files):
+        visualizer.add_datasample('prediction', read_rgb_image(path),
+                                  data_sample=infer(model, str(path)), draw_gt=False, show=False,
+                                  out_file=str(out_file), **draw_args)
     return out_files
 
 
