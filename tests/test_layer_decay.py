@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 from mmengine.logging import MMLogger
+from mmengine.model import BaseModel
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 from torch import nn
@@ -153,6 +154,42 @@ def test_groups_are_per_layer_and_decay():
     keys = [(group['layer_id'], group['weight_decay'] > 0) for group in groups]
     assert len(keys) == len(set(keys)) == 6 * 2  # ids 0..5, each with weights and 1-D params
     assert sum(len(group['params']) for group in groups) == len(list(model.parameters()))
+
+
+class _TinySegmenter(BaseModel):
+    def __init__(self):
+        super().__init__()
+        self.backbone = ConvNeXt(arch=dict(depths=(1, 1, 1, 1), channels=(4, 8, 8, 8)))
+
+    def forward(self, x, mode='loss'):
+        return dict(loss=sum(f.pow(2).mean() for f in self.backbone(x)))
+
+
+@pytest.mark.slow
+def test_a_compiled_train_step_runs_with_the_groups(tmp_path, monkeypatch):
+    """``compile=True`` in a config (mmengine compiles ``train_step``) failed at the first step:
+    built from a config, the groups were ConfigDicts, which torch.compile cannot trace."""
+    import torch
+    from mmengine.config import ConfigDict
+    from mmengine.optim import LinearLR
+    from convnext_dense.runtime.compile_cache import keep_compile_cache_per_capability
+    monkeypatch.setenv('TORCHINDUCTOR_CACHE_DIR', str(tmp_path / 'inductor'))
+    keep_compile_cache_per_capability()
+    losses = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = _TinySegmenter()
+        wrapper = build_optim_wrapper(model, ConfigDict(
+            type='OptimWrapper', constructor='convnext_dense.LayerDecayOptimizerConstructor',
+            paramwise_cfg=dict(decay_rate=0.5),
+            optimizer=dict(type='AdamW', lr=1e-2, weight_decay=0.05)))
+        assert all(type(group) is dict for group in wrapper.optimizer.param_groups)
+        LinearLR(wrapper, start_factor=0.1, by_epoch=False, begin=0, end=5)
+        step = torch.compile(model.train_step) if compiled else model.train_step
+        x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+        losses.append([float(step(dict(x=x), wrapper)['loss']) for _ in range(3)])
+    assert losses[0][2] != losses[0][0]  # the steps changed the weights
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
 
 
 class NoMapBackbone(nn.Module):

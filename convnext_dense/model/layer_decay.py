@@ -4,7 +4,7 @@ import numbers
 from typing import Dict, List, Optional, Tuple
 
 from mmengine.logging import MMLogger
-from mmengine.optim import DefaultOptimWrapperConstructor
+from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from torch import nn
 
 from .archs import is_int, is_number
@@ -186,6 +186,18 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
         if weight_decay is not None:
             group['weight_decay'] = weight_decay
         return group
+
+    def __call__(self, model: nn.Module) -> OptimWrapper:
+        """Build the optim wrapper as mmengine does, its parameter groups as plain dicts.
+
+        mmengine builds the optimizer from a config, so the groups would be ConfigDicts, which
+        torch.compile cannot trace through an optimizer step: ``compile=True`` in a config
+        failed at the first step.
+        """
+        wrapper = super().__call__(model)
+        groups = wrapper.optimizer.param_groups
+        groups[:] = [dict(group) for group in groups]
+        return wrapper
 
     def add_params(self, params: List[dict], module: nn.Module, **kwargs) -> None:
         """Append one param group per (layer id, decay / no decay, custom key) to ``params``.
