@@ -23,6 +23,11 @@
   error listing what does not fit
   (:func:`convnext_dense.weights.model_loader.load_model_checkpoint`).
   Other models load as mmengine loads them.
+* **mmengine's ``Runner.load_checkpoint``** (``load_from`` and ``--resume`` in mmdet's and
+  mmseg's own ``tools/train.py`` / ``test.py``): the same for such a model, by the rule of the
+  run: in ``train()``, which builds its loop before loading, ``load_from`` is a fine-tuning start
+  (the whole backbone from the checkpoint; neck and head misfits keep their init and are listed);
+  in ``test()`` / ``val()`` everything must fit.
 
 The package's configs list it in ``custom_imports``, and ``tools/`` turn it on::
 
@@ -37,7 +42,8 @@ from pathlib import Path
 
 from mmengine.fileio import register_backend
 from mmengine.hooks import CheckpointHook
-from mmengine.runner import CheckpointLoader
+from mmengine.model import is_model_wrapper
+from mmengine.runner import BaseLoop, CheckpointLoader, Runner
 from mmengine.runner import checkpoint as mmengine_checkpoint
 from torch import nn
 
@@ -83,6 +89,28 @@ def _strict_for_convnext_models(load_to_model):
     return load
 
 
+def _strict_runner_load(load_checkpoint):
+    """Wrap ``Runner.load_checkpoint``: strict, layout-aware for our models, by the run's rule."""
+    if getattr(load_checkpoint, 'loads_convnext_strictly', False):
+        return load_checkpoint
+
+    @functools.wraps(load_checkpoint)
+    def load(self, filename, map_location='cpu', strict=False, revise_keys=None):
+        model = self.model.module if is_model_wrapper(self.model) else self.model
+        if not _holds_convnext(model):
+            kwargs = {} if revise_keys is None else {'revise_keys': revise_keys}
+            return load_checkpoint(self, filename, map_location, strict, **kwargs)
+        checkpoint = mmengine_checkpoint._load_checkpoint(filename, map_location=map_location)
+        self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
+        purpose = 'finetune' if isinstance(self._train_loop, BaseLoop) else 'evaluate'
+        load_model_checkpoint(model, checkpoint, purpose)
+        self._has_loaded = True
+        return checkpoint
+
+    load.loads_convnext_strictly = True
+    return load
+
+
 def enable() -> None:
     """Turn the switch on (idempotent): see the module docstring for what it changes."""
     allow_mmengine_checkpoints()
@@ -90,6 +118,7 @@ def enable() -> None:
     register_backend('local', AtomicLocalBackend, force=True, prefixes='')
     CheckpointHook._save_checkpoint_with_step = remove_old_checkpoints_after_saving(
         CheckpointHook._save_checkpoint_with_step)
+    Runner.load_checkpoint = _strict_runner_load(Runner.load_checkpoint)
     strict = _strict_for_convnext_models(mmengine_checkpoint._load_checkpoint_to_model)
     mmengine_checkpoint._load_checkpoint_to_model = strict
     for name in _CONSUMERS:
@@ -101,7 +130,8 @@ def enabled() -> bool:
     """Whether :func:`enable` is in effect."""
     return (CheckpointLoader._schemes.get('') is load_local_or_hf and getattr(
         mmengine_checkpoint._load_checkpoint_to_model, 'loads_convnext_strictly', False)
-        and getattr(CheckpointHook._save_checkpoint_with_step, 'removes_after_saving', False))
+        and getattr(CheckpointHook._save_checkpoint_with_step, 'removes_after_saving', False)
+        and getattr(Runner.load_checkpoint, 'loads_convnext_strictly', False))
 
 
 enable()

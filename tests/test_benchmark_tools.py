@@ -167,10 +167,12 @@ def test_summary_pairs_the_best_modes_round_by_round_and_prints_the_spreads():
     (['--peers', 'huggingfce'], "peers ['huggingfce'] not allowed"),
     (['--json', '{tmp}'], 'is a directory'),
     (['--json', '{tmp}/file.txt/bench.json'], 'is a file, not a folder'),
+    (['--arch', 'notanarch'], "arch 'notanarch' is not a known ConvNeXt architecture"),
+    (['--arch', '{"depths": [1, 1, 1]}'], 'lacks [\'channels\']'),
 ])
 def test_benchmark_cli_refuses_bad_options_before_running(tmp_path, capsys, option, said):
     (tmp_path / 'file.txt').write_text('')
-    option = [o.format(tmp=tmp_path) for o in option]
+    option = [o.replace('{tmp}', str(tmp_path)) for o in option]
     with pytest.raises(SystemExit) as exit_info:
         load_tool('benchmark').parse_args(option)
     assert exit_info.value.code == 2  # an argparse error: usage and message, no traceback

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from mmengine.logging import MMLogger
+from mmengine.runner import BaseLoop
 
 from convnext_dense.weights.model_loader import load_model_checkpoint
 from model_checkpoints import (DET_CONFIG, SEG_CONFIG, build, demo_cfg, mmcv1_checkpoint,
@@ -271,3 +272,35 @@ def test_switch_leaves_models_without_convnext_to_mmengine(tmp_path):
     torch.save({'state_dict': {'0.weight': torch.ones(2, 2), '0.bias': torch.zeros(2)}}, path)
     load_checkpoint(model, str(path))  # non-strict, as mmengine does for any other model
     assert torch.equal(model[0].weight, torch.ones(2, 2))
+
+
+class _StartedLoop(BaseLoop):
+    """What ``Runner.train()`` has built by the time it loads ``load_from``."""
+
+    def run(self):
+        pass
+
+
+def test_a_plain_mmengine_runner_loads_load_from_by_the_rule_of_its_run(detector_source,
+                                                                          tmp_path):
+    """mmdet's and mmseg's own tools/test.py and train.py build mmengine's Runner."""
+    from mmengine.runner import Runner
+    state, _ = detector_source
+    path = tmp_path / 'no_mask_logits.pth'
+    torch.save({'state_dict': {k: v for k, v in mmpretrain_names(state).items()
+                               if not k.startswith('roi_head.mask_head.conv_logits')}}, path)
+
+    def runner():
+        cfg = demo_cfg(DET_CONFIG)
+        cfg.work_dir, cfg.load_from = str(tmp_path / 'work'), str(path)
+        return Runner.from_cfg(cfg)
+
+    testing = runner()  # test() / val() load before building any training loop
+    with pytest.raises(ValueError, match=r'to evaluate, every parameter and buffer.*\n.*\n'
+                                         r'.*roi_head.mask_head.conv_logits: weight, bias'):
+        testing.load_or_resume()
+    training = runner()
+    training._train_loop = _StartedLoop(training, [])
+    training.load_or_resume()  # fine-tuning: the backbone from the file, the rest listed
+    _backbone_equal(training.model, state)
+    assert training._has_loaded

@@ -21,6 +21,7 @@ from convnext_dense.extras.benchmark.report import (check_goals, check_json_path
                                                     format_whole_model_table, write_json)
 from convnext_dense.extras.benchmark.roi_align_speed import CASES as ROI_ALIGN_CASES
 from convnext_dense.extras.benchmark.runner import PRECISION_FAMILIES, VARIANTS, BenchmarkConfig
+from convnext_dense.model.archs import resolve_arch
 from convnext_dense.runtime.cli_options import positive_int
 
 
@@ -38,12 +39,17 @@ def parse_size(text: str):
 
 
 def parse_arch(text: str):
-    if not text.lstrip().startswith('{'):
-        return text
+    arch = text
+    if text.lstrip().startswith('{'):
+        try:
+            arch = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise argparse.ArgumentTypeError(f'--arch {text!r} is not valid JSON: {err}')
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f'--arch {text!r} is not valid JSON: {err}')
+        resolve_arch(arch)  # a name or depths / channels the backbone takes, before any timing
+    except (TypeError, ValueError) as err:
+        raise argparse.ArgumentTypeError(str(err))
+    return arch
 
 
 def parse_shape(text: str):
