@@ -67,7 +67,8 @@ def test_caller_lists_are_not_mutated():
     (torch.rand(1, 3, 64, 64, dtype=torch.float64), TypeError,
      r'images are torch\.float64 but the backbone is torch\.float32'),
     (torch.rand(1, 3, 31, 64), ValueError, r'images of 31x64 are smaller than the 32x32 the '
-                                           r'output stages \(0, 1, 2, 3\) need'),
+                                           r'output stages \(0, 1, 2, 3\) need; .*mmdet.*'
+                                           r'pad_size_divisor=32; mmseg.*size_divisor=32'),
 ])
 def test_bad_inputs_are_named(images, error, message):
     with pytest.raises(error, match=message):

@@ -139,7 +139,9 @@ class ConvNeXt(BaseModule):
         if min(x.shape[2:]) < smallest:
             raise ValueError(f'images of {x.shape[2]}x{x.shape[3]} are smaller than the '
                              f'{smallest}x{smallest} the output stages {self.out_indices} need; '
-                             'pad them (pad_size_divisor=32 in the data preprocessor)')
+                             f'pad them to a multiple of {smallest} (mmdet\'s data preprocessor: '
+                             f'pad_size_divisor={smallest}; mmseg\'s: '
+                             f'test_cfg=dict(size_divisor={smallest}))')
 
     def _forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         # Channels-last makes every permute in the blocks a view instead of a copy; converting the
