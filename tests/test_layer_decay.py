@@ -165,16 +165,12 @@ class _TinySegmenter(BaseModel):
         return dict(loss=sum(f.pow(2).mean() for f in self.backbone(x)))
 
 
-@pytest.mark.slow
-def test_a_compiled_train_step_runs_with_the_groups(tmp_path, monkeypatch):
+def test_a_compiled_train_step_runs_with_the_groups():
     """``compile=True`` in a config (mmengine compiles ``train_step``) failed at the first step:
     built from a config, the groups were ConfigDicts, which torch.compile cannot trace."""
     import torch
     from mmengine.config import ConfigDict
     from mmengine.optim import LinearLR
-    from convnext_dense.runtime.compile_cache import keep_compile_cache_per_capability
-    monkeypatch.setenv('TORCHINDUCTOR_CACHE_DIR', str(tmp_path / 'inductor'))
-    keep_compile_cache_per_capability()
     losses = []
     for compiled in (False, True):
         torch.manual_seed(0)
@@ -185,7 +181,8 @@ def test_a_compiled_train_step_runs_with_the_groups(tmp_path, monkeypatch):
             optimizer=dict(type='AdamW', lr=1e-2, weight_decay=0.05)))
         assert all(type(group) is dict for group in wrapper.optimizer.param_groups)
         LinearLR(wrapper, start_factor=0.1, by_epoch=False, begin=0, end=5)
-        step = torch.compile(model.train_step) if compiled else model.train_step
+        # dynamo's tracing is what failed; the 'eager' backend keeps it without inductor's build
+        step = torch.compile(model.train_step, backend='eager') if compiled else model.train_step
         x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
         losses.append([float(step(dict(x=x), wrapper)['loss']) for _ in range(3)])
     assert losses[0][2] != losses[0][0]  # the steps changed the weights
