@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from mmengine.registry import DefaultScope
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
@@ -62,7 +63,9 @@ def test_demo_segmenter_is_tested_on_what_it_was_trained_on():
     train_crop = next(t['crop_size'] for t in cfg.train_pipeline if t['type'] == 'RandomCrop')
     assert cfg.model.test_cfg == dict(mode='slide', crop_size=train_crop, stride=(85, 85))
     assert max(train_crop) <= IMAGE_SIZE_RANGE[0]
-    preprocessor = MODELS.build(cfg.model.data_preprocessor)
+    # In mmseg's scope: an mmdet model built earlier in this process (init_detector) left its own.
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        preprocessor = MODELS.build(cfg.model.data_preprocessor)
     image = torch.randint(0, 256, (3, 150, 171), dtype=torch.uint8)
     test_input = preprocessor(dict(inputs=[image], data_samples=[SegDataSample()]))['inputs']
     assert test_input.shape == (1, 3, 150, 171)
