@@ -237,16 +237,11 @@ def draw_predictions(images: PathLike, model_dir: PathLike, out_dir: PathLike,
             to draw).
     """
     from ..runtime.class_names import seeded_palette
-    from ..runtime.inference import drawing_paths, image_files, read_rgb_image
-    files = image_files(images)
-    if not 0 <= score_thr <= 1:
-        raise ValueError(f'score_thr {score_thr!r} is out of range [0, 1]')
-    out_files = drawing_paths(files, out_dir)
+    from ..runtime.inference import draw_each, drawing_targets
+    files, out_files = drawing_targets(images, out_dir, score_thr)
     model = OnnxModel(model_dir)
     if model.task == 'backbone':
         raise ValueError(f'{model_dir} holds a backbone export: there is nothing to draw')
-    for path in files:  # all readable before anything is drawn; decoded again one at a time
-        read_rgb_image(path)
     if model.meta['scope'] == 'mmdet':
         from mmdet.registry import VISUALIZERS
         visualizer_cfg, draw_args = dict(type='DetLocalVisualizer'), dict(pred_score_thr=score_thr)
@@ -259,9 +254,5 @@ def draw_predictions(images: PathLike, model_dir: PathLike, out_dir: PathLike,
     # written may have none.
     palette = model.meta['palette'] or seeded_palette(len(classes))
     visualizer.dataset_meta = {'classes': classes, 'palette': [tuple(c) for c in palette]}
-    out_files[0].parent.mkdir(parents=True, exist_ok=True)
-    for path, out_file in zip(files, out_files):
-        visualizer.add_datasample('prediction', read_rgb_image(path),
-                                  data_sample=model.predict(str(path)), draw_gt=False, show=False,
-                                  out_file=str(out_file), **draw_args)
+    draw_each(visualizer, files, out_files, model.predict, **draw_args)
     return out_files

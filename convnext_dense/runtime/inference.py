@@ -7,7 +7,7 @@ The config's ``default_scope`` decides: mmdet configs go through ``init_detector
 import os
 import warnings
 from pathlib import Path
-from typing import List, Union
+from typing import Callable, List, Tuple, Union
 
 import cv2
 import mmcv
@@ -51,13 +51,8 @@ def draw_predictions(images: PathLike, config: PathLike, checkpoint: PathLike,
             in [0, 1], ``device`` is no torch device or not on this machine, an image cannot be
             read or is a drawing's own path, or two images would share a drawing.
     """
-    files = image_files(images)
-    if not 0 <= score_thr <= 1:
-        raise ValueError(f'score_thr {score_thr!r} is out of range [0, 1]')
+    files, out_files = drawing_targets(images, out_dir, score_thr)
     check_device(device)
-    out_files = drawing_paths(files, out_dir)
-    for path in files:  # all readable before anything is drawn; decoded again one at a time
-        read_rgb_image(path)
     cfg = load_config(str(config))
     scope = task_scope(cfg)
     if not isinstance(cfg.get('model'), dict):
@@ -82,12 +77,35 @@ def draw_predictions(images: PathLike, config: PathLike, checkpoint: PathLike,
     visualizer = VISUALIZERS.build(dict(model.cfg.visualizer, name=f'image_demo_{id(model)}',
                                         vis_backends=None, save_dir=None))
     visualizer.dataset_meta = model.dataset_meta
+    draw_each(visualizer, files, out_files, lambda path: infer(model, path), **draw_args)
+    return out_files
+
+
+def drawing_targets(images: PathLike, out_dir: PathLike, score_thr: float
+                    ) -> Tuple[List[Path], List[Path]]:
+    """The images to draw (:func:`image_files`) and their drawings (:func:`drawing_paths`),
+    checked before any model is built: ``score_thr`` in [0, 1], every image readable.
+
+    Raises:
+        FileNotFoundError, ValueError: as those functions and :func:`read_rgb_image`.
+    """
+    files = image_files(images)
+    if not 0 <= score_thr <= 1:
+        raise ValueError(f'score_thr {score_thr!r} is out of range [0, 1]')
+    out_files = drawing_paths(files, out_dir)
+    for path in files:  # decoded again, one at a time, when drawn
+        read_rgb_image(path)
+    return files, out_files
+
+
+def draw_each(visualizer, files: List[Path], out_files: List[Path],
+              predict: Callable[[str], object], **draw_args) -> None:
+    """Draw ``predict(image path)`` on each image into its drawing, one image at a time."""
     out_files[0].parent.mkdir(parents=True, exist_ok=True)
     for path, out_file in zip(files, out_files):
         visualizer.add_datasample('prediction', read_rgb_image(path),
-                                  data_sample=infer(model, str(path)), draw_gt=False, show=False,
+                                  data_sample=predict(str(path)), draw_gt=False, show=False,
                                   out_file=str(out_file), **draw_args)
-    return out_files
 
 
 def image_files(images: PathLike) -> List[Path]:

@@ -151,8 +151,14 @@ def load_state_file(path: Union[str, os.PathLike], map_location: Any = 'cpu') ->
 
 def shard_names(index: Path) -> List[str]:
     """The shard files a sharded ``save_pretrained``'s ``*.index.json`` names, each once."""
+    return sorted(set(_weight_map(index).values()))
+
+
+def _weight_map(index: Path) -> Mapping[str, str]:
+    """An index's ``weight_map`` (tensor name -> shard file), its shard names checked."""
     try:
-        names = sorted(set(json.loads(index.read_text())['weight_map'].values()))
+        weight_map = json.loads(index.read_text())['weight_map']
+        names = set(weight_map.values())
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise CheckpointError(f'{index} is not a Hugging Face shard index (a JSON object with a '
                               f'"weight_map" of tensor name -> shard file): {err!r}') from None
@@ -160,15 +166,16 @@ def shard_names(index: Path) -> List[str]:
         if not isinstance(name, str) or Path(name).name != name:
             raise CheckpointError(f'{index} names the shard {name!r}: shards are file names in '
                                   'its own folder')
-    return names
+    return weight_map
 
 
 def _load_shards(index: Path, map_location: Any) -> Mapping[str, Any]:
     """Every tensor of a sharded ``save_pretrained``: the index maps each name to its shard."""
+    weight_map = _weight_map(index)
     merged: dict = {}
-    for shard in shard_names(index):
+    for shard in sorted(set(weight_map.values())):
         merged.update(load_state_file(index.parent / shard, map_location))
-    lacking = sorted(set(json.loads(index.read_text())['weight_map']) - set(merged))
+    lacking = sorted(set(weight_map) - set(merged))
     if lacking:
         raise CheckpointError(f'the shards of {index} lack {len(lacking)} of the tensors it '
                               f'lists, e.g. {lacking[:3]}')
