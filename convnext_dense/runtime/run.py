@@ -19,6 +19,7 @@ from ..model.archs import BackboneArgumentError
 from ..weights.errors import CheckpointError
 from ..weights.sources import resolve_source
 from .allocator import keep_freed_memory
+from .argument_errors import ConfigArgumentError, explain_unexpected_arguments
 from .channel_checks import ChannelMismatchError, check_backbone_channels
 from .checkpoint_runner import StrictLoadRunner
 from .checkpoint_safety import point_at_a_saved_checkpoint
@@ -94,9 +95,10 @@ def run(cfg: Config, mode: str):
         add_non_finite_loss_check(cfg)
         if cfg.get('resume') and int(os.environ.get('RANK', 0)) == 0:
             _clean_work_dir(cfg.work_dir, latest=cfg.get('load_from') is None)
-    runner = build_runner(cfg)
-    with explain_annotation_errors():
-        result = runner.train() if mode == 'train' else runner.test()
+    with explain_unexpected_arguments(cfg):
+        runner = build_runner(cfg)
+        with explain_annotation_errors():
+            result = runner.train() if mode == 'train' else runner.test()
     close_process_group()
     return result
 
@@ -106,13 +108,14 @@ def run_or_explain(cfg: Config, mode: str) -> int:
     ``error: ...`` line (no traceback) when a file is missing, the data the config points at
     is missing or malformed (:class:`~.data_checks.DataError`), a checkpoint cannot be used
     (:class:`~convnext_dense.weights.CheckpointError`), the backbone's channels do not fit the
-    neck / heads (:class:`~.channel_checks.ChannelMismatchError`) or an argument of the backbone
-    is wrong (:class:`~convnext_dense.model.archs.BackboneArgumentError`); other errors keep
-    their traceback."""
+    neck / heads (:class:`~.channel_checks.ChannelMismatchError`), an argument of the backbone
+    is wrong (:class:`~convnext_dense.model.archs.BackboneArgumentError`) or a config entry gives
+    a class an argument it does not take (:class:`~.argument_errors.ConfigArgumentError`);
+    other errors keep their traceback."""
     def action() -> None:
         run(cfg, mode)  # the runner logs its own results
     return exit_code(action, (DataError, FileNotFoundError, CheckpointError, ChannelMismatchError,
-                              BackboneArgumentError))
+                              BackboneArgumentError, ConfigArgumentError))
 
 
 def close_process_group() -> None:
