@@ -137,6 +137,25 @@ def test_stock_resize_padding_and_dataset_classes_as_mmseg(upernet, shapes, tmp_
     assert _identical_share(model, runtime, images) >= 0.999
 
 
+def test_grayscale_and_bgra_arrays_are_predicted_as_mmcv_reads_such_files(upernet, shapes,
+                                                                          tmp_path):
+    config, checkpoint, _ = upernet
+    export_model(config, checkpoint, tmp_path)
+    runtime = OnnxModel(tmp_path)
+    image = sorted((shapes / 'ade' / 'images' / 'validation').glob('*.jpg'))[0]
+    gray = cv2.imread(str(image), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(tmp_path / 'gray.png'), gray)
+    from_file = runtime.predict(tmp_path / 'gray.png').seg_logits.data  # mmcv reads it as BGR
+    for array in (gray, gray[:, :, None]):
+        assert torch.equal(runtime.predict(array).seg_logits.data, from_file)
+    bgr = cv2.imread(str(image))
+    bgra = np.concatenate([bgr, np.full(bgr.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    assert torch.equal(runtime.predict(bgra).seg_logits.data,
+                       runtime.predict(bgr).seg_logits.data)
+    with pytest.raises(ValueError, match=r'image array of shape \(2, 64, 64, 3\): expected'):
+        runtime.predict(np.zeros((2, 64, 64, 3), np.uint8))
+
+
 @pytest.mark.parametrize('part', ['backbone', 'model'])
 def test_fp16_keeps_layer_norm_in_fp32_and_stays_close(upernet, tmp_path, part):
     config, checkpoint, _ = upernet

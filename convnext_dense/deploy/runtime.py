@@ -90,14 +90,16 @@ class OnnxModel:
 
     # -- pre-processing -------------------------------------------------------------------
     def load(self, image: Union[PathLike, np.ndarray]) -> dict:
-        """Run the config's test pipeline on an image file or BGR array."""
+        """Run the config's test pipeline on an image file or BGR array (an (H, W) or (H, W, 1)
+        grayscale array is repeated to three channels and a BGRA array's alpha dropped, as
+        mmcv's ``imread`` does with such files)."""
         from mmcv.transforms import Compose
         from mmengine.registry import init_default_scope
         init_default_scope(self.meta['scope'])
         steps = [_tuples(step) for step in self.meta['test_pipeline']]
         if isinstance(image, np.ndarray):
             steps[0] = dict(type='LoadImageFromNDArray')
-            data = dict(img=image, img_id=0)
+            data = dict(img=as_bgr(image), img_id=0)
         else:
             if not Path(image).is_file():
                 raise FileNotFoundError(f'image {image} not found')
@@ -195,6 +197,22 @@ class OnnxModel:
             bboxes=boxes, scores=torch.from_numpy(out['scores']).float(),
             labels=torch.from_numpy(out['labels']).long(), masks=masks)
         return sample
+
+
+def as_bgr(image: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) image from a grayscale (H, W) / (H, W, 1) or BGRA (H, W, 4) array.
+
+    Raises:
+        ValueError: the array has another shape.
+    """
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim == 3 and image.shape[2] == 1:
+        return np.repeat(image, 3, axis=2)
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        return image[:, :, :3]
+    raise ValueError(f'image array of shape {image.shape}: expected (H, W) or (H, W, 1) '
+                     'grayscale, (H, W, 3) BGR or (H, W, 4) BGRA')
 
 
 def _tuples(value):
