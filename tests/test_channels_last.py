@@ -97,3 +97,30 @@ def test_hook_converts_the_runner_model():
     before = weight.detach().clone()
     optimizer.step()
     assert not torch.equal(weight, before)
+
+
+@pytest.mark.parametrize('distributed, hooks, converted', [
+    (True, [dict(type='convnext_dense.ChannelsLastHook')], True),
+    (True, [dict(type='ChannelsLastHook')], True),
+    (True, [dict(type='EMAHook')], False),
+    (False, [dict(type='convnext_dense.ChannelsLastHook')], False),  # the hook does it later
+])
+def test_runner_converts_before_ddp_lays_out_its_buckets(distributed, hooks, converted,
+                                                         monkeypatch):
+    """DDP's gradient buckets take the parameters' strides when it wraps the model: converted
+    after that, every rank warned "Grad strides do not match bucket view strides"."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+    from convnext_dense.runtime.checkpoint_runner import StrictLoadRunner
+    seen = {}
+
+    def wrap_model(self, model_wrapper_cfg, model):
+        seen['channels_last'] = model[0].weight.is_contiguous(memory_format=torch.channels_last)
+        return model
+    monkeypatch.setattr(Runner, 'wrap_model', wrap_model)
+    runner = StrictLoadRunner.__new__(StrictLoadRunner)
+    runner._distributed = distributed
+    runner.cfg = Config(dict(custom_hooks=hooks))
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+    assert runner.wrap_model(None, model) is model
+    assert seen['channels_last'] == converted

@@ -396,6 +396,19 @@ def test_depthwise_conv_function_matches_conv2d_in_fp32():
     _assert_rel(weight_grad, results[1][2], what='weight gradient, channels-last gradient')
 
 
+@pytest.mark.parametrize('batched', [False, True])
+def test_depthwise_weight_gradient_has_the_weights_strides(batched, monkeypatch):
+    """DDP's reducer compares every stride of a gradient with its bucket's (laid out like the
+    weight): a size-1 dim's stride counts there, though autograd ignores it."""
+    monkeypatch.setattr(fast_grads, '_BATCHED_MAX_IMAGE_FLOATS', 1 << 30 if batched else 0)
+    for layout in (torch.channels_last, torch.contiguous_format):
+        # What the backbone's weights get from .to(memory_format=...): strides (49, 1, 7, 1).
+        weight = torch.randn(8, 1, 7, 7).to(memory_format=layout).requires_grad_()
+        x = torch.randn(2, 8, 9, 9).contiguous(memory_format=torch.channels_last)
+        DepthwiseConv2d.apply(x, weight, None, 3).sum().backward()
+        assert weight.grad.stride() == weight.stride(), layout
+
+
 def test_channels_first_values_and_gradient():
     x = torch.randn(2, 8, 5, 7).contiguous(memory_format=torch.channels_last).requires_grad_()
     out = channels_first(x)

@@ -143,10 +143,22 @@ class DepthwiseConv2d(torch.autograd.Function):
                 grad, x, weight, None, (1, 1), (padding, padding), (1, 1), False, (0, 0),
                 x.shape[1], (True, False, False))[0]
         if ctx.needs_input_grad[1]:
-            grad_weight = depthwise_weight_grad(x, grad, padding)
+            grad_weight = _strided_like(depthwise_weight_grad(x, grad, padding), weight)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad.sum((0, 2, 3))
         return grad_x, grad_weight, grad_bias, None
+
+
+def _strided_like(grad: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """``grad`` with ``param``'s strides exactly (a copy of C x k x k floats where they differ).
+
+    Autograd accepts a ``(C, 1, k, k)`` gradient whose size-1 dim has another stride than the
+    channels-last weight's, but DDP's reducer compares all strides and warned "Grad strides do
+    not match bucket view strides" on every rank of every distributed run.
+    """
+    if grad.stride() == param.stride():
+        return grad
+    return torch.empty_like(param, dtype=grad.dtype).copy_(grad)
 
 
 def depthwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:

@@ -7,11 +7,13 @@ evaluation (test / val) needs every tensor of the model from the checkpoint; tra
 their init. The checkpoint may be a file, URL, Hugging Face directory or hub id, in any layout
 that module knows. ``--resume`` is mmengine's own path, after a check that the checkpoint is of
 this very model. Testing never builds the training loop, so it never needs the training data.
+A config's ``ChannelsLastHook`` converts the model before DDP wraps it.
 """
 from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner import BaseLoop, Runner
 
 from ..weights.model_loader import load_model_checkpoint
+from .channels_last import ChannelsLastHook, convert_to_channels_last
 
 
 class StrictLoadRunner(Runner):
@@ -70,8 +72,27 @@ class StrictLoadRunner(Runner):
         load_model_checkpoint(self._bare_model(), filename, 'resume')
         super().resume(filename, *args, **kwargs)
 
+    def wrap_model(self, model_wrapper_cfg, model):
+        """Wrap as mmengine does, the model converted first where a ``ChannelsLastHook`` is
+        configured.
+
+        DDP lays out its gradient buckets from the parameters' strides when it wraps the model;
+        converted afterwards (the hook's ``before_run``), every rank warned "Grad strides do not
+        match bucket view strides" and copied each convolution's gradient into its bucket (at
+        every step with ``find_unused_parameters=True``, which keeps the first layout).
+        """
+        if self.distributed and _wants_channels_last(self.cfg.get('custom_hooks')):
+            convert_to_channels_last(model)
+        return super().wrap_model(model_wrapper_cfg, model)
+
     def _bare_model(self):
         model = self.model
         while is_model_wrapper(model) or isinstance(model, BaseTTAModel):  # DDP, --tta
             model = model.module
         return model
+
+
+def _wants_channels_last(hooks) -> bool:
+    """Whether the ``custom_hooks`` config holds a :class:`ChannelsLastHook`."""
+    names = ('convnext_dense.ChannelsLastHook', 'ChannelsLastHook', ChannelsLastHook)
+    return any(isinstance(hook, dict) and hook.get('type') in names for hook in hooks or ())
