@@ -193,3 +193,35 @@ def test_interrupted_writes_are_removed_and_nothing_else(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['iter_10.pth', 'last_checkpoint', 'sub']
     assert (tmp_path / 'sub' / '.tmp-def.part').exists()
     assert remove_interrupted_writes(str(tmp_path)) == []
+
+
+def test_resume_warns_which_config_settings_the_checkpoint_replaces(trained_work_dir, tmp_path,
+                                                                    monkeypatch):
+    """mmengine restores the saved schedule and optimizer settings over the config's."""
+    import convnext_dense.runtime.checkpoint_runner as checkpoint_runner
+    logged = []
+    monkeypatch.setattr(checkpoint_runner, 'print_log',
+                        lambda message, **kwargs: logged.append(message))
+    checkpoint = str(trained_work_dir / 'epoch_1.pth')
+    same = toy_runner(tmp_path / 'same', max_epochs=2, resume=True, load_from=checkpoint,
+                      runner_class=StrictLoadRunner)
+    same.train()
+    assert logged == []  # the toy config it was trained with: nothing replaced
+    changed = toy_runner(
+        tmp_path / 'changed', max_epochs=3, resume=True, load_from=checkpoint,
+        runner_class=StrictLoadRunner,
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.02, weight_decay=0.1)),
+        param_scheduler=[dict(type='LinearLR', by_epoch=False, begin=0, end=6),
+                         dict(type='MultiStepLR', milestones=[2])])
+    changed.train()
+    assert len(logged) == 1, logged
+    assert logged[0].startswith(f'resuming from {checkpoint} restores the schedule and optimizer '
+                                "settings saved in it (as mmengine does), not the config's: ")
+    for setting in ('param_scheduler[0] LinearLR.end: 6 → 2',
+                    'param_scheduler[1] MultiStepLR.milestones: [2] → [1]',
+                    'param_scheduler[0] LinearLR.base_values: [0.02] → [0.01]',
+                    'optimizer weight_decay: 0.1 → 0.01'):
+        assert setting in logged[0]
+    # What the warning says is what runs: the checkpoint's schedule.
+    assert changed.param_schedulers[0].end == 2
+    assert changed.optim_wrapper.optimizer.param_groups[0]['weight_decay'] == 0.01

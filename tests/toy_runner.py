@@ -30,7 +30,9 @@ class ToyDataset(Dataset):
 
 def toy_runner(work_dir, max_epochs=2, resume=False, load_from=None, model=None,
                runner_class=Runner, checkpoint_options=None, **kwargs):
-    return runner_class(
+    """A Runner of :class:`ToyModel` on :class:`ToyDataset`; ``kwargs`` add or replace
+    Runner arguments (``optim_wrapper``, ``param_scheduler``, ...)."""
+    arguments = dict(
         model=model or ToyModel(), work_dir=str(work_dir),
         train_dataloader=dict(dataset=ToyDataset(), batch_size=2,
                               sampler=dict(type='DefaultSampler', shuffle=True)),
@@ -40,4 +42,6 @@ def toy_runner(work_dir, max_epochs=2, resume=False, load_from=None, model=None,
         train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1,
                                            **(checkpoint_options or {}))),
-        resume=resume, load_from=load_from, **kwargs)
+        resume=resume, load_from=load_from)
+    arguments.update(kwargs)
+    return runner_class(**arguments)

@@ -9,11 +9,15 @@ that module knows. ``--resume`` is mmengine's own path, after a check that the c
 this very model. Testing never builds the training loop, so it never needs the training data.
 A config's ``ChannelsLastHook`` converts the model before DDP wraps it.
 """
+import logging
+
+from mmengine.logging import print_log
 from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner import BaseLoop, Runner
 
 from ..weights.model_loader import load_model_checkpoint
 from .channels_last import ChannelsLastHook, convert_to_channels_last
+from .resumed_settings import describe, replaced_settings, settings_of
 
 
 class StrictLoadRunner(Runner):
@@ -64,13 +68,19 @@ class StrictLoadRunner(Runner):
         """Resume as mmengine does, once the checkpoint is known to be of this very model.
 
         mmengine loads it non-strictly: another model's checkpoint (or this config with another
-        class count) would fail later, deep in the optimizer or its first step.
+        class count) would fail later, deep in the optimizer or its first step. The settings of
+        the schedulers and optimizer that the checkpoint's replace are logged as a warning
+        (:mod:`.resumed_settings`).
 
         Raises:
             CheckpointError: the checkpoint does not fit the model (the keys are listed).
         """
         load_model_checkpoint(self._bare_model(), filename, 'resume')
+        configured = settings_of(self)
         super().resume(filename, *args, **kwargs)
+        replaced = replaced_settings(configured, settings_of(self))
+        if replaced:
+            print_log(describe(replaced, filename), logger='current', level=logging.WARNING)
 
     def wrap_model(self, model_wrapper_cfg, model):
         """Wrap as mmengine does, the model converted first where a ``ChannelsLastHook`` is
