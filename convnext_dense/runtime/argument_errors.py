@@ -38,7 +38,7 @@ def explain_unexpected_arguments(cfg: Config) -> Iterator[None]:
         if found is None:
             raise
         class_name, key = found.groups()
-        entries = list(_entries_with(cfg._cfg_dict.to_dict(), class_name, key))
+        entries = list(_entries_with(cfg.to_dict(), class_name, key))
         if not entries:
             raise
         path, entry = entries[0]
