@@ -163,8 +163,9 @@ def test_tool_writes_a_backbone_transformers_loads(sources, tmp_path):
     dst = tmp_path / 'hf_convnext'
     run = lambda *args: subprocess.run([sys.executable, str(TOOL), *map(str, args)], cwd=REPO,
                                        capture_output=True, text=True, timeout=120)
-    result = run(detector, dst, '--to', 'hf-backbone')
+    result = run(detector, f'{dst}/', '--to', 'hf-backbone')  # a trailing slash, as typed
     assert result.returncode == 0, result.stderr
+    assert f'wrote {dst}/config.json and {dst}/model.safetensors' in result.stdout
     assert 'dropped 2 (not part of the backbone (neck.*))' in result.stdout
     tensors = len(ConvNeXt(arch=ARCH).state_dict())
     assert f'mapped {tensors} tensors to Hugging Face names ({tensors} renamed)' in result.stdout
@@ -176,6 +177,13 @@ def test_tool_writes_a_backbone_transformers_loads(sources, tmp_path):
     assert refused.returncode == 1
     assert 'no per-stage output norm' in refused.stderr
     assert not (tmp_path / 'cls').exists()
+
+
+def test_tool_help_describes_it_in_full():
+    result = subprocess.run([sys.executable, str(TOOL), '--help'], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert ' '.join(result.stdout.split()).count(
+        'to Hugging Face (a ConvNextBackbone or a UperNet), or to mmseg.') == 1
 
 
 def test_tool_without_transformers_names_the_extra(sources, tmp_path, monkeypatch, capsys):

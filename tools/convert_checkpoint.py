@@ -14,6 +14,7 @@ Example:
 """
 import argparse
 import sys
+from pathlib import Path
 
 from convnext_dense.convert import convert_file, convert_to_hf_backbone
 from convnext_dense.weights import format_report
@@ -27,7 +28,7 @@ TARGETS = ('backbone', 'hf-backbone', 'hf-upernet', 'mmseg')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=' '.join(__doc__.split('\n\n')[0].split()))
     parser.add_argument('src', help='checkpoint file, URL, Hugging Face directory or hub id')
     parser.add_argument('dst', help='output file (a directory for --to hf-backbone / hf-upernet)')
     parser.add_argument('--to', choices=TARGETS, default='backbone',
@@ -68,7 +69,7 @@ def _whole_model(args) -> None:
         renamed = {k: v for k, v in mapped.items() if k != v}
         print(f'mapped {len(mapped)} tensors to Hugging Face names ({len(renamed)} renamed):')
         print('\n'.join(mapping_lines(renamed, 0 if args.verbose else 12)))
-        print(f'wrote {dst}/config.json and {dst}/model.safetensors '
+        print(f'wrote {Path(dst) / "config.json"} and {Path(dst) / "model.safetensors"} '
               '(UperNetForSemanticSegmentation.from_pretrained loads it)')
     else:
         renamed = checkpoint.renamed
@@ -85,7 +86,8 @@ def _hf_backbone(args) -> None:
     renamed = {k: v for k, v in mapped.items() if k != v}
     print(f'mapped {len(mapped)} tensors to Hugging Face names ({len(renamed)} renamed):')
     print('\n'.join(mapping_lines(renamed, 0 if args.verbose else 12)))
-    print(f'wrote {args.dst}/config.json and {args.dst}/model.safetensors '
+    dst = Path(args.dst)
+    print(f'wrote {dst / "config.json"} and {dst / "model.safetensors"} '
           '(transformers\' ConvNextBackbone.from_pretrained loads it)')
 
 
