@@ -129,6 +129,24 @@ def test_generate_data_on_one_cpu_renders_in_this_process(tmp_path, monkeypatch)
     assert 'data' in demo.seconds
 
 
+def test_a_new_demo_run_replaces_the_earlier_demos_checkpoints(tmp_path, monkeypatch):
+    settings = DemoSettings(data_dir=tmp_path / 'data', work_dir=tmp_path / 'work')
+    demo = DemoPipeline(ROOT / 'tools', ROOT / 'configs', settings)
+    work_dir = tmp_path / 'work' / 'upernet'
+    work_dir.mkdir(parents=True)
+    for name in ('iter_2.pth', 'iter_4.pth'):  # an earlier, longer demo run
+        (work_dir / name).write_bytes(b'old')
+    (work_dir / 'last_checkpoint').write_text(str(work_dir / 'iter_4.pth'))
+
+    def train_tool(step, tool, args):  # what train.py leaves: this run's checkpoint
+        assert sorted(p.name for p in work_dir.iterdir()) == []
+        (work_dir / 'iter_2.pth').write_bytes(b'new')
+        (work_dir / 'last_checkpoint').write_text(str(work_dir / 'iter_2.pth'))
+    monkeypatch.setattr(demo, '_tool', train_tool)
+    assert demo.train('seg', {}) == work_dir / 'iter_2.pth'
+    assert sorted(p.name for p in work_dir.iterdir()) == ['iter_2.pth', 'last_checkpoint']
+
+
 @pytest.fixture(scope='module')
 def demo_run(tmp_path_factory):
     """The whole pipeline with tiny counts: 16 + 4 images (two batches of 8: the logger writes

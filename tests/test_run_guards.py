@@ -180,22 +180,41 @@ def test_resume_path_and_auto_scale_lr_are_checked_before_anything_is_built(tmp_
 
 def test_training_afresh_never_overwrites_an_earlier_run(tmp_path):
     cfg = Config(dict(work_dir=str(tmp_path)))
-    cli_options.refuse_overwriting_earlier_run(cfg)  # empty: nothing to lose
+    cli_options.protect_earlier_run(cfg)  # empty: nothing to lose
     (tmp_path / '20261130_120000').mkdir()  # logs alone
-    cli_options.refuse_overwriting_earlier_run(cfg)
+    cli_options.protect_earlier_run(cfg)
     (tmp_path / 'iter_500.pth').write_bytes(b'weights')
     (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_500.pth'))
     with pytest.raises(ValueError, match=r'holds the checkpoints of an earlier run '
                                          r'\(iter_500\.pth, last_checkpoint\): training afresh'):
-        cli_options.refuse_overwriting_earlier_run(cfg)
-    cli_options.refuse_overwriting_earlier_run(cfg, restart=True)
-    cli_options.refuse_overwriting_earlier_run(Config(dict(work_dir=str(tmp_path), resume=True)))
+        cli_options.protect_earlier_run(cfg)
+    cli_options.protect_earlier_run(Config(dict(work_dir=str(tmp_path), resume=True)))
     result = subprocess.run([sys.executable, 'tools/train.py',
                              'configs/demo/upernet_convnext-demo_shapes.py', '--work-dir',
                              str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and 'Traceback' not in result.stderr
     assert 'Pass --resume to continue that run' in result.stderr.splitlines()[-1]
     assert (tmp_path / 'iter_500.pth').read_bytes() == b'weights'
+
+
+def test_restart_moves_the_earlier_runs_checkpoints_aside(tmp_path):
+    """A restarted run saving fewer checkpoints than the earlier one must not leave the old
+    later ones where a --resume (or its fallback to the newest iter_N.pth) would take them."""
+    for name in ('iter_2.pth', 'iter_4.pth'):
+        (tmp_path / name).write_bytes(name.encode())
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_4.pth'))
+    (tmp_path / '20261130_120000').mkdir()  # the earlier run's logs stay where they are
+    cfg = Config(dict(work_dir=str(tmp_path)))
+    folder = Path(cli_options.protect_earlier_run(cfg, restart=True))
+    assert folder.parent == tmp_path and folder.name.startswith('earlier_run_')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['20261130_120000', folder.name]
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == {
+        'iter_2.pth': b'iter_2.pth', 'iter_4.pth': b'iter_4.pth',
+        'last_checkpoint': str(tmp_path / 'iter_4.pth').encode()}
+    assert cli_options.protect_earlier_run(cfg) is None  # nothing left to protect
+    (tmp_path / 'iter_2.pth').write_bytes(b'new')  # a second restart in the same second
+    second = cli_options.protect_earlier_run(cfg, restart=True)
+    assert second != str(folder) and (Path(second) / 'iter_2.pth').read_bytes() == b'new'
 
 
 def test_resuming_another_runs_checkpoint_never_overwrites_a_work_dir(tmp_path):
@@ -207,11 +226,12 @@ def test_resuming_another_runs_checkpoint_never_overwrites_a_work_dir(tmp_path):
         return Config(dict(work_dir=str(work_dir), resume=True, load_from=str(path)))
     with pytest.raises(ValueError, match=r'holds the checkpoints of another run \(iter_12\.pth\): '
                                          r'resuming .*other/iter_4\.pth there would overwrite'):
-        cli_options.refuse_overwriting_earlier_run(resuming(elsewhere))
-    cli_options.refuse_overwriting_earlier_run(resuming(elsewhere), restart=True)
-    cli_options.refuse_overwriting_earlier_run(resuming(work_dir / 'iter_12.pth'))  # this run
+        cli_options.protect_earlier_run(resuming(elsewhere))
+    cli_options.protect_earlier_run(resuming(work_dir / 'iter_12.pth'))  # this run
+    moved = cli_options.protect_earlier_run(resuming(elsewhere), restart=True)
+    assert (Path(moved) / 'iter_12.pth').read_bytes() == b'weights'
     fresh = Config(dict(work_dir=str(tmp_path / 'fresh'), resume=True, load_from=str(elsewhere)))
-    cli_options.refuse_overwriting_earlier_run(fresh)  # a new work dir: nothing to lose
+    cli_options.protect_earlier_run(fresh)  # a new work dir: nothing to lose
 
 
 def test_missing_evaluator_annotation_file_is_named(tmp_path):

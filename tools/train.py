@@ -12,8 +12,8 @@ def parse_args():
                         help='resume from PATH, or from the latest checkpoint in the work dir')
     parser.add_argument('--restart', action='store_true',
                         help="start over in a work dir that holds an earlier run's checkpoints "
-                             '(they are overwritten as this run saves); without it such a work '
-                             'dir is refused')
+                             '(they are moved into WORK_DIR/earlier_run_<time>/ first); without '
+                             'it such a work dir is refused')
     parser.add_argument('--amp', action='store_true', help='mixed precision (fp32 on CPU)')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by the real total batch size')
@@ -25,7 +25,7 @@ def build_config(args):
     cli_options.set_amp(cfg, args.amp)
     cli_options.set_auto_scale_lr(cfg, args.auto_scale_lr)
     cli_options.set_resume(cfg, args.resume)
-    cli_options.refuse_overwriting_earlier_run(cfg, args.restart)
+    cli_options.protect_earlier_run(cfg, args.restart)
     cli_options.set_launcher(cfg, args.launcher)
     return cfg
 

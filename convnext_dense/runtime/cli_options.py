@@ -8,8 +8,9 @@ import os
 import os.path as osp
 import shutil
 import sys
+import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Tuple, Type
+from typing import Callable, List, Optional, Sequence, Tuple, Type
 
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
@@ -186,28 +187,34 @@ def set_resume(cfg: Config, resume: Optional[str]) -> None:
     cfg.load_from = None if resume == 'auto' else resume
 
 
-def refuse_overwriting_earlier_run(cfg: Config, restart: bool = False) -> None:
+def protect_earlier_run(cfg: Config, restart: bool = False) -> Optional[str]:
     """Refuse to train afresh into a work dir that holds an earlier run's checkpoints.
 
     mmengine would overwrite them one by one as the new run saves (``last_checkpoint`` at the
-    first save). Resuming that run (``--resume``, ``--resume PATH`` with PATH in the work dir,
-    or ``resume=True`` in the config) and ``restart`` (the user chose to start over there) pass;
-    resuming a checkpoint from elsewhere into it does not.
+    first save), and leave those the new run does not reach: a later ``--resume`` could then
+    continue the old run. Resuming that run (``--resume``, ``--resume PATH`` with PATH in the
+    work dir, or ``resume=True`` in the config) passes; resuming a checkpoint from elsewhere into
+    it does not. With ``restart`` (the user chose to start over there) the earlier run's
+    checkpoints are moved into a folder of their own first (:func:`set_aside_earlier_run`).
+
+    Returns:
+        The folder the earlier checkpoints were moved to, if any.
 
     Raises:
         ValueError: the work dir holds ``last_checkpoint`` or ``*.pth`` files; the message says
             what to pass instead.
     """
-    if restart or not osp.isdir(cfg.work_dir):
-        return
+    if not osp.isdir(cfg.work_dir):
+        return None
     resume_from = cfg.get('load_from') if cfg.get('resume') else None
     if cfg.get('resume') and (not resume_from or '://' in resume_from or osp.abspath(
             osp.dirname(resume_from)) == osp.abspath(cfg.work_dir)):
-        return
-    earlier = sorted(name for name in os.listdir(cfg.work_dir)
-                     if name == 'last_checkpoint' or name.endswith('.pth'))
+        return None
+    earlier = _checkpoint_files(cfg.work_dir)
     if not earlier:
-        return
+        return None
+    if restart:
+        return set_aside_earlier_run(cfg.work_dir, earlier)
     listed = f'{", ".join(earlier[:4])}{", ..." if len(earlier) > 4 else ""}'
     if resume_from:
         raise ValueError(
@@ -219,6 +226,35 @@ def refuse_overwriting_earlier_run(cfg: Config, restart: bool = False) -> None:
         f'work dir {cfg.work_dir} holds the checkpoints of an earlier run ({listed}): training '
         'afresh would overwrite them. Pass --resume to continue that run, another --work-dir, '
         'or --restart to start over there anyway')
+
+
+def set_aside_earlier_run(work_dir: str, names: Sequence[str]) -> Optional[str]:
+    """Move the checkpoint files ``names`` of ``work_dir`` into ``work_dir/earlier_run_<time>``
+    (rank 0 only; a rename, nothing copied), so a restarted run never mixes with the old one.
+
+    Returns:
+        The folder they went to (None on other ranks).
+    """
+    if int(os.environ.get('RANK', 0)) != 0:
+        return None
+    stamp = time.strftime('%Y%m%d_%H%M%S')
+    folder = osp.join(work_dir, f'earlier_run_{stamp}')
+    suffix = 1
+    while osp.exists(folder):
+        suffix += 1
+        folder = osp.join(work_dir, f'earlier_run_{stamp}_{suffix}')
+    os.makedirs(folder)
+    for name in names:
+        os.replace(osp.join(work_dir, name), osp.join(folder, name))
+    print_log(f'--restart: the earlier run\'s checkpoints ({len(names)} file(s)) moved to '
+              f'{folder}', logger='current')
+    return folder
+
+
+def _checkpoint_files(work_dir: str) -> List[str]:
+    """The names of ``last_checkpoint`` and the ``*.pth`` files in ``work_dir``, sorted."""
+    return sorted(name for name in os.listdir(work_dir)
+                  if name == 'last_checkpoint' or name.endswith('.pth'))
 
 
 def set_local_rank_env(local_rank: int) -> None:

@@ -248,9 +248,12 @@ class DemoPipeline:
         options = _data_options(task, self.data_dir)
         options.update(_iters_options(s.seg_iters if task == 'seg' else s.det_iters))
         options.update(extra)
+        # A new demo run replaces the earlier demo's checkpoints (train.py --restart would keep
+        # them in a folder of their own, one more per run).
+        for old in [*work_dir.glob('*.pth'), work_dir / 'last_checkpoint']:
+            old.unlink(missing_ok=True)
         self._tool(f'train_{task}', 'train.py',
-                   [str(config), '--work-dir', str(work_dir), '--restart',  # a new demo run
-                    *format_cfg_options(options)])
+                   [str(config), '--work-dir', str(work_dir), *format_cfg_options(options)])
         return last_checkpoint(work_dir)
 
     def test(self, task: str, checkpoint: Path) -> Dict[str, float]:
