@@ -5,6 +5,7 @@ import struct
 import warnings
 import zipfile
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -201,6 +202,26 @@ def test_file_types_are_told_from_their_bytes_not_their_names(official, tmp_path
         notes.write_text(text)
         with pytest.raises(ValueError, match=r'not a PyTorch or safetensors checkpoint'):
             load_state_file(notes)
+
+
+def test_a_pickle_dump_of_tensors_is_named_as_such(tmp_path):
+    dumped = tmp_path / 'dumped.pkl'
+    with open(dumped, 'wb') as f:
+        pickle.dump(torch.nn.Linear(2, 2).state_dict(), f)
+    with pytest.raises(ValueError, match=r'dumped\.pkl \(\d+ bytes\) is a plain pickle of tensors '
+                                         r'\(pickle\.dump\), not a torch\.save or safetensors '
+                                         r'file: .*`torch\.storage\._load_from_bytes`.*If you trust'):
+        load_state_file(dumped)
+
+
+def test_globals_a_pickle_fetches_from_its_memo_are_named_in_full(tmp_path):
+    """pickle pushes 'numpy' once and takes it from the memo for numpy.dtype."""
+    from convnext_dense.weights.safe_load import _pickled_globals
+    arrays = tmp_path / 'arrays.pkl'
+    arrays.write_bytes(pickle.dumps({'a': np.zeros(3), 'b': np.ones(2, np.float32)}, protocol=4))
+    names = _pickled_globals(arrays)
+    assert names[-2:] == ['numpy.ndarray', 'numpy.dtype'] and len(names) == 3
+    assert names[0].endswith('multiarray._reconstruct')
 
 
 class _Payload:

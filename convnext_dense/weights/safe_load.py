@@ -29,6 +29,9 @@ from .errors import CheckpointError
 
 _SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
 # How a torch.save file of the legacy (non-zip) format starts: its magic number, pickled.
+# How pickle.dump stores a tensor's storage: torch.save bytes, which it loads with
+# weights_only=False.
+_PICKLED_STORAGE = 'torch.storage._load_from_bytes'
 _LEGACY_TORCH_MAGIC = b'\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19.'
 # Phrases of torch's weights-only unpickler (and of _history_buffer_statistic) when a pickle asks
 # for a global or a call it does not allow.
@@ -139,6 +142,8 @@ def load_state_file(path: Union[str, os.PathLike], map_location: Any = 'cpu') ->
     except pickle.UnpicklingError as err:
         names = _pickled_globals(path)
         foreign = [name for name in names or () if name not in _plain_global_names()]
+        if set(foreign) == {_PICKLED_STORAGE} and not head.startswith(_LEGACY_TORCH_MAGIC):
+            raise CheckpointError(_pickle_dump_message(path, size)) from None
         if foreign or _ASKS_FOR_CODE.search(str(err)):
             raise CheckpointError(_refusal_message(path, foreign, err)) from None
         raise CheckpointError(_corrupt_message(path, size, head, err)) from None
@@ -204,20 +209,47 @@ def _pickled_globals(path: Path) -> Optional[List[str]]:
             data = path.read_bytes()
     except (OSError, StopIteration, zipfile.BadZipFile):
         return None
-    stream, names, strings, complete = io.BytesIO(data), [], [], 0
+    stream, names, complete = io.BytesIO(data), [], 0
     while stream.tell() < len(data):
         try:
-            for opcode, arg, _ in pickletools.genops(stream):
-                if opcode.name == 'GLOBAL':
-                    names.append(_modern_name(*arg.split(' ', 1)))
-                elif opcode.name == 'STACK_GLOBAL' and len(strings) >= 2:
-                    names.append(_modern_name(strings[-2], strings[-1]))
-                elif isinstance(arg, str):
-                    strings.append(arg)
+            names += _globals_of_one_pickle(stream)
         except Exception:  # noqa: BLE001  (garbage or raw bytes after the pickles)
             break
         complete += 1
     return names if complete else None
+
+
+# Opcodes that store the top of the stack in the memo without pushing anything.
+_MEMO_PUTS = ('MEMOIZE', 'PUT', 'BINPUT', 'LONG_BINPUT')
+_MEMO_GETS = ('GET', 'BINGET', 'LONG_BINGET')
+_NOT_PUSHING = ('PROTO', 'FRAME', 'STOP', 'MARK')
+
+
+def _globals_of_one_pickle(stream: io.BytesIO) -> List[str]:
+    """The globals of the pickle at ``stream``'s position (read up to its STOP).
+
+    ``STACK_GLOBAL`` takes module and name from the stack; a pickle pushes each string once and
+    fetches it from the memo after that (numpy arrays: ``numpy`` for ``numpy.dtype`` comes from
+    the memo), so the memo is followed.
+    """
+    names: List[str] = []
+    pushed: List[Optional[str]] = []  # what each pushing opcode pushed (None: not a string)
+    memo: dict = {}
+    for opcode, arg, _ in pickletools.genops(stream):
+        if opcode.name == 'GLOBAL':
+            names.append(_modern_name(*arg.split(' ', 1)))
+            pushed.append(None)
+        elif opcode.name == 'STACK_GLOBAL':
+            if len(pushed) >= 2 and None not in pushed[-2:]:
+                names.append(_modern_name(pushed[-2], pushed[-1]))
+            pushed.append(None)
+        elif opcode.name in _MEMO_PUTS:
+            memo[len(memo) if opcode.name == 'MEMOIZE' else arg] = pushed[-1] if pushed else None
+        elif opcode.name in _MEMO_GETS:
+            pushed.append(memo.get(arg))
+        elif opcode.name not in _NOT_PUSHING:
+            pushed.append(arg if isinstance(arg, str) else None)
+    return names
 
 
 def _modern_name(module: str, name: str) -> str:
@@ -236,6 +268,14 @@ def _refusal_message(path: Path, foreign: List[str], err: Exception) -> str:
             "mmengine's training logs are accepted (torch.load(weights_only=True)). If you trust "
             'the file, re-save just its state dict (torch.save(model.state_dict(), ...)) or '
             'convert it to safetensors.')
+
+
+def _pickle_dump_message(path: Path, size: int) -> str:
+    return (f'checkpoint {path} ({size} bytes) is a plain pickle of tensors (pickle.dump), not a '
+            f'torch.save or safetensors file: pickle stores each tensor as torch.save bytes that '
+            f'torch reads back unsafely (`{_PICKLED_STORAGE}`), so it is refused; nothing from '
+            'the file was executed. If you trust the file, load it with pickle.load and save the '
+            'weights with torch.save(state_dict, ...) or safetensors.torch.save_file.')
 
 
 def _torch_detail(err: Exception) -> str:
