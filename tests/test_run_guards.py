@@ -2,6 +2,7 @@
 import argparse
 import importlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -484,3 +485,33 @@ def test_train_names_backbone_channels_that_do_not_fit_in_one_line(tmp_path):
     assert last_line.startswith('error: model.backbone (arch '), last_line
     assert 'out_indices [1, 2, 3]) outputs 3 feature maps' in last_line
     assert 'model.decode_head.in_index [0, 1, 2, 3]' in last_line
+
+
+@pytest.fixture(scope='module')
+def tiny_ade(tmp_path_factory):
+    """Data options pointing the demo UperNet config at a 2-image generated dataset."""
+    from convnext_dense.extras.demo.shapes import generate_shapes_dataset
+    root = tmp_path_factory.mktemp('tiny_shapes')
+    generate_shapes_dataset(root, seed=0, num_train=2, num_val=1)
+    return [f'{loader}.dataset.data_root={root}/ade'
+            for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+
+
+@pytest.mark.parametrize('options, env, error', [
+    (['model.decode_head.loss_decode.loss_weight=nan', 'train_cfg.max_iters=1'], {},
+     'error: non-finite loss at iteration 1 (non-finite: '),
+    (['optim_wrapper.paramwise_cfg.custom_keys.nowhere.lr_mult=0.1'], {},
+     "error: paramwise_cfg custom_keys ['nowhere'] match no parameter of "),
+    ([], {'CONVNEXT_DENSE_MALLOC': 'foo'},
+     "error: CONVNEXT_DENSE_MALLOC='foo' is not one of 'keep' (the default) or"),
+])
+def test_train_names_a_diverged_loss_or_a_bad_setting_in_one_line(tiny_ade, options, env, error,
+                                                                  tmp_path):
+    result = subprocess.run(
+        [sys.executable, 'tools/train.py', 'configs/demo/upernet_convnext-demo_shapes.py',
+         '--work-dir', str(tmp_path), '--cfg-options', 'model.backbone.init_cfg=None',
+         'train_dataloader.num_workers=0', *tiny_ade, *options],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS='1', **env))
+    assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(error), result.stderr[-1000:]

@@ -16,23 +16,29 @@ CUSTOM_KEY_FIELDS = ('lr_mult', 'decay_mult')
 LAYER_MAP_METHODS = ('layer_decay_id', 'layer_decay_num_layers')
 
 
+class LayerDecayConfigError(ValueError, TypeError):
+    """``paramwise_cfg`` / ``optimizer`` settings the constructor cannot use, or a model without
+    a layer map; the message names the value and what is allowed. Both a ValueError and a
+    TypeError, as the checks were before; ``tools/train.py`` prints it as one ``error:`` line."""
+
+
 def find_layer_map(model: nn.Module) -> nn.Module:
     """Return the module that owns the layer map: ``model`` itself if it has one, else its backbone.
 
     Raises:
-        TypeError: neither the model nor ``model.backbone`` has ``layer_decay_id`` and
+        LayerDecayConfigError: neither the model nor ``model.backbone`` has ``layer_decay_id`` and
             ``layer_decay_num_layers``.
     """
     if all(hasattr(model, method) for method in LAYER_MAP_METHODS):
         return model
     backbone = getattr(model, 'backbone', None)
     if backbone is None:
-        raise TypeError(
+        raise LayerDecayConfigError(
             f'{type(model).__name__} has no backbone and no layer map; layer decay needs a '
             f'model.backbone (or a bare backbone) with methods {LAYER_MAP_METHODS}')
     missing = [method for method in LAYER_MAP_METHODS if not hasattr(backbone, method)]
     if missing:
-        raise TypeError(
+        raise LayerDecayConfigError(
             f'backbone {type(backbone).__name__} has no layer map (missing {missing}); layer '
             f'decay needs a backbone with methods {LAYER_MAP_METHODS}, such as '
             'convnext_dense.ConvNeXt')
@@ -99,55 +105,55 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
     def _validate_cfg(self) -> None:
         cfg = self.paramwise_cfg
         if not isinstance(cfg, dict):
-            raise TypeError(f'paramwise_cfg must be a dict, got {type(cfg).__name__}')
+            raise LayerDecayConfigError(f'paramwise_cfg must be a dict, got {type(cfg).__name__}')
         for key in cfg:
             if key not in PARAMWISE_KEYS:
-                raise ValueError(
+                raise LayerDecayConfigError(
                     f"paramwise_cfg key '{key}' is not supported by "
                     f'LayerDecayOptimizerConstructor; allowed keys: {PARAMWISE_KEYS}')
         if 'decay_rate' not in cfg:
-            raise ValueError("paramwise_cfg needs 'decay_rate', a number in (0, 1]")
+            raise LayerDecayConfigError("paramwise_cfg needs 'decay_rate', a number in (0, 1]")
         rate = cfg['decay_rate']
         if not is_number(rate):
-            raise ValueError(f'paramwise_cfg decay_rate {rate!r} ({type(rate).__name__}) must be '
+            raise LayerDecayConfigError(f'paramwise_cfg decay_rate {rate!r} ({type(rate).__name__}) must be '
                              'a Python int or float in (0, 1]')
         if not 0 < rate <= 1:
-            raise ValueError(f'paramwise_cfg decay_rate {rate!r} is out of range (0, 1]')
+            raise LayerDecayConfigError(f'paramwise_cfg decay_rate {rate!r} is out of range (0, 1]')
         decay_type = cfg.get('decay_type', 'layer_wise')
         if decay_type not in DECAY_TYPES:
-            raise ValueError(f'paramwise_cfg decay_type {decay_type!r} is not one of {DECAY_TYPES}')
+            raise LayerDecayConfigError(f'paramwise_cfg decay_type {decay_type!r} is not one of {DECAY_TYPES}')
         num_layers = cfg.get('num_layers')
         if num_layers is not None and (not is_int(num_layers) or num_layers < 1):
-            raise ValueError(
+            raise LayerDecayConfigError(
                 f'paramwise_cfg num_layers {num_layers!r} ({type(num_layers).__name__}) must be '
                 'a positive Python int or omitted (derived from the backbone)')
         self._validate_custom_keys(cfg.get('custom_keys', {}))
         if self.base_lr is None:
-            raise ValueError('optimizer lr must be set: layer decay scales it per layer')
+            raise LayerDecayConfigError('optimizer lr must be set: layer decay scales it per layer')
         for field, value in (('lr', self.base_lr), ('weight_decay', self.base_wd)):
             if value is not None and (not isinstance(value, numbers.Real)
                                       or isinstance(value, bool) or value < 0):
-                raise ValueError(f'optimizer {field} {value!r} must be a number >= 0 '
+                raise LayerDecayConfigError(f'optimizer {field} {value!r} must be a number >= 0 '
                                  f'(got {type(value).__name__})')
 
     def _validate_custom_keys(self, custom_keys) -> None:
         if not isinstance(custom_keys, dict):
-            raise TypeError(
+            raise LayerDecayConfigError(
                 f'paramwise_cfg custom_keys must be a dict, got {type(custom_keys).__name__}')
         for key, fields in custom_keys.items():
             if not isinstance(key, str) or not isinstance(fields, dict):
-                raise TypeError(
+                raise LayerDecayConfigError(
                     f'custom_keys entries must map a name substring to a dict, got {key!r}: '
                     f'{fields!r}')
             for field, value in fields.items():
                 if field not in CUSTOM_KEY_FIELDS:
-                    raise ValueError(f"custom_keys['{key}'] field '{field}' is not supported; "
+                    raise LayerDecayConfigError(f"custom_keys['{key}'] field '{field}' is not supported; "
                                      f'allowed fields: {CUSTOM_KEY_FIELDS}')
                 if not is_number(value) or not 0 <= value < math.inf:
-                    raise ValueError(
+                    raise LayerDecayConfigError(
                         f"custom_keys['{key}'] {field} {value!r} must be a finite number >= 0")
             if 'decay_mult' in fields and self.base_wd is None:
-                raise ValueError(f"custom_keys['{key}'] sets decay_mult but the optimizer has "
+                raise LayerDecayConfigError(f"custom_keys['{key}'] sets decay_mult but the optimizer has "
                                  'no weight_decay to multiply')
 
     def resolve_num_layers(self, layer_map: nn.Module) -> int:
@@ -157,7 +163,7 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
             return derived
         owner = type(layer_map).__name__
         if self.decay_type == 'layer_wise' and self.num_layers != derived:
-            raise ValueError(
+            raise LayerDecayConfigError(
                 f'paramwise_cfg num_layers {self.num_layers} does not fit {owner}: its '
                 f"layer_wise map has num_layers {derived}; set it to {derived} or omit it")
         if self.decay_type == 'stage_wise':
@@ -165,7 +171,7 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
                    for name, _ in layer_map.named_parameters())
             deepest = max((i for i in ids if i <= derived), default=0)
             if self.num_layers < deepest:
-                raise ValueError(
+                raise LayerDecayConfigError(
                     f'paramwise_cfg num_layers {self.num_layers} is too small for {owner}: '
                     f'stage_wise needs at least {deepest} (its deepest stage id), or omit it')
         return self.num_layers
@@ -245,7 +251,7 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
             return
         # One example name per top-level module shows the prefixes a key can use.
         examples = {name.split('.')[0]: name for name in reversed(names)}
-        raise ValueError(
+        raise LayerDecayConfigError(
             f'paramwise_cfg custom_keys {unmatched} match no parameter of '
             f'{type(module).__name__}; a key applies to every parameter name containing it, and '
             f'names look like {sorted(examples.values())}')

@@ -10,6 +10,11 @@ from ..model.archs import is_int
 from ..registry import HOOKS
 
 
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN / inf loss; the message names the iteration, the terms and the
+    last good checkpoint (``tools/train.py`` prints it as one ``error:`` line)."""
+
+
 @HOOKS.register_module()
 class NonFiniteLossHook(Hook):
     """Stop training at the first non-finite loss, naming the iteration and the loss terms.
@@ -31,7 +36,7 @@ class NonFiniteLossHook(Hook):
             return
         terms = ', '.join(f'{name}={value:.4g}' for name, value in sorted(values.items()))
         last = runner.message_hub.get_info('last_ckpt') or 'none saved yet'
-        raise FloatingPointError(
+        raise NonFiniteLossError(
             f'non-finite loss at iteration {runner.iter + 1} (non-finite: {", ".join(bad)}; '
             f'all terms: {terms}). Training stopped before saving; last good checkpoint: {last}. '
             'Lower the learning rate, add gradient clipping (optim_wrapper.clip_grad) or check '

@@ -18,7 +18,8 @@ from ..atomic_files import remove_interrupted_writes
 from ..model.archs import BackboneArgumentError
 from ..weights.errors import CheckpointError
 from ..weights.sources import resolve_source
-from .allocator import keep_freed_memory
+from ..model.layer_decay import LayerDecayConfigError
+from .allocator import MallocSettingError, keep_freed_memory
 from .argument_errors import ConfigArgumentError, explain_unexpected_arguments
 from .channel_checks import ChannelMismatchError, check_backbone_channels
 from .checkpoint_runner import StrictLoadRunner
@@ -26,6 +27,7 @@ from .checkpoint_safety import point_at_a_saved_checkpoint
 from .cli_options import exit_code
 from .compile_cache import keep_compile_cache_per_capability
 from .data_checks import DataError, check_data_paths, explain_annotation_errors
+from .hooks import NonFiniteLossError
 from .device import adapt_to_device
 
 
@@ -109,13 +111,16 @@ def run_or_explain(cfg: Config, mode: str) -> int:
     is missing or malformed (:class:`~.data_checks.DataError`), a checkpoint cannot be used
     (:class:`~convnext_dense.weights.CheckpointError`), the backbone's channels do not fit the
     neck / heads (:class:`~.channel_checks.ChannelMismatchError`), an argument of the backbone
-    is wrong (:class:`~convnext_dense.model.archs.BackboneArgumentError`) or a config entry gives
-    a class an argument it does not take (:class:`~.argument_errors.ConfigArgumentError`);
-    other errors keep their traceback."""
+    is wrong (:class:`~convnext_dense.model.archs.BackboneArgumentError`), a config entry gives
+    a class an argument it does not take (:class:`~.argument_errors.ConfigArgumentError`), the
+    layer-decay settings do not fit (``LayerDecayConfigError``), ``CONVNEXT_DENSE_MALLOC`` has
+    an unknown value (:class:`~.allocator.MallocSettingError`) or the loss turned non-finite
+    (:class:`~.hooks.NonFiniteLossError`); other errors keep their traceback."""
     def action() -> None:
         run(cfg, mode)  # the runner logs its own results
     return exit_code(action, (DataError, FileNotFoundError, CheckpointError, ChannelMismatchError,
-                              BackboneArgumentError, ConfigArgumentError))
+                              BackboneArgumentError, ConfigArgumentError, LayerDecayConfigError,
+                              MallocSettingError, NonFiniteLossError))
 
 
 def close_process_group() -> None:
