@@ -26,8 +26,8 @@ def find_layer_map(model: nn.Module) -> nn.Module:
     """Return the module that owns the layer map: ``model`` itself if it has one, else its backbone.
 
     Raises:
-        LayerDecayConfigError: neither the model nor ``model.backbone`` has ``layer_decay_id`` and
-            ``layer_decay_num_layers``.
+        LayerDecayConfigError: neither the model nor ``model.backbone`` has ``layer_decay_id``
+            and ``layer_decay_num_layers``.
     """
     if all(hasattr(model, method) for method in LAYER_MAP_METHODS):
         return model
@@ -105,7 +105,8 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
     def _validate_cfg(self) -> None:
         cfg = self.paramwise_cfg
         if not isinstance(cfg, dict):
-            raise LayerDecayConfigError(f'paramwise_cfg must be a dict, got {type(cfg).__name__}')
+            raise LayerDecayConfigError(
+                f'paramwise_cfg must be a dict, got {type(cfg).__name__}')
         for key in cfg:
             if key not in PARAMWISE_KEYS:
                 raise LayerDecayConfigError(
@@ -115,13 +116,16 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
             raise LayerDecayConfigError("paramwise_cfg needs 'decay_rate', a number in (0, 1]")
         rate = cfg['decay_rate']
         if not is_number(rate):
-            raise LayerDecayConfigError(f'paramwise_cfg decay_rate {rate!r} ({type(rate).__name__}) must be '
-                             'a Python int or float in (0, 1]')
+            raise LayerDecayConfigError(
+                f'paramwise_cfg decay_rate {rate!r} ({type(rate).__name__}) must be a Python int '
+                'or float in (0, 1]')
         if not 0 < rate <= 1:
-            raise LayerDecayConfigError(f'paramwise_cfg decay_rate {rate!r} is out of range (0, 1]')
+            raise LayerDecayConfigError(
+                f'paramwise_cfg decay_rate {rate!r} is out of range (0, 1]')
         decay_type = cfg.get('decay_type', 'layer_wise')
         if decay_type not in DECAY_TYPES:
-            raise LayerDecayConfigError(f'paramwise_cfg decay_type {decay_type!r} is not one of {DECAY_TYPES}')
+            raise LayerDecayConfigError(
+                f'paramwise_cfg decay_type {decay_type!r} is not one of {DECAY_TYPES}')
         num_layers = cfg.get('num_layers')
         if num_layers is not None and (not is_int(num_layers) or num_layers < 1):
             raise LayerDecayConfigError(
@@ -129,12 +133,14 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
                 'a positive Python int or omitted (derived from the backbone)')
         self._validate_custom_keys(cfg.get('custom_keys', {}))
         if self.base_lr is None:
-            raise LayerDecayConfigError('optimizer lr must be set: layer decay scales it per layer')
+            raise LayerDecayConfigError(
+                'optimizer lr must be set: layer decay scales it per layer')
         for field, value in (('lr', self.base_lr), ('weight_decay', self.base_wd)):
             if value is not None and (not isinstance(value, numbers.Real)
                                       or isinstance(value, bool) or value < 0):
-                raise LayerDecayConfigError(f'optimizer {field} {value!r} must be a number >= 0 '
-                                 f'(got {type(value).__name__})')
+                raise LayerDecayConfigError(
+                    f'optimizer {field} {value!r} must be a number >= 0 '
+                    f'(got {type(value).__name__})')
 
     def _validate_custom_keys(self, custom_keys) -> None:
         if not isinstance(custom_keys, dict):
@@ -147,14 +153,16 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
                     f'{fields!r}')
             for field, value in fields.items():
                 if field not in CUSTOM_KEY_FIELDS:
-                    raise LayerDecayConfigError(f"custom_keys['{key}'] field '{field}' is not supported; "
-                                     f'allowed fields: {CUSTOM_KEY_FIELDS}')
+                    raise LayerDecayConfigError(
+                        f"custom_keys['{key}'] field '{field}' is not supported; "
+                        f'allowed fields: {CUSTOM_KEY_FIELDS}')
                 if not is_number(value) or not 0 <= value < math.inf:
                     raise LayerDecayConfigError(
                         f"custom_keys['{key}'] {field} {value!r} must be a finite number >= 0")
             if 'decay_mult' in fields and self.base_wd is None:
-                raise LayerDecayConfigError(f"custom_keys['{key}'] sets decay_mult but the optimizer has "
-                                 'no weight_decay to multiply')
+                raise LayerDecayConfigError(
+                    f"custom_keys['{key}'] sets decay_mult but the optimizer has no "
+                    'weight_decay to multiply')
 
     def resolve_num_layers(self, layer_map: nn.Module) -> int:
         """``num_layers`` for this backbone: the configured value, checked, or the derived one."""

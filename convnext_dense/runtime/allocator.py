@@ -25,13 +25,13 @@ OPT_OUT_VALUES = ('glibc', 'default')
 MMAP_THRESHOLD = 1 << 30
 TRIM_THRESHOLD = (1 << 31) - 1
 _M_TRIM_THRESHOLD = -1  # glibc's malloc.h
-
-
-class MallocSettingError(ValueError):
-    """``CONVNEXT_DENSE_MALLOC`` has a value other than the ones allowed (the message lists them)."""
 _M_MMAP_THRESHOLD = -3
 _OTHER_ALLOCATORS = ('jemalloc', 'tcmalloc', 'mimalloc')
 _GLIBC_VARIABLES = ('MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_', 'MALLOC_TOP_PAD_')
+
+
+class MallocSettingError(ValueError):
+    """``CONVNEXT_DENSE_MALLOC`` has a value other than those allowed (the message lists them)."""
 
 
 def reason_to_leave_alone(environ: Mapping[str, str] = os.environ,
@@ -47,8 +47,9 @@ def reason_to_leave_alone(environ: Mapping[str, str] = os.environ,
     if choice in OPT_OUT_VALUES:
         return f'{OPT_OUT_VARIABLE}={environ[OPT_OUT_VARIABLE]}'
     if choice not in ('', 'keep'):
-        raise MallocSettingError(f"{OPT_OUT_VARIABLE}={environ[OPT_OUT_VARIABLE]!r} is not one of "
-                         f"'keep' (the default) or {' / '.join(map(repr, OPT_OUT_VALUES))}")
+        raise MallocSettingError(
+            f"{OPT_OUT_VARIABLE}={environ[OPT_OUT_VARIABLE]!r} is not one of 'keep' (the default) "
+            f"or {' / '.join(map(repr, OPT_OUT_VALUES))}")
     if libc_version is None:
         libc_version = ' '.join(platform.libc_ver()).strip()
     if not libc_version.startswith('glibc'):

@@ -16,9 +16,9 @@ from mmengine.runner import Runner
 
 from ..atomic_files import remove_interrupted_writes
 from ..model.archs import BackboneArgumentError
+from ..model.layer_decay import LayerDecayConfigError
 from ..weights.errors import CheckpointError
 from ..weights.sources import resolve_source
-from ..model.layer_decay import LayerDecayConfigError
 from .allocator import MallocSettingError, keep_freed_memory
 from .argument_errors import ConfigArgumentError, explain_unexpected_arguments
 from .channel_checks import ChannelMismatchError, check_backbone_channels
@@ -27,8 +27,8 @@ from .checkpoint_safety import point_at_a_saved_checkpoint
 from .cli_options import exit_code
 from .compile_cache import keep_compile_cache_per_capability
 from .data_checks import DataError, check_data_paths, explain_annotation_errors
-from .hooks import NonFiniteLossError
 from .device import adapt_to_device
+from .hooks import NonFiniteLossError
 
 
 def add_non_finite_loss_check(cfg: Config) -> None:
