@@ -342,7 +342,8 @@ def test_show_dir_of_an_earlier_segmentation_run_is_reused(tmp_path):
     (tmp_path / 'vis_data' / 'vis_image').mkdir(parents=True)  # all mmseg writes there
     (tmp_path / 'vis_data' / 'vis_image' / 'img_0.png').write_bytes(b'an earlier drawing')
     cli_options.enable_show_dir(_show_cfg('mmseg'), str(tmp_path))
-    assert sorted(p.name for p in tmp_path.iterdir()) == [cli_options.OUTPUT_MARKER]
+    assert list(tmp_path.iterdir()) == []
+    assert Path(cli_options.output_marker(str(tmp_path))).is_file()
 
 
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
@@ -352,7 +353,7 @@ def test_show_dir_drawn_into_before_is_reused_and_emptied(tmp_path, scope):
     (show / 'img.jpg').write_bytes(b'an earlier drawing')
     cli_options.enable_show_dir(_show_cfg(scope), str(show))  # a rerun of the same test
     # the rerun's drawings do not mix with the earlier run's (another test set, --show-limit)
-    assert sorted(p.name for p in show.iterdir()) == [cli_options.OUTPUT_MARKER]
+    assert list(show.iterdir()) == []
 
 
 def test_segmentation_out_of_an_earlier_run_is_emptied(tmp_path):
@@ -362,7 +363,19 @@ def test_segmentation_out_of_an_earlier_run_is_emptied(tmp_path):
     (out / 'img_0.png').write_bytes(b'an earlier prediction')
     cli_options.add_result_dump(Config(dict(default_scope='mmseg', test_evaluator=dict())),
                                 str(out))
-    assert sorted(p.name for p in out.iterdir()) == [cli_options.OUTPUT_MARKER]
+    # Nothing but the predictions: mmseg's confusion_matrix.py opens every file there.
+    assert list(out.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['.pred.written_by_test_py', 'pred']
+
+
+def test_an_output_folder_marked_inside_by_an_earlier_version_is_reused(tmp_path):
+    out = tmp_path / 'pred'
+    out.mkdir()
+    (out / cli_options.OUTPUT_MARKER).write_text('tools/test.py --out writes here')
+    (out / 'img_0.png').write_bytes(b'an earlier prediction')
+    cli_options.add_result_dump(Config(dict(default_scope='mmseg', test_evaluator=dict())),
+                                str(out))
+    assert list(out.iterdir()) == []
 
 
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])

@@ -20,7 +20,9 @@ from ..model.archs import is_int
 from .config import innermost_dataset, load_config, task_scope
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
-# Left in the folders --show-dir and mmseg's --out write into: a later run may replace them.
+# Beside the folders --show-dir and mmseg's --out write into (``.<folder>.written_by_test_py``):
+# a later run may replace what they hold. Not inside: mmseg's confusion_matrix.py opens every
+# file of the --out folder as a label map.
 OUTPUT_MARKER = '.written_by_test_py'
 
 
@@ -93,16 +95,18 @@ def _claim_output_folder(path: str, option: str, what: str,
                          earlier: Tuple[str, ...] = ()) -> None:
     """Make ``path`` the ``option`` folder ``what`` is written into, marked as such.
 
-    An empty or missing folder passes, and so does one an earlier run marked (``OUTPUT_MARKER``)
-    or holding only the ``earlier`` entries: that run's outputs are removed first (on rank 0),
-    so the folder never mixes two runs' results. A folder holding other files (a dataset's
-    images, say, which ``what`` could overwrite) is refused.
+    An empty or missing folder passes, and so does one an earlier run marked (``OUTPUT_MARKER``
+    beside it, see :func:`output_marker`; inside it, as runs before 2026-12-03 left it) or
+    holding only the ``earlier`` entries: that run's outputs are removed first (on rank 0), so
+    the folder never mixes two runs' results. A folder holding other files (a dataset's images,
+    say, which ``what`` could overwrite) is refused.
 
     Raises:
         ValueError: ``path`` is a file, or a folder holding other files.
     """
     _refuse_file(path, option)
-    if osp.isdir(path) and not osp.isfile(osp.join(path, OUTPUT_MARKER)):
+    marked = osp.isfile(output_marker(path)) or osp.isfile(osp.join(path, OUTPUT_MARKER))
+    if osp.isdir(path) and not marked:
         found = sorted(set(os.listdir(path)) - set(earlier))
         if found:
             raise ValueError(
@@ -112,12 +116,22 @@ def _claim_output_folder(path: str, option: str, what: str,
     if osp.isdir(path) and int(os.environ.get('RANK', 0)) == 0:
         _remove_earlier_outputs(path, option)
     os.makedirs(path, exist_ok=True)
-    with open(osp.join(path, OUTPUT_MARKER), 'w') as marker:
-        marker.write(f'tools/test.py {option} writes here; a later run replaces what is here\n')
+    with open(output_marker(path), 'w') as marker:
+        marker.write(f'tools/test.py {option} writes into {osp.basename(osp.abspath(path))}/; a '
+                     'later run replaces what is there\n')
+
+
+def output_marker(path: str) -> str:
+    """The file that marks ``path`` as a folder tools/test.py writes into: a hidden file beside
+    it, ``.<folder name>.written_by_test_py``."""
+    folder = osp.abspath(path)
+    return osp.join(osp.dirname(folder), f'.{osp.basename(folder)}{OUTPUT_MARKER}')
 
 
 def _remove_earlier_outputs(path: str, option: str) -> None:
-    stale = sorted(set(os.listdir(path)) - {OUTPUT_MARKER})
+    if osp.isfile(osp.join(path, OUTPUT_MARKER)):  # an earlier run's marker inside
+        os.remove(osp.join(path, OUTPUT_MARKER))
+    stale = sorted(os.listdir(path))
     for name in stale:
         entry = osp.join(path, name)
         if osp.isdir(entry) and not osp.islink(entry):
@@ -278,7 +292,7 @@ def enable_show_dir(cfg: Config, show_dir: str, limit: Optional[int] = None) -> 
 
     mmdet writes the drawings straight into it, named as the test images; mmseg under its
     ``vis_data/``. A folder holding anything else (the test images, say) is refused, unless
-    it holds ``OUTPUT_MARKER``, left there by an earlier run.
+    an earlier run marked it (:func:`output_marker`).
 
     Args:
         cfg: The test config, changed in place.
